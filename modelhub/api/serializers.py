@@ -1,0 +1,121 @@
+"""Serializers of the management API: input validation and explicit output fields only."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from modelhub.models import (
+    Dataset,
+    ModelVersion,
+    OptimizationJob,
+    PromotionEvent,
+    ReadinessProfile,
+    RegisteredModel,
+    Task,
+    Variant,
+)
+
+
+class ModelSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    production = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RegisteredModel
+        fields = ["name", "description", "task", "owner", "created_at", "production"]
+        read_only_fields = ["owner", "created_at", "production"]
+
+    def get_production(self, obj: RegisteredModel) -> str | None:
+        deployment = obj.deployments.filter(alias="production").select_related("variant__version").first()
+        return deployment.variant.label if deployment else None
+
+
+class ModelCreateSerializer(serializers.Serializer):
+    name = serializers.SlugField(max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    task = serializers.ChoiceField(choices=Task.choices, default=Task.AUTO)
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["number", "format", "status", "status_reason", "original_filename", "sha256", "size_bytes",
+                  "files", "signature", "inspection", "created_at"]
+        read_only_fields = fields
+
+
+class UploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Dataset
+        fields = ["purpose", "original_filename", "sha256", "size_bytes", "sample_count", "arrays", "has_labels",
+                  "created_at"]
+        read_only_fields = fields
+
+
+class DatasetUploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    purpose = serializers.ChoiceField(choices=Dataset.Purpose.choices)
+
+
+class ProfileSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ReadinessProfile
+        fields = ["name", "description", "max_size_mb", "max_p95_ms", "max_p99_ms", "batch_size",
+                  "max_peak_memory_mb", "accuracy_metric", "min_accuracy", "max_accuracy_drop", "min_speedup",
+                  "target", "threads"]
+
+
+class VariantSerializer(serializers.ModelSerializer):
+    parent = serializers.CharField(source="parent.name", read_only=True, default=None)
+
+    class Meta:
+        model = Variant
+        fields = ["name", "pass_name", "parent", "config", "format", "runtime", "sha256", "size_bytes", "status",
+                  "status_reason", "metrics", "notes", "created_at"]
+        read_only_fields = fields
+
+
+class OptimizeSerializer(serializers.Serializer):
+    profile = serializers.SlugField(required=False, allow_null=True)
+    plan = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True)
+    auto_promote = serializers.BooleanField(default=False)
+
+
+class JobSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="version.model.name", read_only=True)
+    version = serializers.IntegerField(source="version.number", read_only=True)
+    profile = serializers.CharField(source="profile.name", read_only=True, default=None)
+
+    class Meta:
+        model = OptimizationJob
+        fields = ["id", "model", "version", "kind", "profile", "plan", "status", "progress", "current_step",
+                  "events", "attempts", "error", "result", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class PromoteSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1)
+    variant = serializers.CharField(max_length=100)
+    alias = serializers.SlugField(default="production")
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    force = serializers.BooleanField(default=False)
+
+
+class RollbackSerializer(serializers.Serializer):
+    alias = serializers.SlugField(default="production")
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class PromotionSerializer(serializers.ModelSerializer):
+    from_variant = serializers.CharField(source="from_variant.label", read_only=True, default=None)
+    to_variant = serializers.CharField(source="to_variant.label", read_only=True)
+    by = serializers.CharField(source="by.username", read_only=True, default=None)
+
+    class Meta:
+        model = PromotionEvent
+        fields = ["alias", "kind", "from_variant", "to_variant", "by", "at", "reason", "forced", "verdict"]
+        read_only_fields = fields

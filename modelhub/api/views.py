@@ -1,0 +1,192 @@
+"""Management REST API: validate input, call one service or selector, serialize the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import FileResponse
+from rest_framework import status
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from modelhub import bundles, selectors, services
+from modelhub.api import serializers as s
+from modelhub.errors import NotFound, ServiceError
+from modelhub.models import ModelVersion, ReadinessProfile
+
+
+class ServiceAPIView(APIView):
+    """An APIView that answers a ServiceError with its status and a JSON reason."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, ServiceError):
+            return Response({"error": exc.message, **exc.details}, status=exc.status)
+        return super().handle_exception(exc)
+
+    def valid(self, serializer_class: type, request: Request) -> dict[str, Any]:
+        serializer = serializer_class(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def version(self, request: Request, name: str, number: int) -> ModelVersion:
+        model = selectors.model_get(user=request.user, name=name)
+        return selectors.version_get(model=model, number=number)
+
+
+class ModelListView(ServiceAPIView):
+    def get(self, request: Request) -> Response:
+        models = selectors.model_visible_to(request.user).select_related("owner")
+        return Response(s.ModelSerializer(models, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        model = services.model_create(owner=request.user, **self.valid(s.ModelCreateSerializer, request))
+        return Response(s.ModelSerializer(model).data, status=status.HTTP_201_CREATED)
+
+
+class ModelDetailView(ServiceAPIView):
+    def get(self, request: Request, name: str) -> Response:
+        return Response(s.ModelSerializer(selectors.model_get(user=request.user, name=name)).data)
+
+
+class VersionListView(ServiceAPIView):
+    parser_classes = [MultiPartParser]
+
+    def get(self, request: Request, name: str) -> Response:
+        model = selectors.model_get(user=request.user, name=name)
+        return Response(s.VersionSerializer(model.versions.all(), many=True).data)
+
+    def post(self, request: Request, name: str) -> Response:
+        model = selectors.model_get(user=request.user, name=name)
+        upload = self.valid(s.UploadSerializer, request)["file"]
+        version, created = services.version_upload(model=model, stream=upload, filename=upload.name,
+                                                   user=request.user)
+        version.refresh_from_db()
+        body = s.VersionSerializer(version).data
+        if version.status == ModelVersion.Status.FAILED:
+            return Response({"error": version.status_reason, **body}, status=status.HTTP_400_BAD_REQUEST)
+        if not created:
+            return Response(body, status=status.HTTP_200_OK)
+        ready = version.status == ModelVersion.Status.READY
+        return Response(body, status=status.HTTP_201_CREATED if ready else status.HTTP_202_ACCEPTED)
+
+
+class VersionDetailView(ServiceAPIView):
+    def get(self, request: Request, name: str, number: int) -> Response:
+        version = self.version(request, name, number)
+        body = s.VersionSerializer(version).data
+        body["datasets"] = s.DatasetSerializer(version.datasets.all(), many=True).data
+        body["variants"] = s.VariantSerializer(version.variants.select_related("parent"), many=True).data
+        return Response(body)
+
+
+class DatasetListView(ServiceAPIView):
+    parser_classes = [MultiPartParser]
+
+    def get(self, request: Request, name: str, number: int) -> Response:
+        return Response(s.DatasetSerializer(self.version(request, name, number).datasets.all(), many=True).data)
+
+    def post(self, request: Request, name: str, number: int) -> Response:
+        version = self.version(request, name, number)
+        data = self.valid(s.DatasetUploadSerializer, request)
+        dataset = services.dataset_upload(version=version, purpose=data["purpose"], stream=data["file"],
+                                          filename=data["file"].name, user=request.user)
+        return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class ResultsView(ServiceAPIView):
+    def get(self, request: Request, name: str, number: int) -> Response:
+        version = self.version(request, name, number)
+        last_job = version.jobs.filter(status="SUCCEEDED", kind="optimize").first()
+        result = last_job.result if last_job else {}
+        return Response({
+            "variants": selectors.variant_rows(version=version),
+            "best": result.get("best"), "best_effort": result.get("best_effort"),
+            "pareto": result.get("ranking", {}).get("pareto", []), "advice": result.get("advice", []),
+            "job": last_job.pk if last_job else None,
+        })
+
+
+class OptimizeView(ServiceAPIView):
+    parser_classes = [JSONParser]
+
+    def post(self, request: Request, name: str, number: int) -> Response:
+        version = self.version(request, name, number)
+        data = self.valid(s.OptimizeSerializer, request)
+        profile = None
+        if data.get("profile"):
+            profile = ReadinessProfile.objects.filter(name=data["profile"]).first()
+            if profile is None:
+                raise NotFound(f"No readiness profile named {data['profile']!r}.")
+        job = services.optimization_request(version=version, user=request.user, profile=profile,
+                                            plan=data.get("plan"), auto_promote=data["auto_promote"])
+        job.refresh_from_db()
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class VariantBundleView(ServiceAPIView):
+    def get(self, request: Request, name: str, number: int, variant: str) -> FileResponse:
+        version = self.version(request, name, number)
+        target = selectors.variant_get(version=version, name=variant)
+        return bundles.bundle_response(target)
+
+
+class VariantBenchmarkView(ServiceAPIView):
+    def post(self, request: Request, name: str, number: int, variant: str) -> Response:
+        version = self.version(request, name, number)
+        target = selectors.variant_get(version=version, name=variant)
+        job = services.benchmark_request(variant=target, user=request.user)
+        job.refresh_from_db()
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobDetailView(ServiceAPIView):
+    def get(self, request: Request, job_id: int) -> Response:
+        return Response(s.JobSerializer(selectors.job_get(user=request.user, job_id=job_id)).data)
+
+
+class JobCancelView(ServiceAPIView):
+    def post(self, request: Request, job_id: int) -> Response:
+        job = services.job_cancel(job=selectors.job_get(user=request.user, job_id=job_id), user=request.user)
+        return Response(s.JobSerializer(job).data)
+
+
+class PromoteView(ServiceAPIView):
+    parser_classes = [JSONParser]
+
+    def post(self, request: Request, name: str) -> Response:
+        model = selectors.model_get(user=request.user, name=name)
+        data = self.valid(s.PromoteSerializer, request)
+        version = selectors.version_get(model=model, number=data["version"])
+        variant = selectors.variant_get(version=version, name=data["variant"])
+        event = services.deployment_promote(model=model, variant=variant, by=request.user, alias=data["alias"],
+                                            reason=data["reason"], force=data["force"])
+        return Response(s.PromotionSerializer(event).data, status=status.HTTP_201_CREATED)
+
+
+class RollbackView(ServiceAPIView):
+    parser_classes = [JSONParser]
+
+    def post(self, request: Request, name: str) -> Response:
+        model = selectors.model_get(user=request.user, name=name)
+        data = self.valid(s.RollbackSerializer, request)
+        event = services.deployment_rollback(model=model, by=request.user, alias=data["alias"], reason=data["reason"])
+        return Response(s.PromotionSerializer(event).data, status=status.HTTP_201_CREATED)
+
+
+class HistoryView(ServiceAPIView):
+    def get(self, request: Request, name: str) -> Response:
+        model = selectors.model_get(user=request.user, name=name)
+        return Response(s.PromotionSerializer(selectors.promotion_history(model=model), many=True).data)
+
+
+class ProfileListView(ServiceAPIView):
+    parser_classes = [JSONParser]
+
+    def get(self, request: Request) -> Response:
+        return Response(s.ProfileSerializer(ReadinessProfile.objects.all(), many=True).data)
+
+    def post(self, request: Request) -> Response:
+        profile = services.profile_create(user=request.user, **self.valid(s.ProfileSerializer, request))
+        return Response(s.ProfileSerializer(profile).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,10 @@
+"""App config of the model registry."""
+
+from django.apps import AppConfig
+
+
+class ModelhubConfig(AppConfig):
+    """The registry: models, versions, variants, jobs, deployments."""
+
+    name = "modelhub"
+    verbose_name = "Model registry"

@@ -1,0 +1,96 @@
+"""Deployment bundle of a variant: a zip a person can run with only onnxruntime and numpy."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import json
+import zipfile
+from typing import Any
+
+from django.http import FileResponse
+
+from modelhub import artifacts
+from modelhub.errors import Invalid
+from modelhub.models import Variant
+
+PREDICT_PY = '''"""Minimal loader of this bundle: needs only onnxruntime and numpy.
+
+    python predict.py inputs.npz      # arrays named after the model inputs
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = Path(__file__).parent
+
+
+def load(threads: int = 1) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(HERE / "model.onnx"), options, providers=["CPUExecutionProvider"])
+
+
+def predict(session: ort.InferenceSession, inputs: dict) -> dict:
+    signature = json.loads((HERE / "config.json").read_text())["signature"]
+    feed = {spec["name"]: np.asarray(inputs[spec["name"]], dtype=spec["dtype"]) for spec in signature["inputs"]}
+    names = [out.name for out in session.get_outputs()]
+    return dict(zip(names, session.run(None, feed)))
+
+
+if __name__ == "__main__":
+    with np.load(sys.argv[1], allow_pickle=False) as data:
+        outputs = predict(load(), {name: data[name] for name in data.files})
+    for name, value in outputs.items():
+        print(name, value.shape, value.ravel()[:8])
+'''
+
+
+def _lineage(variant: Variant) -> list[dict[str, Any]]:
+    chain = []
+    node: Variant | None = variant
+    while node is not None:
+        chain.append({"name": node.name, "pass": node.pass_name, "config": node.config, "sha256": node.sha256})
+        node = node.parent
+    return chain
+
+
+def _config(variant: Variant) -> dict[str, Any]:
+    result = variant.latest_result()
+    return {
+        "model": variant.version.model.name, "version": variant.version.number, "variant": variant.name,
+        "sha256": variant.sha256, "signature": variant.version.signature, "lineage": _lineage(variant),
+        "metrics": result.report if result else {}, "accuracy": result.accuracy if result else {},
+        "verdict": result.verdict if result else {},
+        "runtime": {"onnxruntime": importlib.metadata.version("onnxruntime")},
+    }
+
+
+def bundle_bytes(variant: Variant) -> bytes:
+    """The zip archive of a READY ONNX variant: model.onnx, config.json, predict.py, README.md."""
+    if variant.status != Variant.Status.READY or variant.format != "onnx":
+        raise Invalid(f"Variant {variant.label} is not a READY ONNX model; only those can be bundled.")
+    config = _config(variant)
+    readme = (f"# {config['model']} v{config['version']} / {variant.name}\n\n"
+              "Run: `pip install onnxruntime numpy && python predict.py inputs.npz`.\n"
+              "config.json holds the signature, the measured metrics, the verdict and the lineage.\n")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(artifacts.local_path(variant.storage_key), "model.onnx")
+        archive.writestr("config.json", json.dumps(config, indent=2, default=str))
+        archive.writestr("predict.py", PREDICT_PY)
+        archive.writestr("README.md", readme)
+    return buffer.getvalue()
+
+
+def bundle_response(variant: Variant) -> FileResponse:
+    """The bundle as a download (never rendered inline by a browser)."""
+    name = f"{variant.version.model.name}-v{variant.version.number}-{variant.name}.zip"
+    response = FileResponse(io.BytesIO(bundle_bytes(variant)), as_attachment=True, filename=name,
+                            content_type="application/zip")
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,0 +1,42 @@
+"""Errors services raise; every way in (REST, admin, CLI) turns them into a clear answer."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A refused request; ``status`` is the HTTP status the REST API answers with."""
+
+    status = 400
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class Invalid(ServiceError):
+    """The input cannot be used (bad file, bad option, illegal state change)."""
+
+
+class Forbidden(ServiceError):
+    """The user's role does not allow this."""
+
+    status = 403
+
+
+class NotFound(ServiceError):
+    """The object does not exist or is not visible to the user."""
+
+    status = 404
+
+
+class Conflict(ServiceError):
+    """The request clashes with the current state (e.g. a dataset already present)."""
+
+    status = 409
+
+
+class TooLarge(ServiceError):
+    """The upload is over its size cap."""
+
+    status = 413

@@ -1,0 +1,293 @@
+"""The service that runs a claimed job: the plan's passes, then the evaluation of every variant.
+
+It is the only code that turns pure-engine results (files and numbers) into registry rows.
+Re-running a job after a crash is harmless: variants are unique on (version, pass, config of
+source), so finished steps are reused, and the job's end is recorded by a conditional update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from modelhub import artifacts, services
+from modelhub.errors import ServiceError
+from modelhub.models import BenchmarkResult, OptimizationJob, Variant
+from workers import formats, planner
+from workers.evaluation import accuracy, advisor, bench, readiness
+from workers.passes import base, get_pass, make_config
+
+log = logging.getLogger(__name__)
+PLAN_SHARE = 60.0  # percent of the progress bar given to the passes; evaluation gets the rest
+
+
+class JobCancelled(Exception):
+    """A user asked to cancel the running job."""
+
+
+@dataclass
+class JobContext:
+    """What a running job knows: its row, its scratch directory, data paths and variants by step."""
+
+    job: OptimizationJob
+    scratch: Path
+    variants: dict[str, Variant] = field(default_factory=dict)
+
+    @property
+    def version(self) -> Any:
+        return self.job.version
+
+    def data(self, purpose: str) -> Path | None:
+        dataset = self.version.dataset(purpose)
+        return artifacts.local_path(dataset.storage_key) if dataset else None
+
+    def check_cancel(self) -> None:
+        if OptimizationJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+            raise JobCancelled
+
+
+def job_run(*, job_id: int, worker: str) -> None:
+    """Claim the job and run it to an end state (SUCCEEDED, FAILED with a reason, or CANCELLED)."""
+    job = services.job_claim(job_id=job_id, worker=worker)
+    if job is None:
+        return
+    started = time.monotonic()
+    services.job_event(job=job, message=f"started on {worker} (attempt {job.attempts})", progress=0)
+    try:
+        with artifacts.scratch(f"job-{job.pk}") as scratch:
+            context = JobContext(job=job, scratch=scratch, variants=_original_variants(job))
+            if job.kind == OptimizationJob.Kind.OPTIMIZE:
+                _run_plan(context)
+            result = _evaluate(context)
+    except JobCancelled:
+        services.job_finish(job=job, status=OptimizationJob.Status.CANCELLED, error="Cancelled by a user.")
+        return
+    except SoftTimeLimitExceeded:
+        services.job_finish(job=job, status=OptimizationJob.Status.FAILED,
+                            error=f"Stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s); "
+                                  "run fewer passes or raise MODELHUB_TASK_SOFT_LIMIT_S.")
+        return
+    except (base.PassError, bench.BenchError, formats.FormatError, ServiceError) as exc:
+        services.job_finish(job=job, status=OptimizationJob.Status.FAILED, error=str(exc))
+        return
+    result["wall_s"] = round(time.monotonic() - started, 2)
+    services.job_event(job=job, message=f"finished in {result['wall_s']} s", progress=100)
+    if services.job_finish(job=job, status=OptimizationJob.Status.SUCCEEDED, result=result):
+        _auto_promote(job, result)
+
+
+def _original_variants(job: OptimizationJob) -> dict[str, Variant]:
+    original = job.version.variants.get(name=Variant.ORIGINAL)
+    return {Variant.ORIGINAL: original}
+
+
+# --- the plan ------------------------------------------------------------------------------
+
+
+def _run_plan(context: JobContext) -> None:
+    steps = [planner.PlanStep.from_dict(step) for step in context.job.plan]
+    for index, step in enumerate(steps):
+        context.check_cancel()
+        progress = PLAN_SHARE * index / max(1, len(steps))
+        source = context.variants.get(step.source)
+        if source is None or source.status != Variant.Status.READY:
+            services.job_event(job=context.job, message=f"{step.name}: skipped, its source {step.source!r} "
+                               "did not produce a model", level="warning", progress=progress, step=step.name)
+            continue
+        services.job_event(job=context.job, message=f"{step.name}: running {step.pass_name}", progress=progress,
+                           step=step.name)
+        context.variants[step.name] = _run_step(context, step, source)
+
+
+def _step_options(context: JobContext, step: planner.PlanStep) -> dict[str, Any]:
+    options = dict(step.options)
+    profile = context.job.profile
+    if step.pass_name == "quantize_search" and profile is not None:
+        # The accuracy-aware search aims at the job's own profile unless told otherwise.
+        options.setdefault("metric", profile.accuracy_metric or "auto")
+        options.setdefault("max_drop", profile.max_accuracy_drop)
+        options.setdefault("min_value", profile.min_accuracy)
+    return options
+
+
+def _run_step(context: JobContext, step: planner.PlanStep, source: Variant) -> Variant:
+    config = make_config(step.pass_name, _step_options(context, step), validation_data=context.data("validation"),
+                         calibration_data=context.data("calibration"), train_data=context.data("training"))
+    config_json = base.config_to_json(config)
+    key = base.config_hash(step.pass_name, {**config_json, "source": source.sha256})
+    existing = context.version.variants.filter(pass_name=step.pass_name, config_hash=key).first()
+    if existing is not None and existing.status == Variant.Status.READY:
+        services.job_event(job=context.job, message=f"{step.name}: reusing variant {existing.name}")
+        return existing
+    started = time.monotonic()
+    try:
+        result = get_pass(step.pass_name).run(artifacts.local_path(source.storage_key),
+                                              context.scratch / step.name, config)
+    except base.PassError as exc:
+        services.job_event(job=context.job, message=f"{step.name}: failed: {exc}", level="error")
+        return _save_variant(context, step, source, key, config_json, status=Variant.Status.FAILED, reason=str(exc))
+    duration = round(time.monotonic() - started, 3)
+    variant = _save_variant(context, step, source, key, config_json, result=result)
+    services.job_event(job=context.job, message=f"{step.name}: {variant.size_bytes / 1e6:.2f} MB in {duration} s",
+                       duration_s=duration)
+    return variant
+
+
+def _save_variant(context: JobContext, step: planner.PlanStep, source: Variant, key: str, config: dict[str, Any], *,
+                  result: base.PassResult | None = None, status: str = Variant.Status.READY,
+                  reason: str = "") -> Variant:
+    fields: dict[str, Any] = {"parent": source, "config": config, "status": status, "status_reason": reason,
+                              "job": context.job}
+    if result is not None:
+        sha = formats.sha256_file(result.artifact)
+        stored = artifacts.save_file(result.artifact, f"variants/{sha}/model.onnx")
+        size = result.artifact.stat().st_size
+        fields.update(storage_key=stored, sha256=sha, size_bytes=size, metrics=_jsonable(result.metrics),
+                      notes=list(result.notes), files=[{"path": "model.onnx", "key": stored, "sha256": sha,
+                                                       "size": size}])
+    name = step.name
+    if context.version.variants.filter(name=name).exclude(pass_name=step.pass_name, config_hash=key).exists():
+        name = f"{step.name}-{key[:6]}"  # the same step name with other options in an earlier job
+    try:
+        with transaction.atomic():
+            variant, _ = Variant.objects.update_or_create(version=context.version, pass_name=step.pass_name,
+                                                          config_hash=key, defaults={"name": name, **fields})
+    except IntegrityError:
+        variant = Variant.objects.get(version=context.version, pass_name=step.pass_name, config_hash=key)
+    return variant
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def _evaluate(context: JobContext) -> dict[str, Any]:
+    """Benchmark and check accuracy of every ONNX variant of the job; rank them; advise."""
+    job = context.job
+    variants = _variants_to_evaluate(context)
+    reference = _reference(context)
+    spec = readiness.ProfileSpec.from_dict(job.profile.spec()) if job.profile else readiness.ProfileSpec()
+    signature = formats.Signature.from_dict(context.version.signature)
+    validation = context.data("validation")
+    bench_config = _bench_config(job, spec)
+    task = context.version.model.task
+    ref_accuracy = _accuracy(reference, reference, validation, task)
+    if ref_accuracy is not None:
+        task = ref_accuracy.task
+    reports: dict[int, Any] = {}
+    candidates = []
+    verdicts: dict[str, Any] = {}
+    for index, variant in enumerate(variants):
+        context.check_cancel()
+        services.job_event(job=job, message=f"measuring {variant.name}", step=f"benchmark {variant.name}",
+                           progress=PLAN_SHARE + (100 - PLAN_SHARE) * index / max(1, len(variants)))
+        path = artifacts.local_path(variant.storage_key)
+        try:
+            report = bench.benchmark(path, _variant_signature(path, signature), bench_config, data=validation)
+        except bench.BenchError as exc:
+            services.job_event(job=job, message=f"{variant.name}: benchmark failed: {exc}", level="error")
+            continue
+        reports[variant.pk] = report
+        acc = _accuracy(reference, variant, validation, task)
+        verdict = readiness.verdict(spec, bench=report, accuracy=acc, reference_accuracy=ref_accuracy,
+                                    parent_bench=reports.get(variant.parent_id), size_bytes=variant.size_bytes)
+        _save_result(job, variant, spec, report, acc, verdict)
+        verdicts[variant.name] = verdict.to_dict()
+        candidates.append(_candidate(variant, spec, report, acc, verdict, task))
+    ranking = planner.rank(candidates)
+    fingerprint = next(iter(reports.values())).fingerprint if reports else {}
+    advice = advisor.advise(candidates, reference=reference.name if reference else Variant.ORIGINAL,
+                            target=spec.target, fingerprint=fingerprint, ranking=ranking)
+    return {"best": ranking.best, "best_effort": ranking.best_effort, "ranking": ranking.to_dict(),
+            "verdicts": verdicts, "advice": advice, "task": task}
+
+
+def _variants_to_evaluate(context: JobContext) -> list[Variant]:
+    if context.job.kind == OptimizationJob.Kind.BENCHMARK:
+        chosen = list(context.version.variants.filter(pk__in=context.job.options.get("variants", [])))
+    else:
+        chosen = list(context.variants.values())
+    return [v for v in chosen if v.status == Variant.Status.READY and v.format == "onnx"]
+
+
+def _reference(context: JobContext) -> Variant | None:
+    """What accuracy is measured against: the original, or its ONNX export for TorchScript."""
+    versions = context.version.variants.filter(status=Variant.Status.READY)
+    original = versions.get(name=Variant.ORIGINAL)
+    if original.format == "onnx":
+        return original
+    return versions.filter(pass_name="export").order_by("created_at").first()
+
+
+def _variant_signature(path: Path, fallback: formats.Signature) -> formats.Signature:
+    try:
+        return formats.signature_from_onnx(path)
+    except Exception:  # noqa: BLE001 - the bench subprocess reports unreadable files itself
+        return fallback
+
+
+def _bench_config(job: OptimizationJob, spec: Any) -> Any:
+    overrides = dict(job.options.get("bench") or {})
+    batch_sizes = overrides.pop("batch_sizes", None) or sorted({1, spec.batch_size, 8})
+    return bench.BenchConfig(batch_sizes=tuple(batch_sizes), threads=spec.threads, provider=spec.target,
+                             **{"time_budget_s": settings.MODELHUB_BENCH_BUDGET_S, **overrides})
+
+
+def _accuracy(reference: Variant | None, variant: Variant, validation: Path | None, task: str) -> Any:
+    if reference is None or validation is None:
+        return None
+    return accuracy.evaluate(artifacts.local_path(reference.storage_key), artifacts.local_path(variant.storage_key),
+                             validation, task=task)
+
+
+def _save_result(job: OptimizationJob, variant: Variant, spec: Any, report: Any, acc: Any, verdict: Any) -> None:
+    batch = spec.batch_size if spec.batch_size in report.batch_sizes else report.batch_sizes[0]
+    at = report.at(batch)
+    fingerprint = report.fingerprint
+    BenchmarkResult.objects.create(
+        variant=variant, job=job, profile=job.profile,
+        kind=BenchmarkResult.Kind.JOB if job.kind == OptimizationJob.Kind.OPTIMIZE else BenchmarkResult.Kind.ON_DEMAND,
+        batch_size=batch, p50_ms=at["p50_ms"], p95_ms=at["p95_ms"], p99_ms=at["p99_ms"],
+        throughput=report.at(max(report.batch_sizes))["throughput"], peak_memory_mb=report.peak_memory_mb,
+        size_bytes=variant.size_bytes, report=_jsonable(report.to_dict()),
+        accuracy=_jsonable(acc.to_dict()) if acc else {}, verdict=_jsonable(verdict.to_dict()),
+        passed=verdict.passed, fingerprint=_jsonable(fingerprint),
+        fingerprint_hash=hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16],
+    )
+
+
+def _candidate(variant: Variant, spec: Any, report: Any, acc: Any, verdict: Any, task: str) -> planner.Candidate:
+    metric = spec.accuracy_metric or accuracy.default_metric(task)
+    batch = spec.batch_size if spec.batch_size in report.batch_sizes else report.batch_sizes[0]
+    value = acc.metrics.get(metric) if acc else None
+    return planner.Candidate(
+        name=variant.name, parent=variant.parent.name if variant.parent else None, pass_name=variant.pass_name,
+        size_bytes=variant.size_bytes, latency_ms=report.at(batch)["p95_ms"], accuracy=value,
+        higher_is_better=accuracy.HIGHER_IS_BETTER.get(metric, True), passed=verdict.passed,
+        failures=list(verdict.failures),
+    )
+
+
+def _auto_promote(job: OptimizationJob, result: dict[str, Any]) -> None:
+    if not job.options.get("auto_promote") or not result.get("best"):
+        return
+    variant = job.version.variants.get(name=result["best"])
+    try:
+        services.deployment_promote(model=job.version.model, variant=variant, by=job.created_by,
+                                    reason=f"auto-promoted as the best passing variant of job {job.pk}")
+    except ServiceError as exc:
+        log.warning("auto-promotion of %s refused: %s", variant, exc)
+        services_note = f"auto-promotion refused: {exc}"
+        OptimizationJob.objects.filter(pk=job.pk).update(result={**result, "auto_promotion": services_note})

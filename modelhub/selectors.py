@@ -1,0 +1,98 @@
+"""Read-side queries used by views, the admin, commands and tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from modelhub.errors import NotFound
+from modelhub.models import (
+    BenchmarkResult,
+    Deployment,
+    ModelVersion,
+    OptimizationJob,
+    PromotionEvent,
+    RegisteredModel,
+    Variant,
+)
+
+
+def model_visible_to(user: Any) -> QuerySet[RegisteredModel]:
+    """Models the user may see: all for superusers; else owned ones and their teams' ones."""
+    if not getattr(user, "is_authenticated", False):
+        return RegisteredModel.objects.none()
+    if user.is_superuser:
+        return RegisteredModel.objects.all()
+    return RegisteredModel.objects.filter(Q(owner=user) | Q(team__in=user.groups.all())).distinct()
+
+
+def model_get(*, user: Any, name: str) -> RegisteredModel:
+    """A visible model by name, else NotFound (the same answer whether it exists or not)."""
+    model = model_visible_to(user).filter(name=name).first()
+    if model is None:
+        raise NotFound(f"No model named {name!r}.")
+    return model
+
+
+def version_get(*, model: RegisteredModel, number: int) -> ModelVersion:
+    version = model.versions.filter(number=number).first()
+    if version is None:
+        raise NotFound(f"Model {model.name} has no version {number}.")
+    return version
+
+
+def variant_get(*, version: ModelVersion, name: str) -> Variant:
+    variant = version.variants.filter(name=name).first()
+    if variant is None:
+        raise NotFound(f"Version {version.number} of {version.model.name} has no variant {name!r}.")
+    return variant
+
+
+def job_get(*, user: Any, job_id: int) -> OptimizationJob:
+    """A job of a model the user can see, else NotFound."""
+    job = OptimizationJob.objects.filter(pk=job_id, version__model__in=model_visible_to(user)).first()
+    if job is None:
+        raise NotFound(f"No job {job_id}.")
+    return job
+
+
+def model_task(version: ModelVersion) -> str:
+    """The declared task of the version's model, or "auto"."""
+    return version.model.task
+
+
+def deployment_variant(*, model: RegisteredModel, alias: str = "production") -> Variant | None:
+    deployment = Deployment.objects.filter(model=model, alias=alias).select_related("variant__version").first()
+    return deployment.variant if deployment else None
+
+
+def promotion_history(*, model: RegisteredModel) -> QuerySet[PromotionEvent]:
+    return model.promotions.select_related("from_variant__version", "to_variant__version", "by")
+
+
+def variant_rows(*, version: ModelVersion) -> list[dict[str, Any]]:
+    """The variant table of a version: lineage, size and the latest measurement of each."""
+    rows = []
+    for variant in version.variants.select_related("parent").order_by("created_at", "id"):
+        result: BenchmarkResult | None = variant.latest_result()
+        rows.append({
+            "name": variant.name,
+            "pass": variant.pass_name,
+            "parent": variant.parent.name if variant.parent else None,
+            "status": variant.status,
+            "status_reason": variant.status_reason,
+            "size_bytes": variant.size_bytes,
+            "sha256": variant.sha256,
+            "config": variant.config,
+            "metrics": variant.metrics,
+            "p50_ms": result.p50_ms if result else None,
+            "p95_ms": result.p95_ms if result else None,
+            "p99_ms": result.p99_ms if result else None,
+            "throughput": result.throughput if result else None,
+            "peak_memory_mb": result.peak_memory_mb if result else None,
+            "accuracy": result.accuracy if result else {},
+            "verdict": result.verdict if result else {},
+            "passed": result.passed if result else None,
+        })
+    return rows

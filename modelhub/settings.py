@@ -1,0 +1,190 @@
+"""modelhub settings: one env-driven file.
+
+With no environment at all this is the local default: SQLite, Celery tasks run eagerly in the
+calling process, a local-memory cache and DEBUG on. ``DATABASE_URL`` switches to PostgreSQL,
+``REDIS_URL`` to Redis (cache, Celery broker, routing table) and a real worker. ``DEBUG=0`` is
+production: it refuses to start without SECRET_KEY and ALLOWED_HOSTS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from modelhub.env import database_from_url, env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DATABASE_URL = env_str("DATABASE_URL")
+REDIS_URL = env_str("REDIS_URL")
+LOCAL_DEFAULT = DATABASE_URL is None and REDIS_URL is None
+DEBUG = env_bool("DEBUG", default=LOCAL_DEFAULT)
+
+SECRET_KEY = env_str("SECRET_KEY")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [])
+if DEBUG:
+    SECRET_KEY = SECRET_KEY or "local-development-only-key-never-used-in-production-0123456789abcdef"
+    ALLOWED_HOSTS = ALLOWED_HOSTS or ["localhost", "127.0.0.1", "[::1]", "testserver"]
+else:
+    if not SECRET_KEY or len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured("DEBUG=0 needs SECRET_KEY: 50 or more random characters.")
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("DEBUG=0 needs ALLOWED_HOSTS: the host names this server answers to.")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_celery_beat",
+    "modelhub.apps.ModelhubConfig",
+    "predictions.apps.PredictionsConfig",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "modelhub.urls"
+WSGI_APPLICATION = "modelhub.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATA_DIR = Path(env_str("MODELHUB_DATA_DIR", str(BASE_DIR / "var")))
+# The local default keeps its database and files here; create it so a fresh clone just works.
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {
+    "default": database_from_url(DATABASE_URL)
+    if DATABASE_URL
+    else {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "modelhub.sqlite3",
+          # A file-backed test database lets a real worker process see the test's rows.
+          "TEST": {"NAME": str(DATA_DIR / "test-modelhub.sqlite3")}}
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Uploaded models live in private storage: there is deliberately no MEDIA_URL route, so an
+# upload is never served inline by the web server (see the deployment-bundle view for downloads).
+MEDIA_ROOT = DATA_DIR / "media"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": "/private-not-served/"}},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+LOGIN_URL = "/admin/login/"
+
+# Uploads above 2.5 MB stream to a temporary file instead of memory; request bodies that are
+# not files (JSON predictions) are capped so a huge body is answered 413, not parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MODELHUB_MAX_BODY_MB", 10, minimum=1) * 1024 * 1024
+MODELHUB_MAX_MODEL_BYTES = env_int("MODELHUB_MAX_MODEL_MB", 1024, minimum=1) * 1024 * 1024
+MODELHUB_MAX_DATASET_BYTES = env_int("MODELHUB_MAX_DATASET_MB", 512, minimum=1) * 1024 * 1024
+MODELHUB_INTAKE_MEMORY_MB = env_int("MODELHUB_INTAKE_MEMORY_MB", 4096, minimum=256)
+MODELHUB_JOB_MAX_ATTEMPTS = env_int("MODELHUB_JOB_MAX_ATTEMPTS", 3, minimum=1)
+MODELHUB_WORK_DIR = DATA_DIR / "work"
+MODELHUB_METRICS_TOKEN = env_str("MODELHUB_METRICS_TOKEN", "")
+# Seconds of timed calls per batch size when a job benchmarks a variant.
+MODELHUB_BENCH_BUDGET_S = float(env_int("MODELHUB_BENCH_BUDGET_MS", 2000, minimum=50)) / 1000
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    # Nothing is public by default; health checks opt out explicitly.
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "modelhub.api.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "STRICT_JSON": True,
+}
+SPECTACULAR_SETTINGS = {"TITLE": "modelhub API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False,
+                        "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"]}
+
+# Celery: JSON only, at-least-once delivery, one task at a time per child, separate queues so a
+# long optimization never starves a benchmark or a small default task.
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = REDIS_URL is None
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("MODELHUB_TASK_SOFT_LIMIT_S", 3600, minimum=1)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 120
+# Redis re-delivers an unacknowledged task after the visibility timeout: keep it above the hard
+# limit so a long job is never run twice at once.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "workers.tasks.optimize_*": {"queue": "optimize"},
+    "workers.tasks.benchmark_*": {"queue": "benchmark"},
+    "workers.tasks.nightly_*": {"queue": "benchmark"},
+}
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

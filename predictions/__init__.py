@@ -1,0 +1,1 @@
+"""Serving: the predict endpoint, routing, loaded runtimes, response cache and serving metrics."""

@@ -1,0 +1,54 @@
+"""Health checks (public) and the Prometheus metrics page (staff or the metrics token only)."""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
+from django_prometheus.exports import ExportToDjangoView
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Alive: the process answers. Needs no database, no Redis."""
+    return JsonResponse({"status": "ok"})
+
+
+def _check(probe: object) -> str:
+    try:
+        probe()  # type: ignore[operator]
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure as a reason
+        return f"error: {exc.__class__.__name__}"
+    return "ok"
+
+
+def _database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _cache() -> None:
+    cache.set("modelhub:readyz", 1, 5)
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready: database and cache answer. 503 with the failing parts otherwise."""
+    checks = {"database": _check(_database), "cache": _check(_cache)}
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ready" if ready else "degraded", "checks": checks}, status=200 if ready else 503)
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format for staff sessions or ``Authorization: Bearer <MODELHUB_METRICS_TOKEN>``."""
+    token = settings.MODELHUB_METRICS_TOKEN
+    header = request.headers.get("Authorization", "")
+    by_token = bool(token) and hmac.compare_digest(header, f"Bearer {token}")
+    if not by_token and not (request.user.is_authenticated and request.user.is_staff):
+        return JsonResponse({"error": "Metrics need a staff login or the metrics bearer token."}, status=401)
+    return ExportToDjangoView(request)

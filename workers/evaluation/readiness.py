@@ -1,0 +1,254 @@
+"""Is a variant ready for production under a profile? Every failed rule is stated (pure: no Django).
+
+``verdict`` checks one variant's measurements against a ``ProfileSpec`` and returns each check with
+its measured value and limit; ``compatibility`` names the signature changes that would break the
+callers of the production model.
+
+Units: sizes and memory in MB of 2**20 bytes, latencies in ms at the profile's batch size.
+Accuracy rules read one metric (the profile's, else the task's default):
+- ``min_accuracy`` is a bound in the metric's good direction: value >= bound for higher-is-better
+  metrics (agreement, accuracy, cosine ...), value <= bound for lower-is-better ones (mae ...);
+- ``max_accuracy_drop`` bounds how much worse than the reference the variant is: reference − value
+  for higher-is-better, value − reference for lower-is-better. Metrics measured against the
+  reference's own outputs have a known perfect value there (agreement and cosine 1, errors 0);
+  metrics against labels (accuracy, pearson, label_mae) take the reference's from
+  ``reference_accuracy``.
+- ``min_speedup`` compares median latency with the parent's at the profile batch size; a variant
+  without a parent (the original) has no speed-up rule.
+Non-finite outputs always fail, whatever the profile says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from workers.evaluation.accuracy import HIGHER_IS_BETTER, AccuracyReport, default_metric
+from workers.evaluation.bench import BenchReport
+from workers.formats import Signature, TensorSpec
+
+MB = 1024 * 1024
+# Metrics compared with the reference's own outputs: the reference scores this against itself.
+_SELF_VALUE = {"agreement": 1.0, "cosine_mean": 1.0, "cosine_min": 1.0, "mae": 0.0, "max_abs_error": 0.0, "rel_l2": 0.0}
+_PROVIDER_OF_TARGET = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """The bounds a variant must meet to be promoted; every bound is optional."""
+
+    max_size_mb: float | None = None
+    max_p95_ms: float | None = None
+    max_p99_ms: float | None = None
+    batch_size: int = 1
+    max_peak_memory_mb: float | None = None
+    accuracy_metric: str | None = None
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None
+    min_speedup: float | None = None
+    target: str = "cpu"
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.accuracy_metric is not None and self.accuracy_metric not in HIGHER_IS_BETTER:
+            raise ValueError(f"Unknown accuracy metric {self.accuracy_metric!r}; use one of {', '.join(HIGHER_IS_BETTER)}.")
+        if self.target not in _PROVIDER_OF_TARGET:
+            raise ValueError(f"Unknown target {self.target!r}; use one of {', '.join(_PROVIDER_OF_TARGET)}.")
+        if self.batch_size < 1 or self.threads < 1:
+            raise ValueError("batch_size and threads must be at least 1.")
+
+    def metric_for(self, task: str) -> str:
+        return self.accuracy_metric or default_metric(task)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProfileSpec:
+        return cls(**data)
+
+
+@dataclass
+class Verdict:
+    """Whether a variant passes, each failure as a sentence, and every check that was made."""
+
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "failures": list(self.failures), "checks": [dict(c) for c in self.checks]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+        return cls(passed=bool(data["passed"]), failures=list(data.get("failures", [])),
+                   checks=[dict(c) for c in data.get("checks", [])])
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+class _Checks:
+    """Collects checks; a failed one also adds its sentence to the failures."""
+
+    def __init__(self) -> None:
+        self.checks: list[dict[str, Any]] = []
+        self.failures: list[str] = []
+
+    def add(self, rule: str, measured: Any, limit: Any, passed: bool, failure: str) -> None:
+        self.checks.append({"rule": rule, "measured": measured, "limit": limit, "passed": passed})
+        if not passed:
+            self.failures.append(failure)
+
+    def at_most(self, rule: str, measured: float, limit: float | None, failure: str) -> None:
+        if limit is not None:
+            self.add(rule, measured, limit, measured <= limit, failure)
+
+    def verdict(self) -> Verdict:
+        return Verdict(passed=not self.failures, failures=self.failures, checks=self.checks)
+
+
+def _check_target(checks: _Checks, profile: ProfileSpec, bench: BenchReport) -> None:
+    want = _PROVIDER_OF_TARGET[profile.target]
+    got = bench.fingerprint.get("provider", want)
+    threads = bench.fingerprint.get("threads", profile.threads)
+    checks.add("target", f"{got}, {threads} threads", f"{want}, {profile.threads} threads",
+               got == want and threads == profile.threads,
+               f"measured on {got} with {threads} threads, but the profile is for {want} with {profile.threads}")
+
+
+def _check_latency(checks: _Checks, profile: ProfileSpec, bench: BenchReport) -> None:
+    batch = profile.batch_size
+    if profile.max_p95_ms is None and profile.max_p99_ms is None:
+        return
+    if batch not in bench.results:
+        checks.add("latency", None, batch, False, f"latency was not measured at batch {batch}")
+        return
+    p95, p99 = bench.p95(batch), bench.p99(batch)
+    checks.at_most("p95_ms", p95, profile.max_p95_ms, f"p95 {_fmt(p95)} ms > {_fmt(profile.max_p95_ms or 0)} ms at batch {batch}")
+    checks.at_most("p99_ms", p99, profile.max_p99_ms, f"p99 {_fmt(p99)} ms > {_fmt(profile.max_p99_ms or 0)} ms at batch {batch}")
+
+
+def reference_value(metric: str, reference_accuracy: AccuracyReport | None) -> float | None:
+    """The reference model's value of a metric: from its report, else its perfect self-score."""
+    if reference_accuracy is not None and metric in reference_accuracy.metrics:
+        return reference_accuracy.value(metric)
+    return _SELF_VALUE.get(metric)
+
+
+def _check_accuracy(
+    checks: _Checks, profile: ProfileSpec, accuracy: AccuracyReport | None, reference_accuracy: AccuracyReport | None
+) -> None:
+    if accuracy is not None and not accuracy.finite:
+        checks.add("finite", False, True, False, "outputs contain NaN or Inf")
+    if profile.min_accuracy is None and profile.max_accuracy_drop is None:
+        return
+    if accuracy is None:
+        checks.add("accuracy", None, None, False, "accuracy was not measured (no validation dataset)")
+        return
+    metric = profile.metric_for(accuracy.task)
+    if metric not in accuracy.metrics:
+        checks.add("accuracy", None, metric, False, f"{metric} was not measured for this {accuracy.task} model")
+        return
+    value, higher = accuracy.value(metric), HIGHER_IS_BETTER[metric]
+    if profile.min_accuracy is not None:
+        bound = profile.min_accuracy
+        ok = math.isfinite(value) and (value >= bound if higher else value <= bound)
+        sign = "<" if higher else ">"
+        checks.add("min_accuracy", value, bound, ok, f"{metric} {_fmt(value)} {sign} {_fmt(bound)}")
+    if profile.max_accuracy_drop is not None:
+        ref = reference_value(metric, reference_accuracy)
+        if ref is None:
+            checks.add("accuracy_drop", None, profile.max_accuracy_drop, False,
+                       f"no reference {metric} to measure a drop against")
+            return
+        drop = ref - value if higher else value - ref
+        ok = math.isfinite(drop) and drop <= profile.max_accuracy_drop
+        checks.add("accuracy_drop", drop, profile.max_accuracy_drop, ok,
+                   f"accuracy drop {_fmt(drop)} > {_fmt(profile.max_accuracy_drop)} ({metric})")
+
+
+def _check_speedup(checks: _Checks, profile: ProfileSpec, bench: BenchReport, parent: BenchReport | None) -> None:
+    if profile.min_speedup is None or parent is None:
+        return
+    batch = profile.batch_size
+    if batch not in bench.results or batch not in parent.results:
+        checks.add("speedup", None, profile.min_speedup, False, f"speed-up was not measured at batch {batch}")
+        return
+    speedup = parent.p50(batch) / bench.p50(batch)
+    checks.add("speedup", speedup, profile.min_speedup, speedup >= profile.min_speedup,
+               f"speed-up {_fmt(speedup)}x < {_fmt(profile.min_speedup)}x over parent")
+
+
+def verdict(
+    profile: ProfileSpec,
+    *,
+    bench: BenchReport,
+    accuracy: AccuracyReport | None,
+    reference_accuracy: AccuracyReport | None = None,
+    parent_bench: BenchReport | None = None,
+    size_bytes: int | None = None,
+) -> Verdict:
+    """Check one variant against the profile; see the module docstring for each rule."""
+    checks = _Checks()
+    _check_target(checks, profile, bench)
+    size_mb = (size_bytes if size_bytes is not None else bench.file_size_bytes) / MB
+    checks.at_most("size_mb", size_mb, profile.max_size_mb, f"size {_fmt(size_mb)} MB > {_fmt(profile.max_size_mb or 0)} MB")
+    _check_latency(checks, profile, bench)
+    checks.at_most("peak_memory_mb", bench.peak_memory_mb, profile.max_peak_memory_mb,
+                   f"peak memory {_fmt(bench.peak_memory_mb)} MB > {_fmt(profile.max_peak_memory_mb or 0)} MB")
+    _check_accuracy(checks, profile, accuracy, reference_accuracy)
+    _check_speedup(checks, profile, bench, parent_bench)
+    return checks.verdict()
+
+
+# --- signature compatibility --------------------------------------------------------------------
+
+
+def _shape_changes(kind: str, old: TensorSpec, new: TensorSpec) -> list[str]:
+    if len(old.shape) != len(new.shape):
+        return [f"{kind} {old.name!r} rank changed {len(old.shape)} -> {len(new.shape)}"]
+    changes = []
+    for axis, (was, now) in enumerate(zip(old.shape, new.shape, strict=True)):
+        fixed_before, fixed_now = isinstance(was, int), isinstance(now, int)
+        # A fixed dim that becomes symbolic accepts everything it did: not breaking.
+        if (fixed_before and fixed_now and was != now) or (fixed_now and not fixed_before):
+            changes.append(f"{kind} {old.name!r} dim {axis} changed {was} -> {now}")
+    return changes
+
+
+def _tensor_changes(kind: str, production: tuple[TensorSpec, ...], candidate: tuple[TensorSpec, ...]) -> list[str]:
+    new_by_name = {t.name: t for t in candidate}
+    old_names = [t.name for t in production]
+    gone = [t for t in production if t.name not in new_by_name]
+    added = [t for t in candidate if t.name not in old_names]
+    changes = []
+    for old in production:
+        new = new_by_name.get(old.name)
+        if new is None:
+            continue
+        if old.dtype != new.dtype:
+            changes.append(f"{kind} {old.name!r} dtype changed {old.dtype} -> {new.dtype}")
+        changes.extend(_shape_changes(kind, old, new))
+    # Same count, same position, new name: a rename, which is how a caller would see it.
+    if len(gone) == len(added):
+        changes.extend(f"{kind} {old.name!r} renamed to {new.name!r}" for old, new in zip(gone, added, strict=True))
+        return changes
+    changes.extend(f"{kind} {t.name!r} removed" for t in gone)
+    if kind == "input":  # a new output is ignored by callers; a new input must be fed
+        changes.extend(f"input {t.name!r} added" for t in added)
+    return changes
+
+
+def compatibility(candidate: Signature, production: Signature) -> list[str]:
+    """The changes that would break callers of ``production`` if ``candidate`` replaced it.
+
+    Breaking: an input renamed, removed or added; an output renamed or removed; a dtype changed;
+    a fixed dimension changed (or a symbolic one fixed). Relaxing a fixed dimension to a symbolic
+    one and adding an output are compatible. Empty list: compatible.
+    """
+    return _tensor_changes("input", production.inputs, candidate.inputs) + _tensor_changes(
+        "output", production.outputs, candidate.outputs
+    )

@@ -1,0 +1,234 @@
+"""Helpers shared by the ONNX passes (export, graph, quantize_*, fp16). Pure: no Django.
+
+Private to ``workers.passes``: reading a pass's ONNX input, synthetic and dataset feeds, output
+comparison, a scratch directory under ``dst``, and small facts about graphs (node counts,
+quantized nodes, sizes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.formats import FormatError, Signature, model_inputs, read_npz, signature_from_onnx_model
+from workers.passes.base import PassInputError, UnsupportedModelError
+
+# Ops that compute on integers (QOperator / dynamic formats); a QDQ graph is counted differently.
+INTEGER_OPS = frozenset({
+    "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul",
+    "QLinearConv", "QGemm", "QAttention", "DynamicQuantizeLSTM", "QEmbedLayerNormalization",
+    "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool",
+    "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSoftmax", "QLinearWhere", "QLinearReduceMean",
+    "QGather",
+})
+QUANT_MARKERS = INTEGER_OPS | {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+# Ops whose weights quantization passes rank and exclude (the bulk of a model's size and error).
+WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "FusedGemm", "FusedConv", "FusedMatMul", "Attention")
+
+_FLOAT = 1  # onnx.TensorProto.FLOAT
+_SYNTHETIC_DIM = 2
+_SYNTHETIC_INT_HIGH = 4  # int inputs (token ids, indices) get 0..3: valid for any vocabulary
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_onnx_input(src: Path, pass_name: str) -> Any:
+    """The pass's source model as an onnx.ModelProto (TorchScript and unreadable files are refused)."""
+    import onnx
+
+    src = Path(src)
+    if not src.is_file():
+        raise PassInputError(f"The {pass_name} pass was given {src}, which is not a file.")
+    if zipfile.is_zipfile(src):
+        raise UnsupportedModelError(
+            f"The {pass_name} pass takes an ONNX model; {src.name} is a TorchScript archive. "
+            "Run the export pass first."
+        )
+    try:
+        return onnx.load(str(src))
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise PassInputError(f"The {pass_name} pass could not read {src.name} as ONNX: {exc}") from exc
+
+
+def require_float_model(model: Any, pass_name: str) -> None:
+    """Refuse graphs that are already quantized or hold no float32 weights."""
+    quant = sorted({n.op_type for n in model.graph.node if n.op_type in QUANT_MARKERS})
+    if quant:
+        raise UnsupportedModelError(
+            f"The {pass_name} pass takes a float32 model; this one is already quantized "
+            f"(it has {', '.join(quant)}). Quantize the float32 model instead."
+        )
+    weights = [init for init in model.graph.initializer if init.dims and int(np.prod(init.dims)) > 1]
+    if weights and not any(init.data_type == _FLOAT for init in weights):
+        raise UnsupportedModelError(
+            f"The {pass_name} pass takes a float32 model; this one has no float32 weights "
+            "(float16 or integer only). Use the float32 model."
+        )
+
+
+def node_count(model: Any) -> int:
+    return len(model.graph.node)
+
+
+def quantized_node_count(model: Any) -> int:
+    """Nodes that compute with quantized weights: integer ops, plus (QDQ) float ops fed by a
+    DequantizeLinear of an initializer (a stored int8 weight)."""
+    initializers = {init.name for init in model.graph.initializer}
+    dq_of_weight = {
+        node.output[0]
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear" and node.input and node.input[0] in initializers
+    }
+    count = 0
+    for node in model.graph.node:
+        if node.op_type in INTEGER_OPS:
+            count += 1
+        elif node.op_type not in QUANT_MARKERS and any(name in dq_of_weight for name in node.input):
+            count += 1
+    return count
+
+
+def prune_opset_imports(model: Any) -> Any:
+    """Drop opset imports of domains no node uses (ORT adds every domain it knows)."""
+    used = {node.domain for node in model.graph.node} | {""}
+    for function in model.functions:
+        used.add(function.domain)
+        used.update(node.domain for node in function.node)
+    keep = [op for op in model.opset_import if op.domain in used or op.domain == "ai.onnx"]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    return model
+
+
+@contextlib.contextmanager
+def scratch_dir(dst: Path) -> Iterator[Path]:
+    """A private directory under ``dst`` for intermediate files; removed on the way out."""
+    path = Path(dst) / f".work-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Swallow the progress prints of onnxruntime's quantization tools."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _dim(value: int | str, batch: int) -> int:
+    return value if isinstance(value, int) and value > 0 else batch
+
+
+def synthetic_inputs(signature: Signature, *, batch: int = _SYNTHETIC_DIM, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs built from the signature alone: symbolic dims -> ``batch``; floats ~ N(0, 1);
+    ints -> small non-negative values; bools -> random."""
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for spec in signature.inputs:
+        shape = tuple(_dim(d, batch) for d in spec.shape)
+        if spec.dtype in ("float32", "float16", "float64"):
+            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype == "bool":
+            feeds[spec.name] = rng.random(shape) < 0.5
+        elif spec.dtype in ("int8", "int16", "int32", "int64", "uint8"):
+            feeds[spec.name] = rng.integers(0, _SYNTHETIC_INT_HIGH, size=shape).astype(spec.dtype)
+        else:
+            raise UnsupportedModelError(f"Input {spec.name!r} has element type {spec.dtype}, which cannot be synthesized.")
+    return feeds
+
+
+def cast_feeds(feeds: dict[str, np.ndarray], signature: Signature) -> dict[str, np.ndarray]:
+    """The same values cast to another model's input types (e.g. float16 inputs)."""
+    return {spec.name: feeds[spec.name].astype(spec.dtype, copy=False) for spec in signature.inputs}
+
+
+def dataset_feeds(path: Path, signature: Signature, *, what: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The arrays of a dataset that feed the model (cast to its types), and its labels if any."""
+    try:
+        arrays = read_npz(Path(path))
+    except FormatError as exc:
+        raise PassInputError(f"The {what} dataset cannot be used: {exc}") from exc
+    missing = [name for name in signature.input_names if name not in arrays]
+    if missing:
+        raise PassInputError(
+            f"The {what} dataset has no array named {', '.join(missing)} (the model's inputs are "
+            f"{', '.join(signature.input_names)}); it has {', '.join(sorted(arrays)) or 'no arrays'}."
+        )
+    feeds = model_inputs(arrays, signature)
+    rows = {len(v) for v in feeds.values()}
+    if len(rows) != 1 or 0 in rows:
+        raise PassInputError(f"The {what} dataset's input arrays must have the same, non-zero number of rows.")
+    return feeds, arrays.get("labels")
+
+
+def fixed_batch(signature: Signature) -> int | None:
+    """The model's fixed first dim (e.g. 1), or None when the batch axis is symbolic."""
+    for spec in signature.inputs:
+        if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0:
+            return spec.shape[0]
+    return None
+
+
+def batches(feeds: dict[str, np.ndarray], size: int, *, rows: int | None = None,
+            exact: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Slices of the feeds of ``size`` rows (the short tail is dropped when ``exact``)."""
+    total = min(len(v) for v in feeds.values()) if rows is None else rows
+    for start in range(0, total, size):
+        stop = min(start + size, total)
+        if exact and stop - start < size:
+            return
+        yield {name: value[start:stop] for name, value in feeds.items()}
+
+
+def run_batched(session: Any, feeds: dict[str, np.ndarray], *, batch: int = 64,
+                fixed: int | None = None) -> list[np.ndarray]:
+    """Run a session over all rows of the feeds in batches and concatenate each output."""
+    chunks = [session.run(None, part) for part in batches(feeds, fixed or batch, exact=fixed is not None)]
+    if not chunks:
+        raise PassInputError("The dataset has fewer rows than the model's fixed batch size.")
+    return [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
+
+
+def max_abs_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
+    """Largest absolute difference over all outputs (inf when shapes differ or values are not finite)."""
+    worst = 0.0
+    for ref, cand in zip(reference, candidate, strict=True):
+        if np.shape(ref) != np.shape(cand):
+            return float("inf")
+        if np.size(ref) == 0:
+            continue
+        delta = np.abs(np.asarray(cand, dtype=np.float64) - np.asarray(ref, dtype=np.float64))
+        worst = max(worst, float(np.max(delta)) if np.all(np.isfinite(delta)) else float("inf"))
+    return worst
+
+
+def max_abs_value(outputs: list[np.ndarray]) -> float:
+    values = [float(np.max(np.abs(np.asarray(o, dtype=np.float64)))) for o in outputs if np.size(o)]
+    return max(values, default=0.0)
+
+
+def file_size(path: Path) -> int:
+    return os.path.getsize(path)
+
+
+def signature_of(model: Any) -> Signature:
+    return signature_from_onnx_model(model)

@@ -1,0 +1,441 @@
+"""Reading ONNX layer chains, shared by prune_magnitude, prune_structured, prune_advisor and distill.
+
+It answers three questions about a graph exported from an MLP or a CNN:
+
+- which nodes are *layers* (Gemm, MatMul with a weight initializer and its bias Add, Conv), with the
+  axis of their weight that makes output units and the one that reads input units;
+- how the units of one layer reach the next layer (a :class:`Route`): only through elementwise ops,
+  pooling, BatchNormalization and Flatten (which turns each channel into H*W contiguous features);
+- how a model's outputs move when its weights change (inputs from a dataset or synthetic inputs,
+  errors, agreement and accuracy).
+
+Pure: no Django; onnx / onnxruntime are imported inside functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.formats import FormatError, model_inputs, read_npz, signature_from_onnx_model
+from workers.passes.base import PassInputError, UnsupportedModelError
+
+LAYER_OPS = ("Gemm", "MatMul", "Conv")
+# Ops that act on each unit alone; extra inputs (Clip bounds, Dropout ratio) must be constants.
+ELEMENTWISE_OPS = frozenset(
+    {"Relu", "Sigmoid", "Tanh", "Gelu", "LeakyRelu", "Elu", "Selu", "Softplus", "HardSigmoid",
+     "HardSwish", "Clip", "Identity", "Dropout"}
+)
+# Ops that keep the channel axis of an N, C, ... tensor.
+CHANNEL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
+ROUTE_OPS = ELEMENTWISE_OPS | CHANNEL_OPS | {"BatchNormalization", "Flatten"}
+
+
+def load_model(src: Path) -> Any:
+    """Load an ONNX file that keeps its weights inside; refuse external data (never followed here)."""
+    import onnx
+
+    if not Path(src).is_file():
+        raise PassInputError(f"The input model {src} does not exist.")
+    try:
+        model = onnx.load(str(src), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise UnsupportedModelError(f"The input is not a readable ONNX model: {exc}") from exc
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise UnsupportedModelError(
+                f"Initializer {tensor.name!r} is stored in an external file; this pass needs a "
+                "self-contained ONNX model (weights inside the .onnx file)."
+            )
+    return model
+
+
+def count_params(model: Any) -> int:
+    """Number of floating-point weights held in initializers."""
+    float_types = {1, 10, 11, 16}  # float32, float16, float64, bfloat16
+    return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in float_types))
+
+
+def _attr(node: Any, name: str, default: Any = None) -> Any:
+    import onnx
+
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return onnx.helper.get_attribute_value(attribute)
+    return default
+
+
+class Graph:
+    """Lookup tables over one graph: producers, consumers, initializer arrays, inferred shapes."""
+
+    def __init__(self, model: Any) -> None:
+        import onnx
+        from onnx import numpy_helper
+
+        self.model = model
+        graph = model.graph
+        self.nodes = list(graph.node)
+        self.outputs = {o.name for o in graph.output}
+        self.inputs = [i.name for i in graph.input]
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.producer: dict[str, Any] = {}
+        self.consumers: dict[str, list[Any]] = {}
+        for node in self.nodes:
+            for name in node.output:
+                self.producer[name] = node
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+        self.constants: dict[str, np.ndarray] = {}
+        for node in self.nodes:
+            if node.op_type == "Constant" and _attr(node, "value") is not None:
+                self.constants[node.output[0]] = numpy_helper.to_array(_attr(node, "value"))
+        self._arrays: dict[str, np.ndarray] = {}
+        self.shapes: dict[str, tuple[int | None, ...]] = {}
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+        except Exception:  # shapes only refine the routes; without them Flatten routes are skipped
+            inferred = model
+        for info in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+            dims = info.type.tensor_type.shape.dim
+            if info.type.tensor_type.HasField("shape"):
+                self.shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
+    def array(self, name: str) -> np.ndarray:
+        """The value of an initializer (cached)."""
+        from onnx import numpy_helper
+
+        if name not in self._arrays:
+            self._arrays[name] = numpy_helper.to_array(self.initializers[name])
+        return self._arrays[name]
+
+    def is_initializer(self, name: str) -> bool:
+        return name in self.initializers
+
+    def is_constant(self, name: str) -> bool:
+        return not name or name in self.initializers or name in self.constants
+
+    def only_used_by(self, name: str, node: Any) -> bool:
+        users = self.consumers.get(name, [])
+        return name not in self.outputs and all(u is node for u in users)
+
+
+@dataclass
+class Layer:
+    """One linear layer: its weight, bias and the weight axes of output and input units."""
+
+    name: str
+    kind: str
+    node: Any
+    weight: str
+    out_axis: int
+    in_axis: int
+    units: int
+    inputs: int
+    data_input: str
+    output: str
+    bias: str | None = None
+    bias_node: Any = None
+    groups: int = 1
+
+    @property
+    def nodes(self) -> list[Any]:
+        return [self.node] if self.bias_node is None else [self.node, self.bias_node]
+
+
+def find_layer(graph: Graph, node: Any) -> Layer | None:
+    """The layer ``node`` is, or None when it is not a Gemm/MatMul/Conv with a weight initializer."""
+    if node.op_type == "Gemm":
+        return _gemm_layer(graph, node)
+    if node.op_type == "MatMul":
+        return _matmul_layer(graph, node)
+    if node.op_type == "Conv":
+        return _conv_layer(graph, node)
+    return None
+
+
+def _per_unit_bias(graph: Graph, name: str, units: int) -> bool:
+    return graph.is_initializer(name) and graph.array(name).size == units and graph.array(name).ndim <= 2
+
+
+def _gemm_layer(graph: Graph, node: Any) -> Layer | None:
+    if len(node.input) < 2 or not graph.is_initializer(node.input[1]) or _attr(node, "transA", 0):
+        return None
+    weight = graph.array(node.input[1])
+    if weight.ndim != 2:
+        return None
+    out_axis, in_axis = (0, 1) if _attr(node, "transB", 0) else (1, 0)
+    units = weight.shape[out_axis]
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if bias is not None and not _per_unit_bias(graph, bias, units):
+        bias = None if graph.is_initializer(bias) and graph.array(bias).size == 1 else "?"
+    name = node.name or node.input[1]
+    return Layer(name=name, kind="Gemm", node=node, weight=node.input[1], out_axis=out_axis, in_axis=in_axis,
+                 units=units, inputs=weight.shape[in_axis], data_input=node.input[0], output=node.output[0],
+                 bias=bias)
+
+
+def _matmul_layer(graph: Graph, node: Any) -> Layer | None:
+    if not graph.is_initializer(node.input[1]) or graph.is_constant(node.input[0]):
+        return None
+    weight = graph.array(node.input[1])
+    if weight.ndim != 2:
+        return None
+    units = weight.shape[1]
+    layer = Layer(name=node.name or node.input[1], kind="MatMul", node=node, weight=node.input[1], out_axis=1,
+                  in_axis=0, units=units, inputs=weight.shape[0], data_input=node.input[0], output=node.output[0])
+    users = graph.consumers.get(node.output[0], [])
+    if len(users) == 1 and users[0].op_type == "Add" and node.output[0] not in graph.outputs:
+        add = users[0]
+        other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+        if _per_unit_bias(graph, other, units) and graph.array(other).shape[-1] == units:
+            layer.bias, layer.bias_node, layer.output = other, add, add.output[0]
+    return layer
+
+
+def _conv_layer(graph: Graph, node: Any) -> Layer | None:
+    if len(node.input) < 2 or not graph.is_initializer(node.input[1]):
+        return None
+    weight = graph.array(node.input[1])
+    if weight.ndim < 3:
+        return None
+    groups = int(_attr(node, "group", 1))
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    return Layer(name=node.name or node.input[1], kind="Conv", node=node, weight=node.input[1], out_axis=0,
+                 in_axis=1, units=weight.shape[0], inputs=weight.shape[1] * groups, data_input=node.input[0],
+                 output=node.output[0], bias=bias, groups=groups)
+
+
+@dataclass
+class Route:
+    """How the units of ``layer`` reach ``consumer``: through ``steps`` only.
+
+    ``features_per_unit`` is 1 unless a Flatten turns each channel into H*W contiguous features.
+    """
+
+    layer: Layer
+    consumer: Layer
+    steps: list[Any] = field(default_factory=list)
+    features_per_unit: int = 1
+
+    @property
+    def batch_norms(self) -> list[Any]:
+        return [n for n in self.steps if n.op_type == "BatchNormalization"]
+
+
+def trace_route(graph: Graph, layer: Layer) -> Route | str:
+    """The route from ``layer`` to the layer that reads its units, or the reason there is none."""
+    if layer.groups != 1:
+        return f"{layer.name}: grouped convolution (group={layer.groups})"
+    if layer.bias == "?":
+        return f"{layer.name}: its bias is not one value per unit"
+    if not graph.only_used_by(layer.weight, layer.node) or (
+        layer.bias and not graph.only_used_by(layer.bias, layer.bias_node or layer.node)
+    ):
+        return f"{layer.name}: its weights are shared with other nodes"
+    channels = layer.kind == "Conv"
+    rank = 2 if layer.kind == "Gemm" else len(graph.array(layer.weight).shape) if channels else _rank(graph, layer)
+    tensor, steps, per_unit = layer.output, [], 1
+    while True:
+        if tensor in graph.outputs:
+            return f"{layer.name}: produces the model output (output layers are never pruned)"
+        users = graph.consumers.get(tensor, [])
+        if len(users) != 1:
+            return f"{layer.name}: its output feeds {len(users)} nodes (branch or residual connection)"
+        node = users[0]
+        consumer = find_layer(graph, node) if node.op_type in LAYER_OPS else None
+        if consumer is not None and consumer.data_input == tensor:
+            if channels and per_unit == 1 and consumer.kind == "Conv" and consumer.groups == 1:
+                if consumer.inputs != layer.units:
+                    return f"{layer.name}: {consumer.name} reads {consumer.inputs} channels, not {layer.units}"
+                return Route(layer, consumer, steps, 1)
+            if (not channels or per_unit > 1) and consumer.kind in ("Gemm", "MatMul"):
+                if consumer.inputs != layer.units * per_unit:
+                    return f"{layer.name}: {consumer.name} reads {consumer.inputs} features, not {layer.units * per_unit}"
+                return Route(layer, consumer, steps, per_unit)
+            return f"{layer.name}: {node.op_type} {consumer.name} reads its units in a layout this pass cannot follow"
+        reason = _step_problem(graph, node, tensor, channels and per_unit == 1, rank)
+        if reason:
+            return f"{layer.name}: {reason}"
+        if node.op_type == "Flatten" and channels and per_unit == 1:
+            shape = graph.shapes.get(tensor)
+            if not shape or len(shape) < 3 or any(d is None for d in shape[2:]):
+                return f"{layer.name}: the spatial size before {node.name or 'Flatten'} is unknown"
+            per_unit, rank = int(np.prod(shape[2:])), 2
+        steps.append(node)
+        tensor = node.output[0]
+
+
+def _rank(graph: Graph, layer: Layer) -> int | None:
+    shape = graph.shapes.get(layer.output)
+    return len(shape) if shape else None
+
+
+def _step_problem(graph: Graph, node: Any, tensor: str, channels: bool, rank: int | None) -> str | None:
+    """Why the units cannot pass through ``node`` unchanged (None when they can)."""
+    op = node.op_type
+    if op not in ROUTE_OPS:
+        return f"{op} {node.name} sits between it and the next layer"
+    if node.input[0] != tensor or not all(graph.is_constant(name) for name in node.input[1:] if op != "BatchNormalization"):
+        return f"{op} {node.name} mixes it with another tensor"
+    if any(graph.consumers.get(name) or name in graph.outputs for name in node.output[1:]):
+        return f"{op} {node.name} has a second output in use"
+    if op in CHANNEL_OPS and not channels:
+        return f"{op} {node.name} pools a tensor whose units are not channels"
+    if op == "Flatten" and (int(_attr(node, "axis", 1)) != 1 or (not channels and rank != 2)):
+        return f"Flatten {node.name} mixes units with other axes"
+    if op == "BatchNormalization":
+        if not channels and rank != 2:
+            return f"BatchNormalization {node.name} normalizes an axis that is not the unit axis"
+        if not all(graph.is_initializer(n) and graph.only_used_by(n, node) for n in node.input[1:5]):
+            return f"BatchNormalization {node.name} has parameters that are not its own initializers"
+    return None
+
+
+def prunable_routes(graph: Graph) -> tuple[list[Route], list[str]]:
+    """Every layer whose output units can be removed, plus a reason for each layer that cannot."""
+    routes, skipped = [], []
+    for node in graph.nodes:
+        layer = find_layer(graph, node) if node.op_type in LAYER_OPS else None
+        if layer is None:
+            continue
+        route = trace_route(graph, layer)
+        if isinstance(route, str):
+            skipped.append(route)
+        elif layer.units < 2:
+            skipped.append(f"{layer.name}: has a single unit")
+        else:
+            routes.append(route)
+    return routes, skipped
+
+
+def unit_importance(weight: np.ndarray, out_axis: int, criterion: str) -> np.ndarray:
+    """L1 or L2 norm of the weights that make each output unit."""
+    rows = np.moveaxis(weight, out_axis, 0).reshape(weight.shape[out_axis], -1).astype(np.float64)
+    if criterion == "l1":
+        return np.abs(rows).sum(axis=1)
+    return np.sqrt((rows**2).sum(axis=1))
+
+
+def units_to_keep(importance: np.ndarray, ratio: float) -> np.ndarray:
+    """Sorted indices of the units that stay when ``ratio`` of them (rounded) is removed; at least one stays."""
+    n = importance.size
+    keep = max(1, n - int(round(ratio * n)))
+    order = np.argsort(-importance, kind="stable")[:keep]
+    return np.sort(order)
+
+
+def expand_units(keep: np.ndarray, per_unit: int) -> np.ndarray:
+    """Feature indices of kept channels after a Flatten (channel c -> features c*per_unit ... )."""
+    if per_unit == 1:
+        return keep
+    return (keep[:, None] * per_unit + np.arange(per_unit)[None, :]).ravel()
+
+
+# --- Feeding a model and comparing its outputs -------------------------------------------------------
+
+
+@dataclass
+class EvalData:
+    """Inputs to run a model on, the labels when the dataset has them, and where they came from."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    source: str
+
+    @property
+    def samples(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0]) if self.inputs else 0
+
+
+def load_eval_data(model: Any, data: Path | None, *, max_samples: int = 512, seed: int = 0) -> EvalData:
+    """The first ``max_samples`` rows of a dataset, or synthetic inputs (normal floats, small ints)."""
+    signature = signature_from_onnx_model(model)
+    if data is None:
+        return _synthetic(signature, min(max_samples, 32), seed)
+    try:
+        arrays = read_npz(Path(data))
+    except FormatError as exc:
+        raise PassInputError(str(exc)) from exc
+    missing = [name for name in signature.input_names if name not in arrays]
+    if missing:
+        raise PassInputError(
+            f"The dataset {Path(data).name} has no array named {', '.join(missing)}; it has "
+            f"{', '.join(sorted(arrays)) or 'no arrays'} (arrays must be named after the model inputs)."
+        )
+    inputs = {k: v[:max_samples] for k, v in model_inputs(arrays, signature).items()}
+    labels = arrays["labels"][:max_samples] if "labels" in arrays else None
+    return EvalData(inputs=inputs, labels=labels, source=f"validation data ({Path(data).name})")
+
+
+def _synthetic(signature: Any, n: int, seed: int) -> EvalData:
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in signature.inputs:
+        shape = [n if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) else 1)
+                 for i, d in enumerate(spec.shape)]
+        if spec.dtype.startswith("float"):
+            inputs[spec.name] = rng.normal(size=shape).astype(spec.dtype)
+        elif spec.dtype == "bool":
+            inputs[spec.name] = rng.random(shape) < 0.5
+        else:
+            inputs[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
+    return EvalData(inputs=inputs, labels=None, source="synthetic inputs (no validation data given)")
+
+
+def run_model(model: Any, inputs: dict[str, np.ndarray], *, threads: int = 2) -> list[np.ndarray]:
+    """Run a model (a path or an in-memory ModelProto built by this pass) once on CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return session.run(None, inputs)
+
+
+def infer_task(model: Any, labels: np.ndarray | None = None) -> str:
+    """'classification' when labels are class ids or the model ends in a multi-unit layer/softmax."""
+    if labels is not None and np.issubdtype(labels.dtype, np.integer):
+        return "classification"
+    outputs = signature_from_onnx_model(model).outputs
+    if len(outputs) != 1 or len(outputs[0].shape) != 2:
+        return "regression"
+    width = outputs[0].shape[1]
+    producers = {out: node for node in model.graph.node for out in node.output}
+    last = producers.get(outputs[0].name)
+    if last is None or not isinstance(width, int) or width < 2:
+        return "regression"
+    return "classification" if last.op_type in ("Gemm", "MatMul", "Add", "Softmax", "LogSoftmax") else "regression"
+
+
+def compare_outputs(reference: list[np.ndarray], candidate: list[np.ndarray], *, task: str,
+                    labels: np.ndarray | None) -> dict[str, Any]:
+    """How far ``candidate`` outputs are from ``reference`` ones (and from labels when given)."""
+    ref = np.concatenate([r.astype(np.float64).ravel() for r in reference])
+    new = np.concatenate([c.astype(np.float64).ravel() for c in candidate])
+    diff = np.abs(ref - new)
+    scale = float(ref.std()) or 1.0
+    metrics: dict[str, Any] = {
+        "max_abs_error": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_error": float(diff.mean()) if diff.size else 0.0,
+        "output_std": float(ref.std()),
+    }
+    metrics["relative_error"] = metrics["mean_abs_error"] / scale
+    first_ref, first_new = reference[0], candidate[0]
+    if task == "classification" and first_ref.ndim == 2 and first_ref.shape[1] > 1:
+        metrics["top1_agreement"] = float((first_ref.argmax(1) == first_new.argmax(1)).mean())
+        if labels is not None:
+            target = labels.argmax(1) if labels.ndim == 2 else labels.reshape(-1)
+            metrics["accuracy_before"] = float((first_ref.argmax(1) == target).mean())
+            metrics["accuracy_after"] = float((first_new.argmax(1) == target).mean())
+    elif labels is not None and labels.size == first_ref.size:
+        target = labels.reshape(first_ref.shape).astype(np.float64)
+        metrics["mae_before"] = float(np.abs(first_ref - target).mean())
+        metrics["mae_after"] = float(np.abs(first_new - target).mean())
+    return metrics

@@ -1,0 +1,58 @@
+"""Thin Celery tasks: they take ids, call one service, and record unexpected deaths.
+
+Each service claims its row atomically, so a task delivered twice (acks_late re-delivery after
+a worker died) does nothing harmful.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, shared_task
+
+
+class JobTask(Task):
+    """A task whose unexpected failure marks its job FAILED with the reason."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        from modelhub import services
+
+        job_id = args[0] if args else kwargs.get("job_id")
+        if job_id is not None:
+            services.job_fail(job_id=job_id, reason=f"The worker hit an unexpected error: {exc!r}")
+
+
+def _worker_name(task: Task) -> str:
+    return f"{task.request.hostname or 'local'}:{task.request.id or 'eager'}"
+
+
+@shared_task(name="workers.tasks.intake_version_task")
+def intake_version_task(version_id: int) -> None:
+    """Inspect an uploaded version and mark it READY or FAILED."""
+    from modelhub import services
+
+    services.version_intake(version_id=version_id)
+
+
+@shared_task(bind=True, base=JobTask, name="workers.tasks.optimize_version_task")
+def optimize_version_task(self: Task, job_id: int) -> None:
+    """Run an optimization job (passes, then evaluation)."""
+    from modelhub import job_runner
+
+    job_runner.job_run(job_id=job_id, worker=_worker_name(self))
+
+
+@shared_task(bind=True, base=JobTask, name="workers.tasks.benchmark_job_task")
+def benchmark_job_task(self: Task, job_id: int) -> None:
+    """Run a benchmark job (re-measure chosen variants) on the benchmark queue."""
+    from modelhub import job_runner
+
+    job_runner.job_run(job_id=job_id, worker=_worker_name(self))
+
+
+@shared_task(name="workers.tasks.reconcile_jobs_task")
+def reconcile_jobs_task() -> dict[str, int]:
+    """Re-send work the broker lost and recover jobs of dead workers (run by beat every minute)."""
+    from modelhub import services
+
+    return services.jobs_reconcile()
