@@ -244,7 +244,7 @@ def _run_model(path: Path, arrays: dict[str, np.ndarray], rows: int, threads: in
     if usable == 0:
         raise AccuracyInputError(f"The dataset has {rows} rows, fewer than the model's fixed batch of {fixed}.")
     chunks = [
-        session.run(None, {name: value[start : start + step] for name, value in feeds.items()})
+        session.run(None, {name: value[start : min(start + step, usable)] for name, value in feeds.items()})
         for start in range(0, usable, step)
     ]
     return [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
