@@ -285,7 +285,9 @@ def job_dispatch(*, job_id: int) -> None:
 
 
 def _send(send: Callable[[], Any], what: str) -> bool:
-    if settings.CELERY_TASK_ALWAYS_EAGER:
+    from modelhub.celery import app
+
+    if app.conf.task_always_eager:
         send()  # the local default runs work in-process; its errors are the caller's errors
         return True
     try:

@@ -84,6 +84,8 @@ DATABASES = {
     "default": database_from_url(DATABASE_URL)
     if DATABASE_URL
     else {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "modelhub.sqlite3",
+          # WAL and a long busy timeout let a worker thread or process write while pages read.
+          "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
           # A file-backed test database lets a real worker process see the test's rows.
           "TEST": {"NAME": str(DATA_DIR / "test-modelhub.sqlite3")}}
 }

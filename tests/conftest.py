@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,3 +34,99 @@ def digits_cnn(samples_root: Path) -> SampleModel:
 @pytest.fixture(scope="session")
 def tiny_transformer(samples_root: Path) -> SampleModel:
     return build_sample("tiny_transformer", samples_root)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis: REDIS_URL when the environment gives one, else a private redis-server."""
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("needs Redis: install redis-server or set REDIS_URL")
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                                "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    _wait_for_port(port)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., Any]:
+    """Create a user holding the given roles (groups made by the roles migration)."""
+    from django.contrib.auth.models import Group, Permission, User
+
+    def make(username: str = "alice", *roles: str, torchscript: bool = False, superuser: bool = False) -> Any:
+        user = User.objects.create_user(username=username, password="pw-" + username, is_superuser=superuser,
+                                        is_staff=superuser)
+        user.groups.set(Group.objects.filter(name__in=roles))
+        if torchscript:
+            user.user_permissions.add(Permission.objects.get(codename="upload_torchscript"))
+        return User.objects.get(pk=user.pk)  # fresh object: permission caches start empty
+
+    return make
+
+
+@pytest.fixture
+def maintainer(make_user: Callable[..., Any]) -> Any:
+    return make_user("maria", "maintainer")
+
+
+@pytest.fixture
+def approver(make_user: Callable[..., Any]) -> Any:
+    return make_user("abe", "approver")
+
+
+@pytest.fixture
+def api(maintainer: Any) -> Any:
+    """A DRF client logged in with the maintainer's token."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=maintainer).key}")
+    return client
+
+
+@pytest.fixture
+def media_root(settings: Any, tmp_path: Path) -> Path:
+    """Private storage and work dir for one test, so tests never see each other's files."""
+    settings.MODELHUB_WORK_DIR = tmp_path / "work"
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(tmp_path / "media")}}}
+    return tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def eager_tasks() -> Iterator[None]:
+    """Tasks run in the calling process unless a test starts a real worker (even when CI gives
+    REDIS_URL, which otherwise switches the settings to a real broker)."""
+    from modelhub.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
@@ -36,6 +37,8 @@ class ServiceAPIView(APIView):
 
 
 class ModelListView(ServiceAPIView):
+    serializer_class = s.ModelSerializer
+    @extend_schema(responses=s.ModelSerializer(many=True))
     def get(self, request: Request) -> Response:
         models = selectors.model_visible_to(request.user).select_related("owner")
         return Response(s.ModelSerializer(models, many=True).data)
@@ -46,13 +49,16 @@ class ModelListView(ServiceAPIView):
 
 
 class ModelDetailView(ServiceAPIView):
+    serializer_class = s.ModelSerializer
     def get(self, request: Request, name: str) -> Response:
         return Response(s.ModelSerializer(selectors.model_get(user=request.user, name=name)).data)
 
 
 class VersionListView(ServiceAPIView):
+    serializer_class = s.VersionSerializer
     parser_classes = [MultiPartParser]
 
+    @extend_schema(responses=s.VersionSerializer(many=True))
     def get(self, request: Request, name: str) -> Response:
         model = selectors.model_get(user=request.user, name=name)
         return Response(s.VersionSerializer(model.versions.all(), many=True).data)
@@ -73,6 +79,7 @@ class VersionListView(ServiceAPIView):
 
 
 class VersionDetailView(ServiceAPIView):
+    serializer_class = s.VersionSerializer
     def get(self, request: Request, name: str, number: int) -> Response:
         version = self.version(request, name, number)
         body = s.VersionSerializer(version).data
@@ -82,8 +89,10 @@ class VersionDetailView(ServiceAPIView):
 
 
 class DatasetListView(ServiceAPIView):
+    serializer_class = s.DatasetSerializer
     parser_classes = [MultiPartParser]
 
+    @extend_schema(responses=s.DatasetSerializer(many=True))
     def get(self, request: Request, name: str, number: int) -> Response:
         return Response(s.DatasetSerializer(self.version(request, name, number).datasets.all(), many=True).data)
 
@@ -96,6 +105,7 @@ class DatasetListView(ServiceAPIView):
 
 
 class ResultsView(ServiceAPIView):
+    serializer_class = s.VariantSerializer
     def get(self, request: Request, name: str, number: int) -> Response:
         version = self.version(request, name, number)
         last_job = version.jobs.filter(status="SUCCEEDED", kind="optimize").first()
@@ -109,6 +119,7 @@ class ResultsView(ServiceAPIView):
 
 
 class OptimizeView(ServiceAPIView):
+    serializer_class = s.JobSerializer
     parser_classes = [JSONParser]
 
     def post(self, request: Request, name: str, number: int) -> Response:
@@ -126,6 +137,7 @@ class OptimizeView(ServiceAPIView):
 
 
 class VariantBundleView(ServiceAPIView):
+    serializer_class = s.VariantSerializer
     def get(self, request: Request, name: str, number: int, variant: str) -> FileResponse:
         version = self.version(request, name, number)
         target = selectors.variant_get(version=version, name=variant)
@@ -133,6 +145,7 @@ class VariantBundleView(ServiceAPIView):
 
 
 class VariantBenchmarkView(ServiceAPIView):
+    serializer_class = s.JobSerializer
     def post(self, request: Request, name: str, number: int, variant: str) -> Response:
         version = self.version(request, name, number)
         target = selectors.variant_get(version=version, name=variant)
@@ -142,17 +155,20 @@ class VariantBenchmarkView(ServiceAPIView):
 
 
 class JobDetailView(ServiceAPIView):
+    serializer_class = s.JobSerializer
     def get(self, request: Request, job_id: int) -> Response:
         return Response(s.JobSerializer(selectors.job_get(user=request.user, job_id=job_id)).data)
 
 
 class JobCancelView(ServiceAPIView):
+    serializer_class = s.JobSerializer
     def post(self, request: Request, job_id: int) -> Response:
         job = services.job_cancel(job=selectors.job_get(user=request.user, job_id=job_id), user=request.user)
         return Response(s.JobSerializer(job).data)
 
 
 class PromoteView(ServiceAPIView):
+    serializer_class = s.PromotionSerializer
     parser_classes = [JSONParser]
 
     def post(self, request: Request, name: str) -> Response:
@@ -166,6 +182,7 @@ class PromoteView(ServiceAPIView):
 
 
 class RollbackView(ServiceAPIView):
+    serializer_class = s.PromotionSerializer
     parser_classes = [JSONParser]
 
     def post(self, request: Request, name: str) -> Response:
@@ -176,14 +193,18 @@ class RollbackView(ServiceAPIView):
 
 
 class HistoryView(ServiceAPIView):
+    serializer_class = s.PromotionSerializer
+    @extend_schema(responses=s.PromotionSerializer(many=True))
     def get(self, request: Request, name: str) -> Response:
         model = selectors.model_get(user=request.user, name=name)
         return Response(s.PromotionSerializer(selectors.promotion_history(model=model), many=True).data)
 
 
 class ProfileListView(ServiceAPIView):
+    serializer_class = s.ProfileSerializer
     parser_classes = [JSONParser]
 
+    @extend_schema(responses=s.ProfileSerializer(many=True))
     def get(self, request: Request) -> Response:
         return Response(s.ProfileSerializer(ReadinessProfile.objects.all(), many=True).data)
 

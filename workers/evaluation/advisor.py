@@ -103,13 +103,14 @@ def _pass_advice(candidate: Candidate, parent: Candidate | None, target: str) ->
 def _variant_line(candidate: Candidate, reference: Candidate | None, ranking: Ranking) -> str | None:
     if not candidate.finite:
         return f"{candidate.name}: outputs contain NaN or Inf: never deploy it"
+    if candidate is reference:
+        return None  # the closing line speaks of the reference
     if candidate.name in ranking.rejected:
         return f"{candidate.name}: {ranking.rejected[candidate.name]} (slower, not smaller, not more accurate): drop it"
-    if candidate.passed and candidate.name in ranking.ordered:
-        verdict = "recommended" if candidate.name == ranking.best else "passes"
-        return ", ".join([f"{candidate.name}: " + (", ".join(_versus(candidate, reference)) or "as the original"),
-                          verdict]).replace(": , ", ": ")
-    if not candidate.passed and candidate is not reference:
+    if candidate.name in ranking.ordered:
+        gains = ", ".join(_versus(candidate, reference)) or "no measurable change"
+        return f"{candidate.name}: {gains}, {'recommended' if candidate.name == ranking.best else 'passes'}"
+    if not candidate.passed:
         return f"{candidate.name}: fails ({'; '.join(candidate.failures)})"
     return None
 

@@ -232,3 +232,48 @@ def file_size(path: Path) -> int:
 
 def signature_of(model: Any) -> Signature:
     return signature_from_onnx_model(model)
+
+
+def synthetic_error(src: Path, out: Path, signature: Signature,
+                    seeds: tuple[int, ...] = (0, 1, 2)) -> tuple[float | None, float, str | None]:
+    """(max abs error of ``out`` vs ``src`` on synthetic batches, max |reference|, note).
+
+    Both run with graph optimizations disabled, so the stored graphs themselves are compared. The
+    error is None (and the note says why) when the source cannot run on synthetic inputs, e.g. a
+    dim the signature leaves symbolic must have a particular size.
+    """
+    from workers.formats import signature_from_onnx
+    from workers.passes.base import ort_session
+
+    try:
+        reference_session = ort_session(src, level="disable")
+        feeds = [synthetic_inputs(signature, seed=seed) for seed in seeds]
+        references = [reference_session.run(None, feed) for feed in feeds]
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        return None, 0.0, f"Outputs not checked: the source model does not run on synthetic inputs ({str(exc)[:200]})."
+    candidate_session = ort_session(out, level="disable")
+    candidate_signature = signature_from_onnx(out)
+    worst, scale = 0.0, 0.0
+    for feed, reference in zip(feeds, references, strict=True):
+        candidate = candidate_session.run(None, cast_feeds(feed, candidate_signature))
+        worst = max(worst, max_abs_error(reference, candidate))
+        scale = max(scale, max_abs_value(reference))
+    return worst, scale, None
+
+
+# Ops that onnxruntime's graph pass creates and its quantizer does not know: their weights stay float.
+FUSED_OPS = ("FusedGemm", "FusedConv", "FusedMatMul", "NhwcConv")
+
+
+def nothing_quantized(model: Any, what: str, op_types: tuple[str, ...] = ()) -> UnsupportedModelError:
+    """The error for a graph in which the quantizer found no weight to quantize."""
+    fused = sorted({n.op_type for n in model.graph.node if n.op_type in FUSED_OPS})
+    message = f"{what} found nothing to quantize: it handles MatMul, Gemm, Conv, Gather and Attention nodes with float32 weights"
+    if op_types:
+        message += f" (op_types limited it to {', '.join(op_types)})"
+    if fused:
+        message += (
+            f". This graph holds onnxruntime fusions ({', '.join(fused)}) that the quantizer does not handle: "
+            "quantize the model before the graph pass, or use graph level 'basic'"
+        )
+    return UnsupportedModelError(message + ".")

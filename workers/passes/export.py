@@ -36,6 +36,7 @@ from workers.passes.base import (
     UnsupportedModelError,
     config_to_json,
     data_field,
+    ort_session,
     prepare_output,
     save_onnx,
 )
@@ -170,17 +171,14 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
             array = array.astype(np.float32)
             notes.append(f"Input {name} was float64 in the dataset; fed as float32.")
         converted.append(np.ascontiguousarray(array))
-    rows = min(len(a) for a in converted)
-    if rows == 0:
+    if min(len(a) for a in converted) == 0:
         raise PassInputError("The validation dataset has no rows.")
     example = [a[:_EXAMPLE_ROWS] for a in converted]
     check = [a[:_CHECK_ROWS] for a in converted]
 
     try:
         example_out = _torch_outputs(module, example)
-    except PassInputError:
-        raise
-    except UnsupportedModelError:
+    except (PassInputError, UnsupportedModelError):
         raise
     except Exception as exc:  # noqa: BLE001 - the model rejected the data
         raise PassInputError(f"The TorchScript model failed on the validation data: {str(exc)[:400]}") from exc
@@ -211,9 +209,6 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
     save_onnx(model, out_path)
 
     try:
-        session = util.__dict__["_session"](out_path) if "_session" in util.__dict__ else None
-        from workers.passes.base import ort_session
-
         session = ort_session(out_path)
         ort_out = session.run(None, dict(zip(names, check, strict=True)))
         reference = _torch_outputs(module, check)

@@ -335,6 +335,26 @@ def expand_units(keep: np.ndarray, per_unit: int) -> np.ndarray:
     return (keep[:, None] * per_unit + np.arange(per_unit)[None, :]).ravel()
 
 
+def with_initializers(model: Any, arrays: dict[str, np.ndarray], *, drop_shapes: bool = False) -> Any:
+    """A copy of ``model`` whose named initializers hold ``arrays`` (cast to their stored type).
+
+    ``drop_shapes`` removes the inferred intermediate shapes, which go stale when layers shrink.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    new = onnx.ModelProto()
+    new.CopyFrom(model)
+    for tensor in new.graph.initializer:
+        if tensor.name in arrays:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+            array = np.ascontiguousarray(arrays[tensor.name], dtype=dtype)
+            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    if drop_shapes:
+        del new.graph.value_info[:]
+    return new
+
+
 # --- Feeding a model and comparing its outputs -------------------------------------------------------
 
 
@@ -412,6 +432,11 @@ def infer_task(model: Any, labels: np.ndarray | None = None) -> str:
     if last is None or not isinstance(width, int) or width < 2:
         return "regression"
     return "classification" if last.op_type in ("Gemm", "MatMul", "Add", "Softmax", "LogSoftmax") else "regression"
+
+
+def output_std(outputs: list[np.ndarray]) -> float:
+    """Standard deviation of every value a model returned: the scale its errors are judged against."""
+    return float(np.concatenate([o.astype(np.float64).ravel() for o in outputs]).std())
 
 
 def compare_outputs(reference: list[np.ndarray], candidate: list[np.ndarray], *, task: str,

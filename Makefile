@@ -1,0 +1,35 @@
+# modelhub: `make demo` sets everything up and runs the lifecycle; `make test` runs the suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS := --quiet --disable-pip-version-check --no-warn-script-location
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -r requirements.txt 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -c "import django, torch, onnxruntime, celery" 
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py demo
+
+# Tests run with the development settings (DEBUG=1) unless told otherwise; production settings
+# are checked by a test that runs `manage.py check --deploy` in a subprocess.
+test: install
+	$(VENV)/bin/ruff check .
+	DEBUG=$${DEBUG:-1} $(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) bench/passes.py
+	$(PY) bench/variants.py
+	$(PY) bench/serving.py
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

@@ -1,0 +1,116 @@
+"""graph: onnxruntime's offline graph optimizations, stored as a portable ONNX file.
+
+ORT applies the optimizations of the chosen level (``basic``: constant folding and redundant node
+elimination; ``extended``: also fusions such as Gemm+activation, LayerNorm, GELU, attention) and
+writes the optimized graph through ``SessionOptions.optimized_model_filepath``; the file is then
+re-saved with ``save_onnx`` (one file, IR version the pinned onnxruntime loads) and opset imports
+of unused domains are dropped. ``extended`` graphs may hold ``com.microsoft`` contrib ops
+(FusedGemm, BiasGelu, SkipLayerNormalization ...): they load in any onnxruntime, not in other
+runtimes. ``all`` is refused: its layout transforms (NCHWc) depend on the CPU they ran on and ORT
+documents that such a model must not be stored; ORT applies that level at session load anyway.
+
+The result is checked against the source on three synthetic batches built from the signature
+(symbolic dims -> 2, ints -> 0..3, floats ~ N(0, 1)): max abs error within 1e-4 x max(1, max|ref|).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.passes import _onnx_util as util
+from workers.passes.base import (
+    AccuracyError,
+    PassError,
+    PassInputError,
+    PassResult,
+    UnsupportedModelError,
+    config_to_json,
+    prepare_output,
+    save_onnx,
+)
+
+NAME = "graph"
+LEVELS = ("basic", "extended")
+RELATIVE_TOLERANCE = 1e-4
+_CHECK_SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Config:
+    level: str = "extended"
+
+    def __post_init__(self) -> None:
+        if self.level == "all":
+            raise PassInputError(
+                "Graph level 'all' is not stored: ORT_ENABLE_ALL adds layout optimizations specific to the "
+                "CPU they run on, and onnxruntime applies them itself when a session loads the model. "
+                "Use 'extended' (or 'basic')."
+            )
+        if self.level not in LEVELS:
+            raise PassInputError(f"Unknown graph level {self.level!r}; use one of {', '.join(LEVELS)}.")
+
+
+def _optimize(src: Path, target: Path, level: str) -> None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    }[level]
+    options.optimized_model_filepath = str(target)
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise UnsupportedModelError(f"onnxruntime could not load the model to optimize it: {str(exc)[:600]}") from exc
+
+
+def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
+    import onnx
+
+    config = config or Config()
+    started = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    source = util.load_onnx_input(src, NAME)
+    signature = util.signature_of(source)
+    out_path = prepare_output(dst)
+    with util.scratch_dir(dst) as work:
+        raw = work / "ort_optimized.onnx"
+        _optimize(src, raw, config.level)
+        if not raw.is_file():
+            raise PassError("onnxruntime did not write the optimized model.")
+        optimized = util.prune_opset_imports(onnx.load(str(raw)))
+    save_onnx(optimized, out_path)
+    error, reference_scale, note = util.synthetic_error(src, out_path, signature, _CHECK_SEEDS)
+    scale = max(1.0, reference_scale)
+    if error is not None and not error <= RELATIVE_TOLERANCE * scale:
+        out_path.unlink(missing_ok=True)
+        raise AccuracyError(
+            f"The optimized graph's outputs differ from the source's by {error:.3g} (max abs error on synthetic "
+            f"inputs), over the tolerance {RELATIVE_TOLERANCE:g} x {scale:.3g}."
+        )
+    contrib = sorted({n.op_type for n in optimized.graph.node if n.domain == "com.microsoft"})
+    notes = []
+    if contrib:
+        notes.append(f"The graph uses onnxruntime contrib ops ({', '.join(contrib)}): it runs in onnxruntime only.")
+    if note:
+        notes.append(note)
+    metrics = {
+        "nodes_before": util.node_count(source),
+        "nodes_after": util.node_count(optimized),
+        "max_abs_error": error,
+        "size_before": util.file_size(src),
+        "size_after": util.file_size(out_path),
+    }
+    return PassResult(
+        artifact=out_path,
+        pass_name=NAME,
+        config=config_to_json(config),
+        metrics=metrics,
+        notes=notes,
+        duration_s=time.perf_counter() - started,
+    )

@@ -1,0 +1,300 @@
+"""quantize_static: calibrated INT8 (weights and activations) with onnxruntime's quantize_static.
+
+Calibration is driven here rather than inside ``quantize_static`` so that it is bounded:
+
+- at most ``max_samples`` rows of ``calibration_data`` are used, fed in small batches
+  (``_BATCH`` rows, or the model's fixed batch size);
+- ORT's entropy / percentile calibrators keep *every* activation of every sample they are given
+  in one ``collect_data`` call before building histograms, so onnxruntime's stock path holds
+  ``samples x activation bytes`` at once. Here each batch is a separate ``collect_data`` call (ORT
+  merges the histograms across calls), and the activation bytes of one sample are *measured* by
+  running one sample through the augmented calibration model. The batch is then reduced until
+  ``batch x bytes/sample x _HISTOGRAM_OVERHEAD`` fits in ``max_memory_mb``; when even one sample
+  does not fit the pass refuses (PassInputError) and says how much it would need. The numbers
+  are in ``metrics`` and, when the batch was reduced, in ``notes``;
+- MinMax keeps only per-tensor min/max per batch; its peak is one batch's activations inside ORT.
+
+The ranges are written to a calibration cache (JSON) in a scratch directory under ``dst``, along
+with ORT's augmented model; ``quantize_static`` then reads the cache instead of calibrating again.
+The scratch directory is removed afterwards; the source file is only read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.passes import _onnx_util as util
+from workers.passes.base import (
+    PassError,
+    PassInputError,
+    PassResult,
+    UnsupportedModelError,
+    config_to_json,
+    data_field,
+    prepare_output,
+    save_onnx,
+)
+from workers.passes.quantize_dynamic import graph_node_names, preprocess, quant_type
+
+NAME = "quantize_static"
+FORMATS = ("qdq", "qoperator")
+METHODS = ("minmax", "entropy", "percentile")
+TYPES = ("qint8", "quint8")
+_BATCH = 8
+_HISTOGRAM_OVERHEAD = 2.0  # ORT stacks and flattens each collected tensor while histogramming it
+_MB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Config:
+    format: str = "qdq"
+    method: str = "minmax"
+    per_channel: bool = True
+    activation_type: str = "quint8"
+    weight_type: str = "qint8"
+    max_samples: int = 256
+    max_memory_mb: int = 2048
+    nodes_to_exclude: tuple[str, ...] = ()
+    calibration_data: Path | None = data_field()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.calibration_data, str):
+            object.__setattr__(self, "calibration_data", Path(self.calibration_data))
+        if self.format not in FORMATS:
+            raise PassInputError(f"Unknown format {self.format!r}; use one of {', '.join(FORMATS)}.")
+        if self.method not in METHODS:
+            raise PassInputError(f"Unknown calibration method {self.method!r}; use one of {', '.join(METHODS)}.")
+        for name in ("activation_type", "weight_type"):
+            if getattr(self, name) not in TYPES:
+                raise PassInputError(f"Unknown {name} {getattr(self, name)!r}; use one of {', '.join(TYPES)}.")
+        if self.activation_type == "qint8" and self.weight_type == "quint8":
+            raise PassInputError("onnxruntime does not support int8 activations with uint8 weights; use weight_type 'qint8'.")
+        if not isinstance(self.max_samples, int) or self.max_samples < 1:
+            raise PassInputError(f"max_samples must be a positive integer; got {self.max_samples!r}.")
+        if not isinstance(self.max_memory_mb, int) or self.max_memory_mb < 1:
+            raise PassInputError(f"max_memory_mb must be a positive integer; got {self.max_memory_mb!r}.")
+        if isinstance(self.nodes_to_exclude, str) or not all(isinstance(v, str) for v in self.nodes_to_exclude):
+            raise PassInputError(f"nodes_to_exclude must be a list of node names; got {self.nodes_to_exclude!r}.")
+        object.__setattr__(self, "nodes_to_exclude", tuple(self.nodes_to_exclude))
+
+
+@dataclass
+class Calibration:
+    """What calibration used and measured; ``cache`` holds the tensor ranges."""
+
+    cache: Path
+    method: str
+    samples: int
+    batch: int
+    activation_bytes_per_sample: int | None = None
+    peak_mb_estimate: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "calibration_samples": self.samples,
+            "calibration_batch": self.batch,
+            "activation_mb_per_sample": None if self.activation_bytes_per_sample is None
+            else round(self.activation_bytes_per_sample / _MB, 3),
+            "calibration_peak_mb_estimate": None if self.peak_mb_estimate is None else round(self.peak_mb_estimate, 1),
+        }
+
+
+def calibration_method(name: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+def load_calibration(path: Path | None, signature: util.Signature, max_samples: int) -> dict[str, np.ndarray]:
+    """At most ``max_samples`` rows of the calibration dataset, cast to the model's input types."""
+    if path is None:
+        raise PassInputError(
+            "Static quantization needs a calibration dataset (.npz with one array per model input, a few "
+            "hundred representative rows); without one use quantize_dynamic."
+        )
+    feeds, _ = util.dataset_feeds(Path(path), signature, what="calibration")
+    rows = min(max_samples, min(len(v) for v in feeds.values()))
+    fixed = util.fixed_batch(signature)
+    if fixed:
+        rows -= rows % fixed
+        if rows == 0:
+            raise PassInputError(f"The model takes batches of exactly {fixed} rows; the calibration dataset has fewer.")
+    return {name: value[:rows] for name, value in feeds.items()}
+
+
+class _Reader:
+    """A CalibrationDataReader over a list of feed dicts (one ``collect_data`` call each)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._iter = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iter, None)
+
+    def __len__(self) -> int:  # pragma: no cover - ORT asks only for strided MinMax
+        return 0
+
+
+def _measure_sample(calibrator: Any, feeds: dict[str, np.ndarray], rows: int) -> int:
+    """Bytes of the collected activations of one sample (one ``rows``-row batch / rows)."""
+    outputs = calibrator.infer_session.run(None, {name: value[:rows] for name, value in feeds.items()})
+    names = [o.name for o in calibrator.infer_session.get_outputs()]
+    wanted = set(getattr(calibrator, "tensors_to_calibrate", None) or names)
+    total = sum(int(out.nbytes) for name, out in zip(names, outputs, strict=True) if name in wanted)
+    return max(1, total // rows)
+
+
+def _calibrated_op_types() -> list[str]:
+    """The op types quantize_static itself calibrates when given none (QOperator + QDQ registries)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def calibrate(model_path: Path, work: Path, feeds: dict[str, np.ndarray], method: str, max_memory_mb: int,
+              fixed: int | None = None) -> Calibration:
+    """Collect tensor ranges over ``feeds`` in bounded batches and write them to a cache in ``work``."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    rows = min(len(v) for v in feeds.values())
+    batch = fixed or min(_BATCH, rows)
+    notes: list[str] = []
+    augmented = work / f"augmented-{method}.onnx"
+    try:
+        with util.quiet():
+            calibrator = create_calibrator(model_path, _calibrated_op_types(), augmented_model_path=str(augmented),
+                                           calibrate_method=calibration_method(method), extra_options={})
+    except Exception as exc:  # noqa: BLE001
+        raise UnsupportedModelError(f"onnxruntime could not prepare calibration: {str(exc)[:600]}") from exc
+    per_sample = peak = None
+    if method != "minmax":
+        per_sample = _measure_sample(calibrator, feeds, fixed or 1)
+        budget = max_memory_mb * _MB
+        needed_one = (fixed or 1) * per_sample * _HISTOGRAM_OVERHEAD
+        if needed_one > budget:
+            raise PassInputError(
+                f"{method.title()} calibration keeps the activations it histograms: about {needed_one / _MB:,.0f} MB "
+                f"for {'one batch' if fixed else 'one sample'} of this model, over max_memory_mb={max_memory_mb}. "
+                "Raise max_memory_mb or use method 'minmax' (which keeps only min/max per tensor)."
+            )
+        if not fixed:
+            fitting = int(budget // (per_sample * _HISTOGRAM_OVERHEAD))
+            if fitting < batch:
+                notes.append(
+                    f"Calibration batch reduced from {batch} to {fitting} rows so that {method} histograms stay "
+                    f"within max_memory_mb={max_memory_mb} ({per_sample / _MB:,.1f} MB of activations per sample)."
+                )
+                batch = fitting
+        unstreamed = rows * per_sample * _HISTOGRAM_OVERHEAD / _MB
+        if unstreamed > max_memory_mb:
+            notes.append(
+                f"All {rows} samples at once would hold about {unstreamed:,.0f} MB of activations; calibration was "
+                f"streamed in batches of {batch} rows instead (histograms are merged across batches)."
+            )
+        peak = batch * per_sample * _HISTOGRAM_OVERHEAD / _MB
+    try:
+        with util.quiet():
+            for part in util.batches(feeds, batch, exact=fixed is not None):
+                calibrator.collect_data(_Reader([part]))
+            ranges = calibrator.compute_data()
+    except Exception as exc:  # noqa: BLE001
+        raise UnsupportedModelError(f"Calibration failed in onnxruntime: {str(exc)[:600]}") from exc
+    finally:
+        del calibrator
+        augmented.unlink(missing_ok=True)
+    cache = work / f"calibration-{method}.json"
+    save_tensors_data(ranges, cache)
+    return Calibration(cache=cache, method=method, samples=rows, batch=batch,
+                       activation_bytes_per_sample=per_sample, peak_mb_estimate=peak, notes=notes)
+
+
+def quantize(model_path: Path, out_path: Path, calibration: Calibration, config: Config, work: Path) -> Any:
+    """Quantize ``model_path`` with cached ranges and save it (IR pinned) to ``out_path``."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    raw = work / f"static-{out_path.parent.name}.onnx"
+    try:
+        with util.quiet():
+            quantize_static(
+                str(model_path),
+                str(raw),
+                None,
+                quant_format=QuantFormat.QDQ if config.format == "qdq" else QuantFormat.QOperator,
+                per_channel=config.per_channel,
+                activation_type=quant_type(config.activation_type),
+                weight_type=quant_type(config.weight_type),
+                nodes_to_exclude=list(config.nodes_to_exclude) or None,
+                calibrate_method=calibration_method(calibration.method),
+                calibration_cache_path=str(calibration.cache),
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+    except Exception as exc:  # noqa: BLE001
+        raise UnsupportedModelError(f"onnxruntime's static quantization failed: {str(exc)[:600]}") from exc
+    model = onnx.load(str(raw))
+    raw.unlink(missing_ok=True)
+    save_onnx(model, out_path)
+    return model
+
+
+def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
+    config = config or Config()
+    started = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    source = util.load_onnx_input(src, NAME)
+    util.require_float_model(source, NAME)
+    signature = util.signature_of(source)
+    feeds = load_calibration(config.calibration_data, signature, config.max_samples)
+    out_path = prepare_output(dst)
+    notes: list[str] = []
+    with util.scratch_dir(dst) as work:
+        model_path, note = preprocess(src, work)
+        if note:
+            notes.append(note)
+        unknown = sorted(set(config.nodes_to_exclude) - graph_node_names(model_path))
+        if unknown:
+            notes.append(f"nodes_to_exclude names no node of the graph: {', '.join(unknown)}.")
+        calibration = calibrate(model_path, work, feeds, config.method, config.max_memory_mb,
+                                util.fixed_batch(signature))
+        notes.extend(calibration.notes)
+        quantized = quantize(model_path, out_path, calibration, config, work)
+    count = util.quantized_node_count(quantized)
+    if count == 0:
+        out_path.unlink(missing_ok=True)
+        raise util.nothing_quantized(source, "Static quantization")
+    # A sanity figure on a few calibration rows (the accuracy claim belongs to quantize_search).
+    from workers.passes.base import ort_session
+
+    sample = {name: value[: util.fixed_batch(signature) or 16] for name, value in feeds.items()}
+    reference = ort_session(src).run(None, sample)
+    candidate = ort_session(out_path).run(None, sample)
+    error = util.max_abs_error(reference, candidate)
+    if error == float("inf"):
+        out_path.unlink(missing_ok=True)
+        raise PassError("The quantized model produces non-finite outputs on the calibration data.")
+    if config.format == "qoperator" and config.activation_type == "qint8":
+        notes.append("QOperator with int8 activations is slow on x64 CPUs; QDQ is recommended for S8S8.")
+    size_before, size_after = util.file_size(src), util.file_size(out_path)
+    metrics = {
+        "size_before": size_before,
+        "size_after": size_after,
+        "size_ratio": size_after / size_before,
+        "quantized_nodes": count,
+        "max_abs_error": error,
+        **calibration.metrics(),
+    }
+    return PassResult(
+        artifact=out_path,
+        pass_name=NAME,
+        config=config_to_json(config),
+        metrics=metrics,
+        notes=notes,
+        duration_s=time.perf_counter() - started,
+    )
