@@ -5,7 +5,9 @@ Timings are never asserted against numbers here (bench/ prints tables); only the
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +121,7 @@ def test_the_fingerprint_reads_the_cpu_without_importing_torch() -> None:
     assert FINGERPRINT_KEYS <= set(fingerprint)
     assert set(fingerprint["isa"]) == {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx"}
     assert fingerprint["threads"] == 2 and fingerprint["cores"] >= 1
+    probe = "import sys; from workers.evaluation.bench import hardware_fingerprint as f; f('cpu', 1); print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=root)
+    assert done.stdout.strip() == "False"
