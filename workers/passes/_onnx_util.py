@@ -209,20 +209,30 @@ def run_batched(session: Any, feeds: dict[str, np.ndarray], *, batch: int = 64,
 
 
 def max_abs_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
-    """Largest absolute difference over all outputs (inf when shapes differ or values are not finite)."""
+    """Largest absolute difference over all outputs; inf when shapes differ or the candidate is
+    non-finite where the reference is finite."""
     worst = 0.0
     for ref, cand in zip(reference, candidate, strict=True):
         if np.shape(ref) != np.shape(cand):
             return float("inf")
         if np.size(ref) == 0:
             continue
-        delta = np.abs(np.asarray(cand, dtype=np.float64) - np.asarray(ref, dtype=np.float64))
-        worst = max(worst, float(np.max(delta)) if np.all(np.isfinite(delta)) else float("inf"))
+        ref64, cand64 = np.asarray(ref, dtype=np.float64), np.asarray(cand, dtype=np.float64)
+        finite = np.isfinite(ref64)  # positions where the reference itself is Inf/NaN are not compared
+        if not np.all(np.isfinite(cand64[finite])):
+            return float("inf")
+        if np.any(finite):
+            worst = max(worst, float(np.max(np.abs(cand64[finite] - ref64[finite]))))
     return worst
 
 
 def max_abs_value(outputs: list[np.ndarray]) -> float:
-    values = [float(np.max(np.abs(np.asarray(o, dtype=np.float64)))) for o in outputs if np.size(o)]
+    values = []
+    for output in outputs:
+        array = np.abs(np.asarray(output, dtype=np.float64))
+        array = array[np.isfinite(array)]
+        if array.size:
+            values.append(float(np.max(array)))
     return max(values, default=0.0)
 
 

@@ -1,0 +1,118 @@
+"""fp16: float16 weights and compute, float32 inputs and outputs kept by default.
+
+Uses ``onnxruntime.transformers.float16.convert_float_to_float16`` (installed with onnxruntime).
+Its default block list (ops left in float32: ML ops, TopK, Range, CumSum, ...) always applies;
+``op_block_list`` adds to it. When onnxruntime's CPU provider has no float16 kernel for an op of the
+converted graph (e.g. contrib ops fused by the graph pass), that op type is added to the block list
+and the conversion retried; the notes name the ops kept in float32.
+
+On this CPU onnxruntime runs float16 at float32 speed (it upcasts internally): the gain is half
+the file size and memory for weights, not latency. The output is checked on synthetic inputs
+(max abs error in ``metrics``); outputs that overflow float16 to Inf/NaN raise AccuracyError.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.passes import _onnx_util as util
+from workers.passes.base import (
+    AccuracyError,
+    PassInputError,
+    PassResult,
+    UnsupportedModelError,
+    config_to_json,
+    ort_session,
+    prepare_output,
+    save_onnx,
+)
+
+NAME = "fp16"
+_MAX_RETRIES = 8
+_MISSING_KERNEL = re.compile(r"Could not find an implementation for (\w+)\(")
+
+
+@dataclass(frozen=True)
+class Config:
+    keep_io_types: bool = True
+    op_block_list: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.keep_io_types, bool):
+            raise PassInputError(f"keep_io_types must be true or false; got {self.keep_io_types!r}.")
+        if isinstance(self.op_block_list, str) or not all(isinstance(v, str) for v in self.op_block_list):
+            raise PassInputError(f"op_block_list must be a list of op types; got {self.op_block_list!r}.")
+        object.__setattr__(self, "op_block_list", tuple(self.op_block_list))
+
+
+def _convert(source: object, keep_io_types: bool, block_list: list[str]) -> object:
+    import copy
+
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        return convert_float_to_float16(copy.deepcopy(source), keep_io_types=keep_io_types, op_block_list=block_list)
+    except Exception as exc:  # noqa: BLE001
+        raise UnsupportedModelError(f"float16 conversion failed: {str(exc)[:600]}") from exc
+
+
+def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+    config = config or Config()
+    started = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    source = util.load_onnx_input(src, NAME)
+    util.require_float_model(source, NAME)
+    signature = util.signature_of(source)
+    out_path = prepare_output(dst)
+    block_list = list(dict.fromkeys([*DEFAULT_OP_BLOCK_LIST, *config.op_block_list]))
+    kept_fp32: list[str] = []
+    for _attempt in range(_MAX_RETRIES + 1):
+        save_onnx(util.prune_opset_imports(_convert(source, config.keep_io_types, block_list)), out_path)
+        try:
+            ort_session(out_path, level="disable")
+            break
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's NOT_IMPLEMENTED and friends
+            missing = _MISSING_KERNEL.search(str(exc))
+            if not missing or missing.group(1) in block_list:
+                out_path.unlink(missing_ok=True)
+                raise UnsupportedModelError(f"onnxruntime cannot load the float16 model: {str(exc)[:600]}") from exc
+            block_list.append(missing.group(1))
+            kept_fp32.append(missing.group(1))
+    else:
+        out_path.unlink(missing_ok=True)
+        raise UnsupportedModelError(f"Too many ops lack float16 kernels on CPU ({', '.join(kept_fp32)}).")
+
+    notes = ["onnxruntime on this CPU runs float16 at float32 speed: the gain is half the file and weight memory, not latency."]
+    if kept_fp32:
+        notes.append(f"Kept in float32 (no float16 kernel on CPU): {', '.join(kept_fp32)}.")
+    if not config.keep_io_types:
+        notes.append("Inputs and outputs are float16: callers must feed float16 arrays.")
+    error, _, check_note = util.synthetic_error(src, out_path, signature)
+    if check_note:
+        notes.append(check_note)
+    elif error == float("inf"):
+        out_path.unlink(missing_ok=True)
+        raise AccuracyError(
+            "The float16 model produces Inf/NaN where the float32 model does not (values beyond float16's "
+            "range, 65504). Keep the overflowing ops in float32 with op_block_list."
+        )
+    size_before, size_after = util.file_size(src), util.file_size(out_path)
+    metrics = {
+        "size_before": size_before,
+        "size_after": size_after,
+        "size_ratio": size_after / size_before,
+        "max_abs_error": error,  # on synthetic inputs
+    }
+    return PassResult(
+        artifact=out_path,
+        pass_name=NAME,
+        config=config_to_json(config),
+        metrics=metrics,
+        notes=notes,
+        duration_s=time.perf_counter() - started,
+    )
