@@ -136,8 +136,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "modelhub.api.errors.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
-    "PAGE_SIZE": 100,
     "STRICT_JSON": True,
 }
 SPECTACULAR_SETTINGS = {"TITLE": "modelhub API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False,

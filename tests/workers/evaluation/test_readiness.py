@@ -1,0 +1,187 @@
+"""Readiness verdicts state every failed rule with its numbers; compatibility names breaking changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.workers.evaluation.factories import accuracy_report, bench_report
+from workers.evaluation.readiness import ProfileSpec, Verdict, compatibility, verdict
+from workers.formats import Signature, TensorSpec
+from workers.planner import make_candidate, rank
+
+
+def test_a_variant_within_every_bound_passes_and_lists_its_checks() -> None:
+    profile = ProfileSpec(max_size_mb=4, max_p95_ms=15, max_p99_ms=20, max_peak_memory_mb=100, max_accuracy_drop=0.01)
+    result = verdict(profile, bench=bench_report(p95=10, size_mb=3), accuracy=accuracy_report(agreement=0.995))
+    assert result.passed and result.failures == []
+    assert {c["rule"] for c in result.checks} == {"target", "size_mb", "p95_ms", "p99_ms", "peak_memory_mb", "accuracy_drop"}
+    assert all(c["passed"] for c in result.checks)
+
+
+def test_each_failed_rule_is_a_sentence_with_measured_value_and_limit() -> None:
+    profile = ProfileSpec(max_size_mb=4, max_p95_ms=15, max_accuracy_drop=0.01, min_speedup=1.5)
+    result = verdict(
+        profile,
+        bench=bench_report(p95=18.2, p50=10.0, size_mb=10.5),
+        accuracy=accuracy_report(agreement=0.959),
+        parent_bench=bench_report(p95=20.0, p50=11.0),
+    )
+    assert not result.passed
+    assert result.failures == [
+        "size 10.5 MB > 4 MB",
+        "p95 18.2 ms > 15 ms at batch 1",
+        "accuracy drop 0.041 > 0.01 (agreement)",
+        "speed-up 1.1x < 1.5x over parent",
+    ]
+    drop = next(c for c in result.checks if c["rule"] == "accuracy_drop")
+    assert drop["measured"] == pytest.approx(0.041) and drop["limit"] == 0.01 and drop["passed"] is False
+
+
+def test_a_variant_with_nan_outputs_always_fails() -> None:
+    result = verdict(ProfileSpec(), bench=bench_report(p95=1), accuracy=accuracy_report(finite=False, agreement=1.0))
+    assert not result.passed
+    assert result.failures == ["outputs contain NaN or Inf"]
+
+
+def test_label_accuracy_drop_is_measured_against_the_reference_model() -> None:
+    profile = ProfileSpec(accuracy_metric="accuracy", max_accuracy_drop=0.02)
+    reference = accuracy_report(accuracy=0.95, agreement=1.0)
+    ok = verdict(profile, bench=bench_report(p95=1), accuracy=accuracy_report(accuracy=0.94), reference_accuracy=reference)
+    bad = verdict(profile, bench=bench_report(p95=1), accuracy=accuracy_report(accuracy=0.90), reference_accuracy=reference)
+    assert ok.passed
+    assert bad.failures == ["accuracy drop 0.05 > 0.02 (accuracy)"]
+    unknown = verdict(profile, bench=bench_report(p95=1), accuracy=accuracy_report(accuracy=0.94))
+    assert unknown.failures == ["no reference accuracy to measure a drop against"]
+
+
+def test_lower_is_better_metrics_bound_from_above() -> None:
+    profile = ProfileSpec(accuracy_metric="mae", min_accuracy=0.01, max_accuracy_drop=0.005)
+    result = verdict(profile, bench=bench_report(p95=1), accuracy=accuracy_report("regression", mae=0.02))
+    assert result.failures == ["mae 0.02 > 0.01", "accuracy drop 0.02 > 0.005 (mae)"]
+    assert verdict(profile, bench=bench_report(p95=1), accuracy=accuracy_report("regression", mae=0.004)).passed
+
+
+def test_the_task_default_metric_is_used_when_the_profile_names_none() -> None:
+    profile = ProfileSpec(min_accuracy=0.99)
+    result = verdict(profile, bench=bench_report(p95=1), accuracy=accuracy_report("embedding", cosine_min=0.97, cosine_mean=1))
+    assert result.failures == ["cosine_min 0.97 < 0.99"]
+
+
+def test_accuracy_rules_without_a_measurement_fail_loudly() -> None:
+    result = verdict(ProfileSpec(min_accuracy=0.9), bench=bench_report(p95=1), accuracy=None)
+    assert result.failures == ["accuracy was not measured (no validation dataset)"]
+
+
+def test_latency_at_an_unmeasured_batch_size_fails() -> None:
+    result = verdict(ProfileSpec(max_p95_ms=5, batch_size=8), bench=bench_report(p95=1, batch=1), accuracy=None)
+    assert result.failures == ["latency was not measured at batch 8"]
+
+
+def test_a_measurement_on_another_target_or_thread_count_fails() -> None:
+    result = verdict(ProfileSpec(threads=4), bench=bench_report(p95=1, threads=1), accuracy=None)
+    assert result.failures == ["measured on CPUExecutionProvider with 1 threads, but the profile is for CPUExecutionProvider with 4"]
+
+
+def test_peak_memory_and_explicit_size_are_checked() -> None:
+    result = verdict(ProfileSpec(max_size_mb=1, max_peak_memory_mb=50), bench=bench_report(p95=1, memory_mb=80),
+                     accuracy=None, size_bytes=3 * 1024 * 1024)
+    assert result.failures == ["size 3 MB > 1 MB", "peak memory 80 MB > 50 MB"]
+
+
+def test_profiles_and_verdicts_round_trip() -> None:
+    profile = ProfileSpec(max_p95_ms=3.5, accuracy_metric="accuracy", min_accuracy=0.9, threads=2)
+    assert ProfileSpec.from_dict(profile.to_dict()) == profile
+    result = verdict(profile, bench=bench_report(p95=5, threads=2), accuracy=accuracy_report(accuracy=0.8))
+    assert Verdict.from_dict(result.to_dict()) == result
+    with pytest.raises(ValueError, match="Unknown accuracy metric"):
+        ProfileSpec(accuracy_metric="f1")
+
+
+# --- verdicts feed the choice ---------------------------------------------------------------------
+
+
+def _candidates(profile: ProfileSpec, variants: dict[str, tuple]) -> list:
+    """variants: name -> (pass, p95 ms, size MB, agreement); the original is the parent of all."""
+    reference = accuracy_report(agreement=1.0, accuracy=0.97)
+    benches = {name: bench_report(p95=p95, size_mb=size) for name, (_, p95, size, _) in variants.items()}
+    out = []
+    for name, (pass_name, _, _, agreement) in variants.items():
+        accuracy = accuracy_report(agreement=agreement)
+        parent = None if name == "original" else "original"
+        result = verdict(profile, bench=benches[name], accuracy=accuracy, reference_accuracy=reference,
+                         parent_bench=benches.get(parent) if parent else None)
+        out.append(make_candidate(name=name, parent=parent, pass_name=pass_name, profile=profile, bench=benches[name],
+                                  accuracy=accuracy, verdict=result, reference_accuracy=reference))
+    return out
+
+
+VARIANTS = {
+    "original": ("original", 10.0, 10.5, 1.0),
+    "int8-dynamic": ("quantize_dynamic", 4.0, 2.8, 0.995),
+    "fp16": ("fp16", 11.0, 5.3, 1.0),
+    "prune-structured": ("prune_structured", 5.0, 2.7, 0.93),
+}
+
+
+def test_a_profile_that_only_the_int8_variant_meets_picks_int8() -> None:
+    profile = ProfileSpec(max_size_mb=4, max_p95_ms=6, max_accuracy_drop=0.01)
+    candidates = _candidates(profile, VARIANTS)
+    assert [c.name for c in candidates if c.passed] == ["int8-dynamic"]
+    ranking = rank(candidates)
+    assert ranking.best == "int8-dynamic" and ranking.ordered == ["int8-dynamic"]
+
+
+def test_an_impossible_accuracy_bound_fails_every_variant_with_reasons_and_keeps_a_best_effort() -> None:
+    profile = ProfileSpec(max_p95_ms=6, accuracy_metric="agreement", min_accuracy=1.01)
+    candidates = _candidates(profile, VARIANTS)
+    assert not any(c.passed for c in candidates)
+    for candidate in candidates:
+        assert any(f.startswith("agreement ") and f.endswith("< 1.01") for f in candidate.failures), candidate.failures
+    ranking = rank(candidates)
+    assert ranking.best is None
+    # int8 and prune fail only the accuracy rule; int8 is faster, so it is the best effort.
+    assert ranking.best_effort == "int8-dynamic"
+
+
+# --- signature compatibility ----------------------------------------------------------------------
+
+
+def _signature(inputs: list[tuple], outputs: list[tuple] | None = None) -> Signature:
+    specs = lambda rows: tuple(TensorSpec(n, d, tuple(s)) for n, d, s in rows)  # noqa: E731
+    return Signature(inputs=specs(inputs), outputs=specs(outputs if outputs is not None else [("y", "float32", ["batch", 1])]))
+
+
+PRODUCTION = _signature([("features", "float32", ["batch", 2056])])
+
+
+def test_an_identical_signature_is_compatible() -> None:
+    assert compatibility(PRODUCTION, PRODUCTION) == []
+
+
+def test_the_compatibility_check_catches_a_renamed_input() -> None:
+    renamed = _signature([("x", "float32", ["batch", 2056])])
+    assert compatibility(renamed, PRODUCTION) == ["input 'features' renamed to 'x'"]
+
+
+@pytest.mark.parametrize(
+    ("candidate", "change"),
+    [
+        (_signature([("features", "float16", ["batch", 2056])]), "input 'features' dtype changed float32 -> float16"),
+        (_signature([("features", "float32", ["batch", 1024])]), "input 'features' dim 1 changed 2056 -> 1024"),
+        (_signature([("features", "float32", [1, 2056])]), "input 'features' dim 0 changed batch -> 1"),
+        (_signature([("features", "float32", ["batch", 2056, 1])]), "input 'features' rank changed 2 -> 3"),
+        (_signature([("features", "float32", ["batch", 2056]), ("mask", "bool", ["batch"])]), "input 'mask' added"),
+        (_signature([("features", "float32", ["batch", 2056])], []), "output 'y' removed"),
+        (_signature([("features", "float32", ["batch", 2056])], [("score", "float32", ["batch", 1])]),
+         "output 'y' renamed to 'score'"),
+    ],
+)
+def test_breaking_changes_are_named(candidate: Signature, change: str) -> None:
+    assert compatibility(candidate, PRODUCTION) == [change]
+
+
+def test_relaxing_a_fixed_dim_or_adding_an_output_is_compatible() -> None:
+    production = _signature([("features", "float32", [1, 2056])])
+    relaxed = _signature([("features", "float32", ["batch", 2056])],
+                         [("y", "float32", ["batch", 1]), ("extra", "float32", ["batch", 4])])
+    assert compatibility(relaxed, production) == []
