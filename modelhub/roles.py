@@ -9,6 +9,25 @@ MAINTAINER = "maintainer"
 APPROVER = "approver"
 ROLES = (VIEWER, MAINTAINER, APPROVER)
 
+_VIEW = ["registeredmodel", "modelversion", "dataset", "readinessprofile", "variant", "optimizationjob",
+         "benchmarkresult", "deployment", "promotionevent"]
+# Django admin permissions each role's group holds (the services check roles themselves).
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    VIEWER: [f"view_{m}" for m in _VIEW],
+    MAINTAINER: [f"view_{m}" for m in _VIEW]
+    + ["add_registeredmodel", "change_registeredmodel", "add_modelversion", "add_dataset", "add_readinessprofile",
+       "change_readinessprofile", "add_optimizationjob", "change_optimizationjob"],
+    APPROVER: [f"view_{m}" for m in _VIEW] + ["change_deployment", "add_promotionevent"],
+}
+
+
+def sync_role_groups(group_model: Any, permission_model: Any) -> None:
+    """Create the role groups with their permissions (used by the migration and by test set-up)."""
+    for role, codenames in ROLE_PERMISSIONS.items():
+        group, _ = group_model.objects.get_or_create(name=role)
+        group.permissions.set(permission_model.objects.filter(content_type__app_label="modelhub",
+                                                              codename__in=codenames))
+
 
 def has_role(user: Any, role: str) -> bool:
     """True when the user is active and in the role's group (superusers hold every role)."""

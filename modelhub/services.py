@@ -145,8 +145,8 @@ def _store_model_files(version: ModelVersion, primary: Path, inspection: Any) ->
     """Copy every file of the model (external data included) under ``models/<sha256>/``."""
     base = f"models/{version.sha256}"
     stored = []
-    for entry in inspection.files:
-        rel, sha, size = entry
+    # The primary model file goes first: variants and serving load files[0].
+    for rel, sha, size in sorted(inspection.files, key=lambda entry: entry[0] != inspection.primary):
         key = artifacts.save_file(primary.parent / rel, f"{base}/{rel}")
         stored.append({"path": rel, "key": key, "sha256": sha, "size": size})
     return stored

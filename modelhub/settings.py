@@ -188,3 +188,38 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# --- Serving (predictions/) ------------------------------------------------------------------
+# Everything the predict endpoint reads. Loaded runtimes are kept per process in an LRU keyed by
+# artifact sha256 within a memory budget; each ONNX Runtime session gets explicit thread counts.
+MODELHUB_SERVING_MAX_RUNTIME_MB = env_int("MODELHUB_SERVING_MAX_RUNTIME_MB", 2048, minimum=1)
+MODELHUB_SERVING_INTRA_OP_THREADS = env_int("MODELHUB_SERVING_INTRA_OP_THREADS", 1, minimum=1)
+MODELHUB_SERVING_INTER_OP_THREADS = env_int("MODELHUB_SERVING_INTER_OP_THREADS", 1, minimum=1)
+# TorchScript is code: the API process loads it (torch.jit.load) only when this is on.
+MODELHUB_SERVING_TORCHSCRIPT = env_bool("MODELHUB_SERVING_TORCHSCRIPT", False)
+# Input caps, enforced before anything runs (the body cap is DATA_UPLOAD_MAX_MEMORY_SIZE).
+MODELHUB_SERVING_MAX_BATCH = env_int("MODELHUB_SERVING_MAX_BATCH", 1024, minimum=1)
+MODELHUB_SERVING_MAX_ELEMENTS = env_int("MODELHUB_SERVING_MAX_ELEMENTS", 4_000_000, minimum=1)
+# Routing: each process checks the Redis generation counter at most this often; a route also
+# expires after ROUTE_TTL_S (a new job's "best" variant for ?version=N needs no promotion).
+MODELHUB_SERVING_ROUTING_CHECK_MS = env_int("MODELHUB_SERVING_ROUTING_CHECK_MS", 500, minimum=0)
+MODELHUB_SERVING_ROUTE_TTL_S = env_int("MODELHUB_SERVING_ROUTE_TTL_S", 30, minimum=1)
+# Circuit breaker: a variant failing this many times in a row (a load error at once) is skipped
+# for OPEN_S seconds, then tried again.
+MODELHUB_SERVING_BREAKER_FAILURES = env_int("MODELHUB_SERVING_BREAKER_FAILURES", 3, minimum=1)
+MODELHUB_SERVING_BREAKER_OPEN_S = env_int("MODELHUB_SERVING_BREAKER_OPEN_S", 30, minimum=1)
+# Redis (response cache, routing table, throttle counters): after a failure it is left alone
+# for BACKOFF_S seconds and requests go on without it. A separate cache alias with short socket
+# timeouts keeps a hung Redis from holding a request.
+MODELHUB_SERVING_REDIS_BACKOFF_S = env_int("MODELHUB_SERVING_REDIS_BACKOFF_S", 5, minimum=0)
+MODELHUB_SERVING_KEY_PREFIX = env_str("MODELHUB_SERVING_KEY_PREFIX", "serving")
+if REDIS_URL:
+    CACHES["serving"] = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                         "OPTIONS": {"socket_connect_timeout": 0.1, "socket_timeout": 0.1}}
+MODELHUB_SERVING_CACHE = "serving" if "serving" in CACHES else "default"
+MODELHUB_SERVING_LOCAL_CACHE_ITEMS = env_int("MODELHUB_SERVING_LOCAL_CACHE_ITEMS", 1024, minimum=0)
+# Who may predict is remembered per process this long (a revoked token stops within it).
+MODELHUB_SERVING_AUTH_CACHE_S = env_int("MODELHUB_SERVING_AUTH_CACHE_S", 5, minimum=0)
+# Requests per minute for management users predicting with their own login (0: unlimited);
+# predict tokens carry their own limit.
+MODELHUB_SERVING_USER_RATE_PER_MIN = env_int("MODELHUB_SERVING_USER_RATE_PER_MIN", 600, minimum=0)

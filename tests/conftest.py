@@ -78,6 +78,10 @@ def make_user(db: None) -> Callable[..., Any]:
     """Create a user holding the given roles (groups made by the roles migration)."""
     from django.contrib.auth.models import Group, Permission, User
 
+    from modelhub.roles import sync_role_groups
+
+    sync_role_groups(Group, Permission)  # transactional tests flush the groups the migration made
+
     def make(username: str = "alice", *roles: str, torchscript: bool = False, superuser: bool = False) -> Any:
         user = User.objects.create_user(username=username, password="pw-" + username, is_superuser=superuser,
                                         is_staff=superuser)

@@ -6,6 +6,7 @@ the rules a dataset must follow to be used with it.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import io
@@ -716,8 +717,7 @@ def _check_operators(model: Any) -> list[str]:
 def _all_tensors(model: Any) -> Any:
     """Every TensorProto of the model: initializers, sparse ones, and tensors held in attributes."""
     for container in _node_containers(model):
-        for tensor in getattr(container, "initializer", ()):
-            yield tensor
+        yield from getattr(container, "initializer", ())
         for sparse in getattr(container, "sparse_initializer", ()):
             yield from (sparse.values, sparse.indices)
         attributes = [a for node in container.node for a in node.attribute]
@@ -992,7 +992,7 @@ def _inspect_torchscript(path: Path, *, max_bytes: int) -> Inspection:
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AttributeError, ...
         text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise FormatError(f"torch.jit.load cannot load this TorchScript archive: {text}") from exc
-    inputs = _torchscript_inputs(schema)
+    inputs = _torchscript_inputs(schema, _index_inputs(module))
     outputs = _torchscript_outputs(schema)
     size = path.stat().st_size
     sha = sha256_file(path)
@@ -1011,12 +1011,26 @@ def _inspect_torchscript(path: Path, *, max_bytes: int) -> Inspection:
     )
 
 
-def _torchscript_inputs(schema: Any) -> tuple[TensorSpec, ...]:
+# (op, argument position) that only take integer tensors: an input feeding one of them holds indices.
+_INDEX_USES = frozenset({("aten::embedding", 1), ("aten::embedding_bag", 1), ("aten::one_hot", 0)})
+
+
+def _index_inputs(module: Any) -> set[int]:
+    """Positions (after self) of forward inputs used directly as indices, e.g. token ids of an embedding."""
+    try:
+        graph_inputs = list(module.inlined_graph.inputs())[1:]
+        return {i for i, value in enumerate(graph_inputs) if any((u.user.kind(), u.offset) in _INDEX_USES for u in value.uses())}
+    except Exception:  # noqa: BLE001 - a guess only; float32 stays the default
+        return set()
+
+
+def _torchscript_inputs(schema: Any, index_inputs: set[int]) -> tuple[TensorSpec, ...]:
     inputs = []
-    for argument in list(schema.arguments)[1:]:  # the first one is self
+    for position, argument in enumerate(list(schema.arguments)[1:]):  # the first one is self
         type_name = str(argument.type)
         if type_name == "Tensor":
-            inputs.append(TensorSpec(name=argument.name, dtype="float32", shape=("batch", "?")))
+            dtype = "int64" if position in index_inputs else "float32"
+            inputs.append(TensorSpec(name=argument.name, dtype=dtype, shape=("batch", "?")))
         elif not argument.has_default_value():
             raise FormatError(
                 f"forward() takes {argument.name!r} of type {type_name}; modelhub feeds tensors only. "
@@ -1035,3 +1049,360 @@ def _torchscript_outputs(schema: Any) -> tuple[TensorSpec, ...]:
         return tuple(TensorSpec(name=f"output_{i}", dtype="float32", shape=("batch", "?")) for i in range(count))
     name = returns[0].name if len(returns) == 1 and returns[0].name else "output"
     return (TensorSpec(name=name, dtype="float32", shape=("batch", "?")),)
+
+
+# --- the sandboxed child ------------------------------------------------------------------------
+
+CHILD_MODULE = "workers.intake_child"
+_TEST_HOOKS = frozenset({"segfault", "sleep", "spin", "memory", "forge", "env"})
+
+
+def _child_env(home: str) -> dict[str, str]:
+    """Only what Python needs: no DATABASE_URL, REDIS_URL, SECRET_KEY or anything else of ours."""
+    search_path = [entry or os.getcwd() for entry in sys.path]
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": home,
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys(search_path)),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"
+
+
+def inspect_in_subprocess(
+    path: Path,
+    *,
+    max_bytes: int,
+    memory_mb: int = 2048,
+    cpu_seconds: int = 120,
+    workdir: Path | None = None,
+    wall_seconds: float | None = None,
+    _test_hook: str | None = None,
+) -> Inspection:
+    """Run inspect_model in a fresh child process and return its Inspection.
+
+    The child gets an address-space limit (``memory_mb``), a CPU-time limit, no core dumps, a
+    scrubbed environment and an empty scratch directory as cwd and HOME; the parent also stops it
+    after ``wall_seconds`` (default: ``cpu_seconds`` + 30). A crash, a timeout or running out of
+    memory becomes a FormatError; the calling process is never at risk. This is the only way
+    TorchScript uploads are ever loaded. ``_test_hook`` exists for the test-suite only.
+    """
+    if _test_hook is not None and _test_hook not in _TEST_HOOKS:
+        raise ValueError(f"unknown test hook {_test_hook!r}")
+    wall = float(wall_seconds if wall_seconds is not None else cpu_seconds + 30)
+    with tempfile.TemporaryDirectory(prefix="modelhub-intake-") as scratch:
+        command = [
+            sys.executable, "-B", "-m", CHILD_MODULE, str(Path(path).resolve()),
+            "--max-bytes", str(int(max_bytes)), "--memory-mb", str(int(memory_mb)),
+            "--cpu-seconds", str(int(cpu_seconds)),
+        ]
+        if workdir is not None:
+            command += ["--workdir", str(Path(workdir).resolve())]
+        if _test_hook is not None:
+            command += ["--test-hook", _test_hook]
+        returncode, stdout, stderr_tail = _run_child(command, scratch, wall)
+    return _child_result(returncode, stdout, stderr_tail, memory_mb=memory_mb, cpu_seconds=cpu_seconds)
+
+
+def _run_child(command: list[str], scratch: str, wall: float) -> tuple[int, bytes, str]:
+    stderr_path = Path(scratch) / "stderr.log"
+    with open(stderr_path, "wb") as stderr:
+        child = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+            env=_child_env(scratch), cwd=scratch, start_new_session=True, close_fds=True,
+        )
+        try:
+            stdout, _ = child.communicate(timeout=wall)
+        except subprocess.TimeoutExpired:
+            _kill_group(child.pid)
+            child.communicate()
+            raise FormatError(
+                f"Inspecting the model took longer than {wall:.0f} s and was stopped; the model is too large or "
+                "loading it hangs."
+            ) from None
+        finally:
+            _kill_group(child.pid)  # nothing the child started may outlive it
+    with open(stderr_path, "rb") as handle:
+        handle.seek(max(0, stderr_path.stat().st_size - 4000))
+        tail = handle.read().decode("utf-8", "replace")
+    return child.returncode, stdout, tail
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _child_result(returncode: int, stdout: bytes, stderr_tail: str, *, memory_mb: int, cpu_seconds: int) -> Inspection:
+    error: FormatError
+    if returncode < 0:
+        error = _signal_error(-returncode, memory_mb=memory_mb, cpu_seconds=cpu_seconds)
+    else:
+        payload = _parse_payload(stdout)
+        if payload is None:
+            error = FormatError(f"The model loader exited with status {returncode} before reporting a result.")
+        elif payload.get("ok"):
+            return Inspection.from_dict(payload["inspection"])
+        elif payload.get("kind") == "memory":
+            error = FormatError(
+                f"Loading the model needs more memory than the intake limit of {memory_mb} MB; "
+                "upload a smaller model or ask an administrator to raise the limit."
+            )
+        elif payload.get("kind") == "format":
+            error = FormatError(str(payload.get("message", "The model was refused.")))
+        else:
+            error = FormatError(f"The model could not be inspected: {str(payload.get('message', ''))[:400]}")
+    error.stderr_tail = stderr_tail  # type: ignore[attr-defined]  # for logs, never shown to users
+    raise error
+
+
+def _signal_error(number: int, *, memory_mb: int, cpu_seconds: int) -> FormatError:
+    label = f"signal {number}: {_signal_name(number)}"
+    if number == signal.SIGXCPU:
+        return FormatError(f"Loading the model used more than {cpu_seconds} s of CPU time ({label}) and was stopped.")
+    if number == signal.SIGKILL:
+        return FormatError(
+            f"The model loader was killed ({label}), most likely for exceeding the intake limits "
+            f"({memory_mb} MB of memory, {cpu_seconds} s of CPU)."
+        )
+    return FormatError(
+        f"The model loader crashed ({label}) while reading the model; the file is malformed or triggers a bug "
+        "in the loader. Re-export the model with a current exporter and upload again."
+    )
+
+
+def _parse_payload(stdout: bytes) -> dict[str, Any] | None:
+    lines = stdout.strip().splitlines()
+    if not lines or len(stdout) > 16 << 20:
+        return None
+    try:
+        payload = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
+INT_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
+LABELS = "labels"
+MAX_DATASET_ARRAYS = 256
+
+
+@dataclass
+class DatasetInfo:
+    """What check_dataset learned about an .npz dataset."""
+
+    sample_count: int
+    arrays: dict[str, dict[str, Any]]
+    has_labels: bool
+    sha256: str
+    size: int
+    purpose: str = "validation"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sample_count": self.sample_count,
+            "arrays": {name: dict(meta) for name, meta in self.arrays.items()},
+            "has_labels": self.has_labels,
+            "sha256": self.sha256,
+            "size": self.size,
+            "purpose": self.purpose,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetInfo:
+        return cls(**{**data, "arrays": dict(data["arrays"]), "notes": list(data.get("notes", []))})
+
+
+class _Header(NamedTuple):
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+
+def check_dataset(
+    path: Path,
+    signature: Signature,
+    *,
+    max_bytes: int,
+    purpose: str = "validation",
+    max_unpacked_bytes: int | None = None,
+) -> DatasetInfo:
+    """Check an .npz dataset against a model's signature; FormatError names the offending array.
+
+    Arrays are named after the model inputs (plus optional ``labels``); dim 0 counts samples.
+    Names, dtypes and shapes are checked from the .npy headers before any data is read;
+    ``max_unpacked_bytes`` (default 4 x ``max_bytes``) caps what the arrays unpack to.
+    """
+    what = f"The {purpose} dataset"
+    size = _regular_size(Path(path), what)
+    if size == 0:
+        raise FormatError(f"{what} is empty; save the arrays with numpy.savez.")
+    if size > max_bytes:
+        raise FormatError(f"{what} is {_mb(size)}, over the limit of {_mb(max_bytes)}.")
+    headers = _npz_headers(Path(path), what, max_unpacked_bytes or 4 * max_bytes)
+    _check_array_names(headers, signature, what)
+    notes: list[str] = []
+    samples = _check_array_shapes(headers, signature, what, notes)
+    specs = {spec.name: spec for spec in signature.inputs}
+    for name, header in headers.items():
+        _check_array_dtype(name, header.dtype, specs[name].dtype if name in specs else None, what)
+    arrays = read_npz(Path(path))
+    for name, array in arrays.items():
+        _check_array_values(name, array, specs[name].dtype if name in specs else None, what)
+    return DatasetInfo(
+        sample_count=samples,
+        arrays={name: {"dtype": str(h.dtype), "shape": list(h.shape)} for name, h in headers.items()},
+        has_labels=LABELS in headers,
+        sha256=sha256_file(Path(path)),
+        size=size,
+        purpose=purpose,
+        notes=notes,
+    )
+
+
+def _npz_headers(path: Path, what: str, max_unpacked: int) -> dict[str, _Header]:
+    """dtype and shape of every array, from the zip directory and .npy headers only."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_DATASET_ARRAYS:
+                raise FormatError(f"{what} holds {len(infos)} arrays; at most {MAX_DATASET_ARRAYS} are accepted.")
+            if sum(info.file_size for info in infos) > max_unpacked:
+                raise FormatError(f"{what} unpacks to more than {_mb(max_unpacked)}; use fewer samples.")
+            return {info.filename[:-4]: _npy_header(archive, info, what) for info in infos}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise FormatError(f"{what} is not a readable .npz file (save it with numpy.savez).") from exc
+
+
+def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> _Header:
+    name = info.filename
+    if not name.endswith(".npy"):
+        raise FormatError(f"{what} holds {_show(name)}, which is not a numpy array; save it with numpy.savez.")
+    with archive.open(info) as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[version]
+            shape, _fortran, dtype = reader(handle)
+        except (ValueError, KeyError, SyntaxError) as exc:
+            raise FormatError(f"{what}: array {_show(name[:-4])} has an unreadable header; save it with numpy.savez.") from exc
+    if dtype.hasobject:
+        raise FormatError(
+            f"{what}: array {_show(name[:-4])} holds Python objects, which need pickle to load; "
+            "save plain numeric arrays with numpy.savez instead."
+        )
+    if dtype.names is not None or dtype.kind not in "biuf":
+        raise FormatError(f"{what}: array {_show(name[:-4])} has dtype {dtype}; only numbers and booleans are accepted.")
+    if int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size:
+        raise FormatError(f"{what}: array {_show(name[:-4])} declares shape {shape} but holds less data; the file is corrupt.")
+    return _Header(dtype=dtype, shape=tuple(int(d) for d in shape))
+
+
+def _check_array_names(headers: dict[str, _Header], signature: Signature, what: str) -> None:
+    have = sorted(headers)
+    missing = [name for name in signature.input_names if name not in headers]
+    if missing:
+        raise FormatError(
+            f"{what} has no array for model input(s) {', '.join(map(_show, missing))}; it holds "
+            f"{', '.join(map(_show, have)) or 'no arrays'}. Name each array after a model input (numpy.savez(path, "
+            f"{missing[0]}=...))."
+        )
+    extra = [name for name in have if name not in signature.input_names and name != LABELS]
+    if extra:
+        hints = []
+        for name in extra:
+            close = difflib.get_close_matches(name, [*signature.input_names, LABELS], n=1)
+            hints.append(_show(name) + (f" (did you mean {_show(close[0])}?)" if close else ""))
+        raise FormatError(
+            f"{what} holds array(s) the model does not take: {', '.join(hints)}. The model's inputs are "
+            f"{', '.join(map(_show, signature.input_names))}; labels go in an array named 'labels'."
+        )
+
+
+def _check_array_shapes(headers: dict[str, _Header], signature: Signature, what: str, notes: list[str]) -> int:
+    counts = {}
+    for spec in signature.inputs:
+        shape = headers[spec.name].shape
+        _check_input_shape(spec, shape, what, notes)
+        counts[spec.name] = shape[0]
+    if LABELS in headers:
+        if not headers[LABELS].shape:
+            raise FormatError(f"{what}: array 'labels' is a scalar; it needs one label per sample.")
+        counts[LABELS] = headers[LABELS].shape[0]
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{_show(name)}: {count}" for name, count in counts.items())
+        raise FormatError(f"{what}: arrays disagree on the number of samples (first dimension): {listed}.")
+    samples = next(iter(counts.values()), 0)
+    if samples < 1:
+        raise FormatError(f"{what} holds no samples; every array needs at least one row.")
+    return samples
+
+
+def _check_input_shape(spec: TensorSpec, shape: tuple[int, ...], what: str, notes: list[str]) -> None:
+    expected = "[" + ", ".join(str(d) for d in spec.shape) + "]"
+    if "?" in spec.shape:  # TorchScript: shapes are unknown; any array with a sample axis will do
+        if not shape:
+            raise FormatError(f"{what}: array {_show(spec.name)} is a scalar; it needs a first (samples) dimension.")
+        return
+    if not spec.shape:
+        raise FormatError(f"{what}: model input {_show(spec.name)} is a scalar, which datasets cannot feed by sample.")
+    if len(shape) != len(spec.shape):
+        raise FormatError(
+            f"{what}: array {_show(spec.name)} has shape {list(shape)} ({len(shape)} dims) but model input "
+            f"{_show(spec.name)} has {len(spec.shape)} dims {expected} (the first counts samples)."
+        )
+    for axis, (want, got) in enumerate(zip(spec.shape[1:], shape[1:], strict=True), start=1):
+        if isinstance(want, int) and want != got:
+            raise FormatError(
+                f"{what}: array {_show(spec.name)} has shape {list(shape)} but model input {_show(spec.name)} "
+                f"needs {want} at dimension {axis} (shape {expected})."
+            )
+    if isinstance(spec.shape[0], int):
+        if shape[0] % spec.shape[0]:
+            raise FormatError(
+                f"{what}: model input {_show(spec.name)} has a fixed batch of {spec.shape[0]}; the number of samples "
+                f"({shape[0]}) must be a multiple of it."
+            )
+        notes.append(f"Input {spec.name!r} has a fixed batch of {spec.shape[0]}; samples are fed in batches of that size.")
+
+
+def _check_array_dtype(name: str, dtype: np.dtype, spec_dtype: str | None, what: str) -> None:
+    if spec_dtype is None:  # labels: any number or bool
+        return
+    if spec_dtype in FLOAT_DTYPES:
+        accepted, fine = "floats or integers", dtype.kind in "fiu"
+    elif spec_dtype in INT_DTYPES:
+        accepted, fine = "integers", dtype.kind in "iu"
+    elif spec_dtype == "bool":
+        accepted, fine = "booleans", dtype.kind == "b"
+    else:
+        raise FormatError(f"{what}: model input {_show(name)} has element type {spec_dtype}, which datasets cannot feed.")
+    if not fine:
+        raise FormatError(f"{what}: array {_show(name)} has dtype {dtype} but model input {_show(name)} is {spec_dtype} and takes {accepted}.")
+
+
+def _check_array_values(name: str, array: np.ndarray, spec_dtype: str | None, what: str) -> None:
+    if spec_dtype in INT_DTYPES and array.size and not np.can_cast(array.dtype, spec_dtype):
+        info = np.iinfo(spec_dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise FormatError(f"{what}: array {_show(name)} holds values outside the range of {spec_dtype} ({info.min}..{info.max}).")
+    if array.dtype.kind != "f" and spec_dtype not in FLOAT_DTYPES:
+        return
+    cast = array.astype(spec_dtype, copy=False) if spec_dtype in FLOAT_DTYPES else array
+    if cast.dtype.kind == "f" and not np.isfinite(cast).all():
+        bad = int(np.count_nonzero(~np.isfinite(cast)))
+        reason = "NaN or infinite values" if not np.isfinite(array).all() else f"values too large for {spec_dtype}"
+        raise FormatError(f"{what}: array {_show(name)} holds {bad:,} {reason}; clean them before uploading.")

@@ -3,15 +3,7 @@
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-VIEW = ["registeredmodel", "modelversion", "dataset", "readinessprofile", "variant", "optimizationjob",
-        "benchmarkresult", "deployment", "promotionevent"]
-ROLE_PERMISSIONS = {
-    "viewer": [f"view_{m}" for m in VIEW],
-    "maintainer": [f"view_{m}" for m in VIEW]
-    + ["add_registeredmodel", "change_registeredmodel", "add_modelversion", "add_dataset", "add_readinessprofile",
-       "change_readinessprofile", "add_optimizationjob", "change_optimizationjob"],
-    "approver": [f"view_{m}" for m in VIEW] + ["change_deployment", "add_promotionevent"],
-}
+from modelhub.roles import ROLE_PERMISSIONS, sync_role_groups
 
 
 def create_roles(apps, schema_editor):
@@ -20,11 +12,7 @@ def create_roles(apps, schema_editor):
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        group.permissions.set(Permission.objects.filter(content_type__app_label="modelhub", codename__in=codenames))
+    sync_role_groups(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
 
 
 def remove_roles(apps, schema_editor):

@@ -56,11 +56,13 @@ def test_fp16_is_only_for_cuda_and_static_int8_only_with_calibration() -> None:
     assert _names(steps) == ["graph", "int8-dynamic"]  # embeddings are not pruned; no data, no distill
 
 
-def test_a_classifier_distills_from_calibration_inputs_without_training_data() -> None:
-    steps = default_plan(target="cpu", task="classification", source_format="onnx", has_calibration=True)
+def test_a_classifier_distills_even_without_training_data_a_regressor_does_not() -> None:
+    steps = default_plan(target="cpu", task="classification", source_format="onnx", has_calibration=False)
     assert "distill" in _names(steps)
     regression = default_plan(target="cpu", task="regression", source_format="onnx", has_calibration=True)
     assert "distill" not in _names(regression)
+    trained = default_plan(target="cpu", task="regression", source_format="onnx", has_calibration=True, has_training=True)
+    assert "distill" in _names(trained)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -110,21 +110,26 @@ class BenchReport:
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def batch_sizes(self) -> list[int]:
+        return sorted(self.results)
+
     def at(self, batch: int) -> dict[str, float]:
-        """The figures at one batch size (latency_*_ms, throughput, iterations ...)."""
+        """The figures at one batch size: mean_ms, p50_ms, p95_ms, p99_ms, max_ms, min_ms, std_ms,
+        throughput (samples/s), iterations, warmup_iterations, warmup_stable."""
         if batch not in self.results:
             measured = ", ".join(str(b) for b in sorted(self.results)) or "none"
             raise KeyError(f"Batch size {batch} was not measured (measured: {measured}).")
         return self.results[batch]
 
     def p50(self, batch: int) -> float:
-        return self.at(batch)["latency_p50_ms"]
+        return self.at(batch)["p50_ms"]
 
     def p95(self, batch: int) -> float:
-        return self.at(batch)["latency_p95_ms"]
+        return self.at(batch)["p95_ms"]
 
     def p99(self, batch: int) -> float:
-        return self.at(batch)["latency_p99_ms"]
+        return self.at(batch)["p99_ms"]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -353,14 +358,14 @@ def _measure(session: Any, feeds: dict[str, np.ndarray], batch: int, config: Ben
             break
     ms = np.asarray(times)
     return {
-        "latency_mean_ms": float(ms.mean()),
-        "latency_p50_ms": float(np.percentile(ms, 50)),
-        "latency_p95_ms": float(np.percentile(ms, 95)),
-        "latency_p99_ms": float(np.percentile(ms, 99)),
-        "latency_max_ms": float(ms.max()),
-        "latency_min_ms": float(ms.min()),
-        "latency_std_ms": float(ms.std()),
-        "throughput_per_s": batch * len(ms) / (ms.sum() / 1000.0),
+        "mean_ms": float(ms.mean()),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+        "min_ms": float(ms.min()),
+        "std_ms": float(ms.std()),
+        "throughput": batch * len(ms) / (ms.sum() / 1000.0),  # samples per second
         "iterations": len(ms),
         "warmup_iterations": warmup_calls,
         "warmup_stable": stable,

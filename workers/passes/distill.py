@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ CHAIN_OPS = frozenset(
      "Dropout", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "BatchNormalization", "Softmax",
      "LogSoftmax", "Constant"}
 )
+SMALL_MODEL = 1_000_000  # parameters
 HOLD_OUT = 0.2  # share of the only dataset kept aside for early stopping when the other one is missing
 
 
@@ -101,6 +103,16 @@ def run(src: Path, dst: Path, config: Config) -> PassResult:
     import torch
 
     started = time.perf_counter()
+    threads = torch.get_num_threads()
+    try:
+        return _distill(src, dst, config, started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _distill(src: Path, dst: Path, config: Config, started: float) -> PassResult:
+    import torch
+
     teacher = onnx_chain.load_model(src)
     graph = onnx_chain.Graph(teacher)
     steps = read_chain(graph, _label(src))
@@ -114,9 +126,11 @@ def run(src: Path, dst: Path, config: Config) -> PassResult:
     teacher_torch = chain_to_torch(graph, steps)
     _check_reproduces(teacher_torch, val.x[:64], val.targets[:64])
     student = narrow(teacher_torch, config.width, torch.from_numpy(train.x[:2]))
+    # Small students train fastest on one thread; extra threads only spin, worst on a shared worker.
+    torch.set_num_threads(1 if _params(student) < SMALL_MODEL else min(4, os.cpu_count() or 1))
     logits_head = task == "classification" and isinstance(student[-1], (torch.nn.Softmax, torch.nn.LogSoftmax))
     loss_fn = _loss(task, config, teacher_logits=logits_head, last=student[-1] if logits_head else None)
-    history = train_student(student, train, val, loss_fn, config, drop_last_module=logits_head)
+    history = train_student(student, train, val, loss_fn, config, task=task, drop_last_module=logits_head)
 
     out = save_onnx(export_student(student, train.x[:2], in_name, out_name), prepare_output(dst))
     student_out = _teacher_outputs(ort_session(out, threads=2), val.x)
@@ -358,6 +372,10 @@ def narrow(teacher: Any, width: float, example: Any) -> Any:
     return nn.Sequential(*modules)
 
 
+def _params(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def _narrow_layer(module: Any, keep: np.ndarray | None, per_unit: int, width: float | None) -> tuple[Any, Any]:
     import torch
 
@@ -384,8 +402,10 @@ def _narrow_layer(module: Any, keep: np.ndarray | None, per_unit: int, width: fl
 
 
 def _narrow_norm(module: Any, keep: np.ndarray) -> Any:
+    import torch
+
     new = type(module)(keep.size, eps=module.eps, momentum=module.momentum)
-    index = __import__("torch").from_numpy(keep)
+    index = torch.from_numpy(keep)
     new.load_state_dict({k: v[index] if v.ndim else v for k, v in module.state_dict().items()})
     return new
 
@@ -495,14 +515,12 @@ def _torch_labels(split: _Split, task: str, outputs_shape: tuple[int, ...]) -> A
     return torch.from_numpy(split.labels.reshape(outputs_shape).astype(np.float32))
 
 
-def train_student(student: Any, train: _Split, val: _Split, loss_fn: Any, config: Config, *,
+def train_student(student: Any, train: _Split, val: _Split, loss_fn: Any, config: Config, *, task: str,
                   drop_last_module: bool) -> dict[str, Any]:
     """Train with Adam and early stopping on the validation loss; the best epoch's weights are restored."""
     import torch
 
     started = time.perf_counter()
-    task_is_classification = loss_fn.__name__ == "classification"
-    task = "classification" if task_is_classification else "regression"
     xs, ts = torch.from_numpy(train.x), torch.from_numpy(train.targets)
     ys = _torch_labels(train, task, train.targets.shape)
     xv, tv = torch.from_numpy(val.x), torch.from_numpy(val.targets)
@@ -574,7 +592,7 @@ def _metrics(src: Path, out: Path, teacher: Any, task: str, val: _Split, student
         "size_before": Path(src).stat().st_size,
         "size_after": out.stat().st_size,
         "task": task,
-        **{k: v for k, v in history.items()},
+        **history,
         "validation_samples": int(len(val.x)),
         **{renamed.get(k, k): v for k, v in compared.items()},
     }

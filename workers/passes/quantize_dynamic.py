@@ -97,6 +97,12 @@ def quantize(model_path: Path, out_path: Path, config: Config, work: Path) -> An
     from onnxruntime.quantization import quantize_dynamic
 
     raw = work / f"dynamic-{out_path.parent.name}.onnx"
+    excluded = list(config.nodes_to_exclude)
+    if excluded:
+        # The dynamic quantizer rewrites Gemm as MatMul (+ Add) named "<gemm>_MatMul" before it
+        # applies the exclusions, so a Gemm is excluded under that name too.
+        gemms = {n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node if n.op_type == "Gemm"}
+        excluded += [f"{name}_MatMul" for name in config.nodes_to_exclude if name in gemms]
     try:
         with util.quiet():
             quantize_dynamic(
@@ -106,7 +112,7 @@ def quantize(model_path: Path, out_path: Path, config: Config, work: Path) -> An
                 per_channel=config.per_channel,
                 reduce_range=config.reduce_range,
                 weight_type=quant_type(config.weight_type),
-                nodes_to_exclude=list(config.nodes_to_exclude) or None,
+                nodes_to_exclude=excluded or None,
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
     except Exception as exc:  # noqa: BLE001

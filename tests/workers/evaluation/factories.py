@@ -44,9 +44,9 @@ def bench_report(
     p50 = p50 if p50 is not None else p95 * 0.9
     p99 = p99 if p99 is not None else p95 * 1.1
     result = {
-        "latency_mean_ms": p50, "latency_p50_ms": p50, "latency_p95_ms": p95, "latency_p99_ms": p99,
-        "latency_max_ms": p99, "latency_min_ms": p50, "latency_std_ms": 0.0,
-        "throughput_per_s": batch * 1000.0 / p50, "iterations": 100, "warmup_iterations": 10, "warmup_stable": True,
+        "mean_ms": p50, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+        "max_ms": p99, "min_ms": p50, "std_ms": 0.0,
+        "throughput": batch * 1000.0 / p50, "iterations": 100, "warmup_iterations": 10, "warmup_stable": True,
     }
     return BenchReport(
         model="model.onnx", file_size_bytes=int(size_mb * 1024 * 1024), load_time_ms=5.0, peak_memory_mb=memory_mb,

@@ -32,10 +32,11 @@ def test_it_measures_the_quality_mlp_sanely(quality_mlp) -> None:
     report = benchmark(quality_mlp.onnx, signature_from_onnx(quality_mlp.onnx), QUICK, data=quality_mlp.validation)
     for batch in (1, 8):
         figures = report.at(batch)
-        assert 0 < report.p50(batch) <= report.p95(batch) <= report.p99(batch) <= figures["latency_max_ms"]
-        assert figures["throughput_per_s"] > 0
+        assert 0 < report.p50(batch) <= report.p95(batch) <= report.p99(batch) <= figures["max_ms"]
+        assert figures["throughput"] > 0
         assert 5 <= figures["iterations"] <= 30
         assert 5 <= figures["warmup_iterations"] <= 40
+    assert report.batch_sizes == [1, 8]
     assert report.peak_memory_mb > 0  # 10 MB of weights must show up
     assert report.load_time_ms > 0
     assert report.file_size_bytes == quality_mlp.onnx.stat().st_size

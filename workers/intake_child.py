@@ -1,0 +1,90 @@
+"""The sandboxed child of ``formats.inspect_in_subprocess`` (pure: no Django).
+
+``python -m workers.intake_child PATH --max-bytes N --memory-mb M --cpu-seconds S [--workdir DIR]``
+limits itself (address space, CPU time, file size, no core dumps), runs ``formats.inspect_model``
+and writes one JSON line to the stdout it was started with. Anything the model itself prints
+goes to stderr, so a model cannot forge the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import os
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from workers import formats
+
+
+def _limit(memory_mb: int, cpu_seconds: int, max_bytes: int) -> None:
+    memory = memory_mb << 20
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    files = max_bytes + (64 << 20)  # extraction writes at most max_bytes; stderr logs share the margin
+    resource.setrlimit(resource.RLIMIT_FSIZE, (files, files))
+
+
+def _test_hook(name: str) -> None:
+    """Misbehaviours the test-suite asks for; reachable only through inspect_in_subprocess(_test_hook=...)."""
+    if name == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif name == "sleep":
+        time.sleep(3600)
+    elif name == "spin":
+        while True:
+            pass
+    elif name == "memory":
+        blocks = []
+        while True:
+            blocks.append(bytearray(64 << 20))
+    elif name == "forge":
+        print(json.dumps({"ok": True, "inspection": {"forged": True}}), flush=True)
+    elif name == "env":
+        raise formats.FormatError("env: " + ",".join(sorted(os.environ)))
+
+
+def _inspect(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        if args.test_hook:
+            _test_hook(args.test_hook)
+        workdir = Path(args.workdir) if args.workdir else None
+        inspection = formats.inspect_model(Path(args.path), max_bytes=args.max_bytes, workdir=workdir)
+        return {"ok": True, "inspection": inspection.to_dict()}
+    except formats.FormatError as exc:
+        return {"ok": False, "kind": "format", "message": str(exc)}
+    except MemoryError:
+        return {"ok": False, "kind": "memory", "message": "out of memory"}
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides
+        return {"ok": False, "kind": "internal", "message": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="workers.intake_child")
+    parser.add_argument("path")
+    parser.add_argument("--max-bytes", type=int, required=True)
+    parser.add_argument("--memory-mb", type=int, default=2048)
+    parser.add_argument("--cpu-seconds", type=int, default=120)
+    parser.add_argument("--workdir")
+    parser.add_argument("--test-hook", choices=sorted(formats._TEST_HOOKS))
+    args = parser.parse_args(argv)
+    result = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # the model's prints land on stderr
+    _limit(args.memory_mb, args.cpu_seconds, args.max_bytes)
+    faulthandler.enable()
+    formats._SANDBOXED = True
+    payload = _inspect(args)
+    with result:
+        result.write(json.dumps(payload) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""quantize_search: accuracy-aware INT8 — try quantization recipes, keep the best that meets a bound.
+
+The bound is on one metric of ``workers.evaluation.accuracy.compare_outputs`` measured on
+``validation_data`` (candidate vs the float model's own outputs, and vs ``labels`` where the
+dataset has them):
+
+- ``metric``: a metric name (agreement, accuracy, pearson, cosine_mean, cosine_min, mae,
+  label_mae, max_abs_error, rel_l2) or ``auto`` (the task's default: agreement / mae / cosine_min);
+  ``task``: classification / regression / embedding or ``auto`` (inferred from the outputs);
+- ``max_drop``: how much worse than the float model the candidate may be (for higher-is-better
+  metrics ``value >= reference - max_drop``; for errors ``value <= reference + max_drop``, the
+  reference of an error against itself being 0);
+- ``min_value``: the worst acceptable value itself (a floor for higher-is-better metrics, a
+  ceiling for errors such as mae);
+- both may be given (both must hold); with neither, ``max_drop = 0.01`` is used (noted).
+
+Candidates, in order (all on the model after ORT's quantization pre-processing, done once):
+1. dynamic, per-tensor weights;  2. dynamic, per-channel weights;
+3-5. static QDQ per-channel with MinMax, then Entropy, then Percentile calibration (only with
+   ``calibration_data``; each method is calibrated once and its ranges reused below);
+6. only when none of those passes: keep the most sensitive weight nodes in float. Sensitivity is
+   measured by *exclude-one*: with the best recipe so far, each MatMul/Gemm/Conv (etc.) node that
+   has a weight is left unquantized in turn and the metric measured; the nodes whose exclusion
+   helps most are the most sensitive. Then the top 2, 4, 8 ... are excluded together (never all).
+   Nodes not reached before the time budget ran out count as least sensitive.
+
+The search stops starting new candidates once ``time_budget_s`` is spent (the first candidate
+always runs). Of the candidates that pass, the best metric value wins (ties: smaller file) —
+not the first to pass. When none passes, the best-scoring candidate is kept as a best effort,
+``metrics["passed"]`` is False and the notes say why. Non-finite outputs never pass.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.passes import _onnx_util as util
+from workers.passes import quantize_dynamic, quantize_static
+from workers.passes.base import (
+    PassError,
+    PassInputError,
+    PassResult,
+    UnsupportedModelError,
+    config_to_json,
+    data_field,
+    ort_session,
+    prepare_output,
+)
+
+NAME = "quantize_search"
+DEFAULT_MAX_DROP = 0.01
+TASKS = ("auto", "classification", "regression", "embedding")
+_EVAL_ROWS = 1024
+_EVAL_BATCH = 64
+_STATIC_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class Config:
+    metric: str = "auto"
+    min_value: float | None = None
+    max_drop: float | None = None
+    time_budget_s: float = 120.0
+    task: str = "auto"
+    validation_data: Path | None = data_field()
+    calibration_data: Path | None = data_field()
+
+    def __post_init__(self) -> None:
+        from workers.evaluation.accuracy import HIGHER_IS_BETTER
+
+        for name in ("validation_data", "calibration_data"):
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.metric != "auto" and self.metric not in HIGHER_IS_BETTER:
+            raise PassInputError(f"Unknown metric {self.metric!r}; use auto or one of {', '.join(HIGHER_IS_BETTER)}.")
+        if self.task not in TASKS:
+            raise PassInputError(f"Unknown task {self.task!r}; use one of {', '.join(TASKS)}.")
+        if self.max_drop is not None and not (isinstance(self.max_drop, (int, float)) and self.max_drop >= 0):
+            raise PassInputError(f"max_drop must be a non-negative number; got {self.max_drop!r}.")
+        if self.min_value is not None and not (isinstance(self.min_value, (int, float)) and math.isfinite(self.min_value)):
+            raise PassInputError(f"min_value must be a number; got {self.min_value!r}.")
+        if not (isinstance(self.time_budget_s, (int, float)) and self.time_budget_s > 0):
+            raise PassInputError(f"time_budget_s must be a positive number; got {self.time_budget_s!r}.")
+
+
+@dataclass
+class _Bound:
+    metric: str
+    higher_is_better: bool
+    reference: float
+    threshold: float
+
+    def passes(self, value: float, finite: bool) -> bool:
+        if not finite or not math.isfinite(value):
+            return False
+        return value >= self.threshold if self.higher_is_better else value <= self.threshold
+
+    def key(self, value: float) -> float:
+        """Sort key: smaller is better; NaN is worst."""
+        if not math.isfinite(value):
+            return math.inf
+        return -value if self.higher_is_better else value
+
+    def describe(self) -> str:
+        op = ">=" if self.higher_is_better else "<="
+        return f"{self.metric} {op} {self.threshold:.6g} (float model: {self.reference:.6g})"
+
+
+@dataclass
+class _Candidate:
+    name: str
+    kind: str  # dynamic | static
+    settings: dict[str, Any]
+    excluded: tuple[str, ...] = ()
+    path: Path | None = None
+    value: float = math.nan
+    finite: bool = False
+    passed: bool = False
+    size: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    report: dict[str, float] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value if math.isfinite(self.value) else None,
+            "passed": self.passed,
+            "size": self.size,
+            "seconds": round(self.seconds, 3),
+            "excluded_nodes": len(self.excluded),
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+class _Search:
+    def __init__(self, src: Path, work: Path, model_path: Path, config: Config, signature: util.Signature,
+                 feeds: dict[str, np.ndarray], labels: np.ndarray | None, reference: list[np.ndarray],
+                 task: str, bound: _Bound) -> None:
+        self.src, self.work, self.model_path, self.config = src, work, model_path, config
+        self.signature, self.feeds, self.labels, self.reference = signature, feeds, labels, reference
+        self.task, self.bound = task, bound
+        self.started = time.perf_counter()
+        self.candidates: list[_Candidate] = []
+        self.best: _Candidate | None = None
+        self.calibrations: dict[str, quantize_static.Calibration] = {}
+        self.calibration_feeds: dict[str, np.ndarray] | None = None
+        self.out_of_time = False
+        self.threads = max(1, min(4, os.cpu_count() or 1))
+
+    def time_left(self) -> bool:
+        if not self.candidates:
+            return True
+        if time.perf_counter() - self.started >= self.config.time_budget_s:
+            self.out_of_time = True
+        return not self.out_of_time
+
+    def _evaluate(self, path: Path) -> tuple[float, bool, dict[str, float]]:
+        from workers.evaluation.accuracy import compare_outputs
+
+        session = ort_session(path, threads=self.threads)
+        candidate = util.run_batched(session, self.feeds, batch=_EVAL_BATCH, fixed=util.fixed_batch(self.signature))
+        report = compare_outputs(self.reference, candidate, task=self.task, labels=self.labels)
+        return float(report.metrics.get(self.bound.metric, math.nan)), bool(report.finite), dict(report.metrics)
+
+    def _build(self, candidate: _Candidate, target: Path) -> None:
+        if candidate.kind == "dynamic":
+            config = quantize_dynamic.Config(nodes_to_exclude=candidate.excluded, **candidate.settings)
+            quantize_dynamic.quantize(self.model_path, target, config, self.work)
+            return
+        method = candidate.settings["method"]
+        if method not in self.calibrations:
+            self.calibrations[method] = quantize_static.calibrate(
+                self.model_path, self.work, self.calibration_feeds or {}, method,
+                quantize_static.Config().max_memory_mb, util.fixed_batch(self.signature),
+            )
+        config = quantize_static.Config(nodes_to_exclude=candidate.excluded, **candidate.settings)
+        quantize_static.quantize(self.model_path, target, self.calibrations[method], config, self.work)
+
+    def try_candidate(self, candidate: _Candidate) -> _Candidate:
+        """Build and measure one candidate; only the best file so far is kept on disk."""
+        started = time.perf_counter()
+        directory = self.work / f"candidate-{len(self.candidates):03d}"
+        directory.mkdir()
+        target = directory / "model.onnx"
+        try:
+            self._build(candidate, target)
+            candidate.value, candidate.finite, candidate.report = self._evaluate(target)
+            candidate.passed = self.bound.passes(candidate.value, candidate.finite)
+            candidate.size = util.file_size(target)
+            candidate.path = target
+        except (PassError, OSError, RuntimeError, ValueError) as exc:
+            candidate.error = str(exc)[:300]
+        candidate.seconds = time.perf_counter() - started
+        self.candidates.append(candidate)
+        if candidate.path is not None and (self.best is None or self._better(candidate, self.best)):
+            if self.best is not None and self.best.path is not None:
+                shutil.rmtree(self.best.path.parent, ignore_errors=True)
+            self.best = candidate
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        return candidate
+
+    def _better(self, a: _Candidate, b: _Candidate) -> bool:
+        """Passing beats failing; then the better metric value; then the smaller file."""
+        return (not a.passed, self.bound.key(a.value), a.size) < (not b.passed, self.bound.key(b.value), b.size)
+
+    def any_passed(self) -> bool:
+        return any(c.passed for c in self.candidates)
+
+    def weight_nodes(self) -> list[str]:
+        import onnx
+
+        model = onnx.load(str(self.model_path))
+        initializers = {init.name for init in model.graph.initializer}
+        return [
+            node.name
+            for node in model.graph.node
+            if node.op_type in util.WEIGHT_OPS and node.name and any(i in initializers for i in node.input[1:])
+        ]
+
+    def exclusion_stage(self, base: _Candidate) -> None:
+        nodes = self.weight_nodes()
+        if len(nodes) < 2:
+            return
+        gains: dict[str, float] = {}  # how much leaving the node in float improves the metric
+        for node in nodes:
+            if not self.time_left():
+                break
+            trial = self.try_candidate(_Candidate(f"{base.name}-exclude-{node}", base.kind, base.settings, (node,)))
+            if trial.error is None:
+                gains[node] = self.bound.key(base.value) - self.bound.key(trial.value)
+        if not gains:
+            return
+        # Unmeasured (or failed) nodes rank last; NaN gains (a non-finite metric) rank last too.
+        ranked = sorted(nodes, key=lambda n: -gains[n] if math.isfinite(gains.get(n, math.nan)) else math.inf)
+        count = 2
+        while count < len(nodes) and not self.any_passed() and self.time_left():
+            excluded = tuple(ranked[:count])
+            self.try_candidate(_Candidate(f"{base.name}-exclude-top{count}", base.kind, base.settings, excluded))
+            count *= 2
+
+
+def _bound(config: Config, task: str, reference_metrics: dict[str, float], notes: list[str]) -> _Bound:
+    from workers.evaluation.accuracy import HIGHER_IS_BETTER, default_metric
+
+    metric = default_metric(task) if config.metric == "auto" else config.metric
+    if metric not in reference_metrics:
+        raise PassInputError(
+            f"Metric {metric!r} is not measured for a {task} model on this dataset"
+            + (" (it needs labels in the validation dataset)" if metric in ("accuracy", "pearson", "label_mae") else "")
+            + f"; available: {', '.join(sorted(reference_metrics))}."
+        )
+    higher = HIGHER_IS_BETTER[metric]
+    reference = float(reference_metrics[metric])
+    max_drop = config.max_drop
+    if max_drop is None and config.min_value is None:
+        max_drop = DEFAULT_MAX_DROP
+        notes.append(f"No bound given: using max_drop={DEFAULT_MAX_DROP} on {metric}.")
+    limits = []
+    if max_drop is not None:
+        limits.append(reference - max_drop if higher else reference + max_drop)
+    if config.min_value is not None:
+        limits.append(float(config.min_value))
+    threshold = max(limits) if higher else min(limits)
+    return _Bound(metric=metric, higher_is_better=higher, reference=reference, threshold=threshold)
+
+
+def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
+    from workers.evaluation.accuracy import compare_outputs, infer_task
+
+    config = config or Config()
+    started = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    source = util.load_onnx_input(src, NAME)
+    util.require_float_model(source, NAME)
+    signature = util.signature_of(source)
+    if config.validation_data is None:
+        raise PassInputError(
+            "quantize_search needs a validation dataset (.npz with one array per model input, plus labels "
+            "when the metric uses them) to measure each candidate's accuracy."
+        )
+    feeds, labels = util.dataset_feeds(Path(config.validation_data), signature, what="validation")
+    rows = min(_EVAL_ROWS, min(len(v) for v in feeds.values()))
+    fixed = util.fixed_batch(signature)
+    if fixed:
+        rows -= rows % fixed
+    if rows == 0:
+        raise PassInputError("The validation dataset has fewer rows than the model's batch size.")
+    feeds = {name: value[:rows] for name, value in feeds.items()}
+    labels = None if labels is None else labels[:rows]
+    calibration_feeds = None
+    if config.calibration_data is not None:
+        calibration_feeds = quantize_static.load_calibration(
+            config.calibration_data, signature, quantize_static.Config().max_samples
+        )
+
+    reference = util.run_batched(ort_session(src, threads=4), feeds, batch=_EVAL_BATCH, fixed=fixed)
+    task = infer_task(reference, labels) if config.task == "auto" else config.task
+    notes: list[str] = []
+    self_report = compare_outputs(reference, reference, task=task, labels=labels)
+    bound = _bound(config, task, self_report.metrics, notes)
+
+    out_path = prepare_output(dst)
+    with util.scratch_dir(dst) as work:
+        model_path, note = quantize_dynamic.preprocess(src, work)
+        if note:
+            notes.append(note)
+        search = _Search(src, work, model_path, config, signature, feeds, labels, reference, task, bound)
+        search.calibration_feeds = calibration_feeds
+        plan = [
+            _Candidate("dynamic-per-tensor", "dynamic", {"per_channel": False}),
+            _Candidate("dynamic-per-channel", "dynamic", {"per_channel": True}),
+        ]
+        if calibration_feeds is not None:
+            plan += [
+                _Candidate(f"static-qdq-{method}", "static", {"format": "qdq", "method": method, "per_channel": True})
+                for method in _STATIC_METHODS
+            ]
+        else:
+            notes.append("No calibration dataset: static (calibrated) candidates were skipped.")
+        for candidate in plan:
+            if not search.time_left():
+                break
+            search.try_candidate(candidate)
+        if not search.any_passed() and search.best is not None and search.time_left():
+            search.exclusion_stage(search.best)
+        best = search.best
+        if best is None or best.path is None:
+            errors = "; ".join(f"{c.name}: {c.error}" for c in search.candidates if c.error)
+            raise UnsupportedModelError(f"No quantized candidate could be built ({errors}).")
+        os.replace(best.path, out_path)
+
+    passed = best.passed
+    if search.out_of_time:
+        notes.append(f"Time budget of {config.time_budget_s:g} s spent after {len(search.candidates)} candidate(s).")
+    if passed:
+        notes.append(f"Chose {best.name}: {bound.metric} = {best.value:.6g}, bound {bound.describe()}.")
+    else:
+        closest = f"{best.value:.6g}" if math.isfinite(best.value) else "non-finite"
+        notes.append(
+            f"No candidate met {bound.describe()}; kept the best effort {best.name} ({bound.metric} = {closest}). "
+            "Loosen the bound, provide calibration data, or keep the float model."
+        )
+    size_before, size_after = util.file_size(src), util.file_size(out_path)
+    metrics = {
+        "candidates": [c.summary() for c in search.candidates],
+        "chosen": best.name,
+        "passed": passed,
+        "task": task,
+        "metric": bound.metric,
+        "value": best.value if math.isfinite(best.value) else None,
+        "reference_value": bound.reference,
+        "threshold": bound.threshold,
+        "accuracy": best.report or {},
+        "excluded_nodes": list(best.excluded),
+        "size_before": size_before,
+        "size_after": size_after,
+        "size_ratio": size_after / size_before,
+        "validation_rows": rows,
+    }
+    return PassResult(
+        artifact=out_path,
+        pass_name=NAME,
+        config=config_to_json(config),
+        metrics=metrics,
+        notes=notes,
+        duration_s=time.perf_counter() - started,
+    )
