@@ -77,10 +77,13 @@ def _pass_advice(candidate: Candidate, parent: Candidate | None, target: str) ->
     """What to try next for a variant, from its pass and its numbers."""
     gap = _accuracy_shortfall(candidate)
     fails_accuracy = gap is not None and gap > 0
-    if candidate.pass_name == "fp16" and target == "cpu" and parent is not None:
-        speedup = parent.latency_ms / candidate.latency_ms
-        if speedup < _NOTICEABLE:
-            return f"{candidate.name}: fp16 on this CPU is no faster ({speedup:.2f}x): use it on CUDA targets"
+    speedup = parent.latency_ms / candidate.latency_ms if parent is not None and parent is not candidate else None
+    if candidate.pass_name == "fp16" and target == "cpu" and speedup is not None and speedup < _NOTICEABLE:
+        return f"{candidate.name}: fp16 on this CPU is no faster ({speedup:.2f}x): use it on CUDA targets"
+    if candidate.pass_name == "quantize_dynamic" and speedup is not None and speedup <= 1 / _NOTICEABLE:
+        # Dynamic int8 quantizes activations on every call; small or conv-heavy models pay more than they gain.
+        return (f"{candidate.name}: {1 / speedup:.1f}x slower than {parent.name}: per-call activation "
+                "quantization costs more than int8 saves here; prefer int8-static")
     if not fails_accuracy:
         return None
     if candidate.pass_name == "distill":

@@ -70,3 +70,11 @@ def test_a_cpu_without_vnni_is_mentioned_for_int8() -> None:
     no_vnni = {"isa": {"avx2": True, "avx512_vnni": False, "avx_vnni": False}}
     assert any("no VNNI" in line for line in advise(candidates, fingerprint=no_vnni))
     assert not any("no VNNI" in line for line in advise(candidates, fingerprint={"isa": {"avx512_vnni": True}}))
+
+
+def test_a_dynamic_int8_variant_slower_than_its_parent_points_to_static_int8() -> None:
+    slow = _c("int8-dynamic", "quantize_dynamic", 60.0, 2.6, 1.0, passed=False, failures=["p95 60 ms > 18 ms at batch 1"])
+    lines = advise([ORIGINAL, slow])
+    assert ("int8-dynamic: 5.0x slower than original: per-call activation quantization costs more than int8 "
+            "saves here; prefer int8-static") in lines
+    assert not any("slower than" in line for line in advise([ORIGINAL, _c("int8-dynamic", "quantize_dynamic", 5.0, 2.6, 1.0)]))
