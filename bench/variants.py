@@ -14,6 +14,7 @@ in % against the first measurement (target: <= 10 %). Pure: no Django.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -158,6 +159,8 @@ def main() -> int:
     fingerprint = None
     with tempfile.TemporaryDirectory(prefix="modelhub-bench-") as tmp:
         root = Path(tmp)
+        # onnxruntime's quantization tools drop temporary files in the working directory.
+        os.chdir(root)
         for name in [n for n in args.samples.split(",") if n]:
             print(f"building {name} ...", flush=True)
             sample = build_sample(name, root / "samples")

@@ -229,7 +229,8 @@ def _dominates(a: Candidate, b: Candidate) -> bool:
 
 
 def _no_gain(child: Candidate, parent: Candidate) -> bool:
-    return (child.latency_ms > parent.latency_ms and child.size_bytes >= parent.size_bytes
+    """Slower than its parent beyond noise, no smaller and no more accurate."""
+    return (child.latency_ms > parent.latency_ms * _TIE_RATIO and child.size_bytes >= parent.size_bytes
             and not _better_accuracy(child, parent))
 
 
@@ -251,7 +252,7 @@ def _sort_key(candidate: Candidate, priority: tuple[str, ...]) -> tuple[float, .
 def rank(candidates: list[Candidate], *, priority: tuple[str, ...] = PRIORITIES) -> Ranking:
     """Order the passing candidates by ``priority`` (latency and size within 5 % count as equal),
     draw the latency / size / accuracy Pareto frontier over all measurable candidates, and reject
-    a variant that is slower than its parent while neither smaller nor more accurate.
+    a variant that is more than 5 % slower than its parent while neither smaller nor more accurate.
     When nothing passes, ``best_effort`` is the measurable candidate with the fewest failures."""
     unknown = [p for p in priority if p not in PRIORITIES]
     if unknown or not priority:

@@ -117,6 +117,7 @@ def test_a_variant_with_no_gain_over_its_parent_is_rejected() -> None:
         _c("graph", 9, 100, 1.0),
         _c("slower", 12, 100, 1.0, parent="graph"),  # slower, same size, same accuracy as its parent
         _c("slower-but-smaller", 12, 50, 0.99, parent="graph"),
+        _c("as-fast", 9.3, 100, 1.0, parent="graph"),  # 3 % slower: noise, not a loss
     ]
     ranking = rank(candidates)
     assert ranking.rejected == {"slower": "no gain over parent graph"}

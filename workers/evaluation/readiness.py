@@ -86,12 +86,24 @@ class Verdict:
                    checks=[dict(c) for c in data.get("checks", [])])
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+def _number(value: float, digits: int) -> str:
+    return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
+
+
+def _numbers(measured: Any, limit: Any) -> tuple[str, str]:
+    """Both numbers with as few digits as keep them apart ("0.1163 > 0.116", not "0.116 > 0.116")."""
+    if not all(isinstance(x, (int, float)) for x in (measured, limit)):
+        return str(measured), str(limit)
+    for digits in range(3, 8):
+        shown = _number(measured, digits), _number(limit, digits)
+        if shown[0] != shown[1]:
+            break
+    return shown
 
 
 class _Checks:
-    """Collects checks; a failed one also adds its sentence to the failures."""
+    """Collects checks; a failed one also adds its sentence (``failure`` with {measured} and
+    {limit} filled in) to the failures."""
 
     def __init__(self) -> None:
         self.checks: list[dict[str, Any]] = []
@@ -100,7 +112,8 @@ class _Checks:
     def add(self, rule: str, measured: Any, limit: Any, passed: bool, failure: str) -> None:
         self.checks.append({"rule": rule, "measured": measured, "limit": limit, "passed": passed})
         if not passed:
-            self.failures.append(failure)
+            shown_measured, shown_limit = _numbers(measured, limit)
+            self.failures.append(failure.format(measured=shown_measured, limit=shown_limit))
 
     def at_most(self, rule: str, measured: float, limit: float | None, failure: str) -> None:
         if limit is not None:
@@ -127,8 +140,8 @@ def _check_latency(checks: _Checks, profile: ProfileSpec, bench: BenchReport) ->
         checks.add("latency", None, batch, False, f"latency was not measured at batch {batch}")
         return
     p95, p99 = bench.p95(batch), bench.p99(batch)
-    checks.at_most("p95_ms", p95, profile.max_p95_ms, f"p95 {_fmt(p95)} ms > {_fmt(profile.max_p95_ms or 0)} ms at batch {batch}")
-    checks.at_most("p99_ms", p99, profile.max_p99_ms, f"p99 {_fmt(p99)} ms > {_fmt(profile.max_p99_ms or 0)} ms at batch {batch}")
+    checks.at_most("p95_ms", p95, profile.max_p95_ms, f"p95 {{measured}} ms > {{limit}} ms at batch {batch}")
+    checks.at_most("p99_ms", p99, profile.max_p99_ms, f"p99 {{measured}} ms > {{limit}} ms at batch {batch}")
 
 
 def reference_value(metric: str, reference_accuracy: AccuracyReport | None) -> float | None:
@@ -157,7 +170,7 @@ def _check_accuracy(
         bound = profile.min_accuracy
         ok = math.isfinite(value) and (value >= bound if higher else value <= bound)
         sign = "<" if higher else ">"
-        checks.add("min_accuracy", value, bound, ok, f"{metric} {_fmt(value)} {sign} {_fmt(bound)}")
+        checks.add("min_accuracy", value, bound, ok, f"{metric} {{measured}} {sign} {{limit}}")
     if profile.max_accuracy_drop is not None:
         ref = reference_value(metric, reference_accuracy)
         if ref is None:
@@ -167,7 +180,7 @@ def _check_accuracy(
         drop = ref - value if higher else value - ref
         ok = math.isfinite(drop) and drop <= profile.max_accuracy_drop
         checks.add("accuracy_drop", drop, profile.max_accuracy_drop, ok,
-                   f"accuracy drop {_fmt(drop)} > {_fmt(profile.max_accuracy_drop)} ({metric})")
+                   f"accuracy drop {{measured}} > {{limit}} ({metric})")
 
 
 def _check_speedup(checks: _Checks, profile: ProfileSpec, bench: BenchReport, parent: BenchReport | None) -> None:
@@ -179,7 +192,7 @@ def _check_speedup(checks: _Checks, profile: ProfileSpec, bench: BenchReport, pa
         return
     speedup = parent.p50(batch) / bench.p50(batch)
     checks.add("speedup", speedup, profile.min_speedup, speedup >= profile.min_speedup,
-               f"speed-up {_fmt(speedup)}x < {_fmt(profile.min_speedup)}x over parent")
+               "speed-up {measured}x < {limit}x over parent")
 
 
 def verdict(
@@ -195,10 +208,10 @@ def verdict(
     checks = _Checks()
     _check_target(checks, profile, bench)
     size_mb = (size_bytes if size_bytes is not None else bench.file_size_bytes) / MB
-    checks.at_most("size_mb", size_mb, profile.max_size_mb, f"size {_fmt(size_mb)} MB > {_fmt(profile.max_size_mb or 0)} MB")
+    checks.at_most("size_mb", size_mb, profile.max_size_mb, "size {measured} MB > {limit} MB")
     _check_latency(checks, profile, bench)
     checks.at_most("peak_memory_mb", bench.peak_memory_mb, profile.max_peak_memory_mb,
-                   f"peak memory {_fmt(bench.peak_memory_mb)} MB > {_fmt(profile.max_peak_memory_mb or 0)} MB")
+                   "peak memory {measured} MB > {limit} MB")
     _check_accuracy(checks, profile, accuracy, reference_accuracy)
     _check_speedup(checks, profile, bench, parent_bench)
     return checks.verdict()

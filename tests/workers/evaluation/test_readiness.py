@@ -37,6 +37,11 @@ def test_each_failed_rule_is_a_sentence_with_measured_value_and_limit() -> None:
     assert drop["measured"] == pytest.approx(0.041) and drop["limit"] == 0.01 and drop["passed"] is False
 
 
+def test_numbers_that_round_alike_are_shown_with_enough_digits() -> None:
+    result = verdict(ProfileSpec(max_p95_ms=0.116), bench=bench_report(p95=0.1163), accuracy=None)
+    assert result.failures == ["p95 0.1163 ms > 0.116 ms at batch 1"]
+
+
 def test_a_variant_with_nan_outputs_always_fails() -> None:
     result = verdict(ProfileSpec(), bench=bench_report(p95=1), accuracy=accuracy_report(finite=False, agreement=1.0))
     assert not result.passed
