@@ -55,9 +55,9 @@ class JobContext:
             raise JobCancelled
 
 
-def job_run(*, job_id: int, worker: str) -> None:
+def job_run(*, job_id: int, worker: str, task_id: str = "") -> None:
     """Claim the job and run it to an end state (SUCCEEDED, FAILED with a reason, or CANCELLED)."""
-    job = services.job_claim(job_id=job_id, worker=worker)
+    job = services.job_claim(job_id=job_id, worker=worker, task_id=task_id)
     if job is None:
         return
     started = time.monotonic()
@@ -186,6 +186,7 @@ def _evaluate(context: JobContext) -> dict[str, Any]:
     ref_accuracy = _accuracy(reference, reference, validation, task)
     if ref_accuracy is not None:
         task = ref_accuracy.task
+    BenchmarkResult.objects.filter(job=job).delete()  # a re-run after a crash measures afresh, once
     reports: dict[int, Any] = {}
     candidates = []
     verdicts: dict[str, Any] = {}
@@ -205,7 +206,7 @@ def _evaluate(context: JobContext) -> dict[str, Any]:
                                     parent_bench=reports.get(variant.parent_id), size_bytes=variant.size_bytes)
         _save_result(job, variant, spec, report, acc, verdict)
         verdicts[variant.name] = verdict.to_dict()
-        candidates.append(_candidate(variant, spec, report, acc, verdict, task))
+        candidates.append(_candidate(variant, spec, report, acc, verdict, ref_accuracy))
     ranking = planner.rank(candidates)
     fingerprint = next(iter(reports.values())).fingerprint if reports else {}
     advice = advisor.advise(candidates, reference=reference.name if reference else Variant.ORIGINAL,
@@ -268,16 +269,10 @@ def _save_result(job: OptimizationJob, variant: Variant, spec: Any, report: Any,
     )
 
 
-def _candidate(variant: Variant, spec: Any, report: Any, acc: Any, verdict: Any, task: str) -> planner.Candidate:
-    metric = spec.accuracy_metric or accuracy.default_metric(task)
-    batch = spec.batch_size if spec.batch_size in report.batch_sizes else report.batch_sizes[0]
-    value = acc.metrics.get(metric) if acc else None
-    return planner.Candidate(
-        name=variant.name, parent=variant.parent.name if variant.parent else None, pass_name=variant.pass_name,
-        size_bytes=variant.size_bytes, latency_ms=report.at(batch)["p95_ms"], accuracy=value,
-        higher_is_better=accuracy.HIGHER_IS_BETTER.get(metric, True), passed=verdict.passed,
-        failures=list(verdict.failures),
-    )
+def _candidate(variant: Variant, spec: Any, report: Any, acc: Any, verdict: Any, ref_accuracy: Any) -> Any:
+    return planner.make_candidate(name=variant.name, parent=variant.parent.name if variant.parent else None,
+                                  pass_name=variant.pass_name, profile=spec, bench=report, accuracy=acc,
+                                  verdict=verdict, reference_accuracy=ref_accuracy, options=variant.config)
 
 
 def _auto_promote(job: OptimizationJob, result: dict[str, Any]) -> None:
@@ -289,5 +284,4 @@ def _auto_promote(job: OptimizationJob, result: dict[str, Any]) -> None:
                                     reason=f"auto-promoted as the best passing variant of job {job.pk}")
     except ServiceError as exc:
         log.warning("auto-promotion of %s refused: %s", variant, exc)
-        services_note = f"auto-promotion refused: {exc}"
-        OptimizationJob.objects.filter(pk=job.pk).update(result={**result, "auto_promotion": services_note})
+        OptimizationJob.objects.filter(pk=job.pk).update(result={**result, "auto_promotion": f"refused: {exc}"})

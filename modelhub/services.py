@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from modelhub import artifacts, roles, selectors
@@ -124,8 +124,8 @@ def version_intake(*, version_id: int) -> None:
         return
     with artifacts.scratch(f"intake-{version_id}") as scratch:
         try:
-            primary, inspection = _inspect(version, scratch)
-            stored = _store_model_files(version, primary, inspection)
+            root, inspection = _inspect(version, scratch)
+            stored = _store_model_files(version, root, inspection)
         except formats.FormatError as exc:
             _version_fail(version, str(exc))
             return
@@ -134,20 +134,21 @@ def version_intake(*, version_id: int) -> None:
 
 
 def _inspect(version: ModelVersion, scratch: Path) -> tuple[Path, Any]:
+    """Inspect in a limited child; an archive is also extracted there (into ``scratch``).
+    Returns the directory the inspection's file paths are relative to, and the inspection."""
     source = artifacts.local_path(version.storage_key)
-    limits = {"max_bytes": settings.MODELHUB_MAX_MODEL_BYTES, "memory_mb": settings.MODELHUB_INTAKE_MEMORY_MB}
-    if source.suffix == ".zip":
-        source = formats.extract_archive(source, scratch / "model", max_bytes=settings.MODELHUB_MAX_MODEL_BYTES)
-    return source, formats.inspect_in_subprocess(source, workdir=scratch, **limits)
+    inspection = formats.inspect_in_subprocess(source, workdir=scratch, max_bytes=settings.MODELHUB_MAX_MODEL_BYTES,
+                                               memory_mb=settings.MODELHUB_INTAKE_MEMORY_MB)
+    return (Path(inspection.root) if inspection.root else source.parent), inspection
 
 
-def _store_model_files(version: ModelVersion, primary: Path, inspection: Any) -> list[dict[str, Any]]:
+def _store_model_files(version: ModelVersion, root: Path, inspection: Any) -> list[dict[str, Any]]:
     """Copy every file of the model (external data included) under ``models/<sha256>/``."""
     base = f"models/{version.sha256}"
     stored = []
     # The primary model file goes first: variants and serving load files[0].
     for rel, sha, size in sorted(inspection.files, key=lambda entry: entry[0] != inspection.primary):
-        key = artifacts.save_file(primary.parent / rel, f"{base}/{rel}")
+        key = artifacts.save_file(root / rel, f"{base}/{rel}")
         stored.append({"path": rel, "key": key, "sha256": sha, "size": size})
     return stored
 
@@ -298,12 +299,20 @@ def _send(send: Callable[[], Any], what: str) -> bool:
     return True
 
 
-def job_claim(*, job_id: int, worker: str) -> OptimizationJob | None:
-    """Atomically move a QUEUED job to RUNNING for this worker; None when someone else has it,
-    it is finished, or it has used up its attempts (then it is marked FAILED)."""
+def job_claim(*, job_id: int, worker: str, task_id: str = "") -> OptimizationJob | None:
+    """Atomically move a job to RUNNING for this worker; None when it is not ours to run.
+
+    A job is ours when it is QUEUED, or RUNNING under this very task id (the broker re-delivered
+    the message because the process running it died: acks_late), or RUNNING with a lapsed lease.
+    Each claim counts an attempt, so a job that kills its worker every time ends FAILED.
+    """
     now = timezone.now()
-    claimed = OptimizationJob.objects.filter(pk=job_id, status=OptimizationJob.Status.QUEUED).update(
-        status=OptimizationJob.Status.RUNNING, attempts=F("attempts") + 1, lease_owner=worker[:200],
+    running = Q(status=OptimizationJob.Status.RUNNING)
+    ours = Q(status=OptimizationJob.Status.QUEUED) | (running & Q(lease_expires_at__lt=now))
+    if task_id:
+        ours |= running & Q(lease_owner__endswith=f"|{task_id}")
+    claimed = OptimizationJob.objects.filter(ours, pk=job_id).update(
+        status=OptimizationJob.Status.RUNNING, attempts=F("attempts") + 1, lease_owner=f"{worker[:150]}|{task_id}",
         lease_expires_at=now + timezone.timedelta(seconds=LEASE_SECONDS), started_at=now,
     )
     if not claimed:

@@ -186,7 +186,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},
+    # Our own loggers speak at INFO; libraries (ONNX Runtime's quantizer logs every tensor) stay quiet.
+    "loggers": {name: {"level": env_str("LOG_LEVEL", "INFO")} for name in ("modelhub", "predictions", "workers")}
+    | {"kombu": {"level": "ERROR"}},
 }
 
 # --- Serving (predictions/) ------------------------------------------------------------------

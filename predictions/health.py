@@ -35,12 +35,31 @@ def _cache() -> None:
     cache.set("modelhub:readyz", 1, 5)
 
 
+def _runtimes() -> tuple[str, dict[str, str]]:
+    """Production runtimes of every model, loaded now if this process has not loaded them yet."""
+    from predictions import router
+
+    try:
+        models = router.production_status()
+    except Exception as exc:  # noqa: BLE001 - the database check reports the cause
+        return f"error: {exc.__class__.__name__}", {}
+    if any(value.startswith("error") for value in models.values()):
+        return "error: " + ", ".join(name for name, value in models.items() if value.startswith("error")), models
+    if any(value != "ok" for value in models.values()):
+        return "degraded: " + ", ".join(name for name, value in models.items() if value != "ok"), models
+    return "ok", models
+
+
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready: database and cache answer. 503 with the failing parts otherwise."""
+    """Ready: database and cache answer and every production runtime loads. 503 with the failing
+    parts otherwise; "degraded" (200) while a fallback variant serves for a production model."""
     checks = {"database": _check(_database), "cache": _check(_cache)}
+    checks["runtimes"], models = _runtimes()
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ready" if ready else "degraded", "checks": checks}, status=200 if ready else 503)
+    serving = not any(value.startswith("error") for value in checks.values())
+    status = "ready" if ready else ("degraded" if serving else "unavailable")
+    return JsonResponse({"status": status, "checks": checks, "models": models}, status=200 if serving else 503)
 
 
 @require_GET

@@ -2,6 +2,16 @@
 
 This module never unpickles anything. It knows the tensor signature of a model and
 the rules a dataset must follow to be used with it.
+
+The intake has three steps of rising cost and risk:
+
+- ``sniff`` (web process): names the format from the first few KB; refuses pickles, torch.save
+  checkpoints, other formats and truncated files.
+- ``inspect_in_subprocess`` (worker): runs ``inspect_model`` in a fresh, resource-limited child
+  with a scrubbed environment (``workers.intake_child``). Every external-data path and archive
+  member is checked from metadata before any loader touches a file; only then do the ONNX
+  checker and an onnxruntime session (or ``torch.jit.load``, only ever in that child) run.
+- ``check_dataset``: an .npz checked against the model's signature, headers before data.
 """
 
 from __future__ import annotations
@@ -214,7 +224,7 @@ def _regular_size(path: Path, what: str = "The file") -> int:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{n:,} bytes"
+    return f"{n / 1e6:,.1f} MB" if n >= 10_000_000 else f"{n:,} bytes"
 
 
 # --- sniff ------------------------------------------------------------------------------------
@@ -600,7 +610,8 @@ def _inspect_onnx(model_path: Path, *, root: Path, max_bytes: int, exclusive: bo
     _check_opsets(model, limits)
     domains = _check_operators(model)
     external = _check_external_data(model, model_path.parent.resolve(), max_bytes=max_bytes)
-    paths = [model_path, *sorted(set(external.values()))]
+    data_files = {target.resolve() for target in external.values()} - {model_path.resolve()}
+    paths = [model_path, *sorted(data_files)]
     total = sum(p.stat().st_size for p in paths)
     if total > max_bytes:
         raise FormatError(f"The model and its external data are {_mb(total)}, over the limit of {_mb(max_bytes)}.")
@@ -1122,14 +1133,12 @@ def _run_child(command: list[str], scratch: str, wall: float) -> tuple[int, byte
         try:
             stdout, _ = child.communicate(timeout=wall)
         except subprocess.TimeoutExpired:
-            _kill_group(child.pid)
+            _kill_group(child.pid)  # the child is not reaped yet, so its group id is still its own
             child.communicate()
             raise FormatError(
                 f"Inspecting the model took longer than {wall:.0f} s and was stopped; the model is too large or "
                 "loading it hangs."
             ) from None
-        finally:
-            _kill_group(child.pid)  # nothing the child started may outlive it
     with open(stderr_path, "rb") as handle:
         handle.seek(max(0, stderr_path.stat().st_size - 4000))
         tail = handle.read().decode("utf-8", "replace")

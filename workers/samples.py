@@ -13,14 +13,15 @@ with ``validation.npz`` and ``calibration.npz`` whose arrays are named after the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 SAMPLE_NAMES = ("quality_mlp", "digits_cnn", "tiny_transformer")
-_FORMAT_VERSION = 1  # bump to rebuild cached samples when their recipe changes
+_FORMAT_VERSION = 2  # bump to rebuild cached samples when their recipe changes
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,33 @@ def _train(model: Any, x: Any, y: Any, loss_fn: Any, *, epochs: int, lr: float, 
     model.eval()
 
 
+def _named(model: Any, input_name: str) -> Any:
+    """Wrap a model so that its forward argument, and so the TorchScript input, carries the name
+    the datasets use (nn.Sequential would call it ``input``)."""
+    nn = _torch().nn
+
+    class Features(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, features: Any) -> Any:
+            return self.inner(features)
+
+    class Image(Features):
+        def forward(self, image: Any) -> Any:
+            return self.inner(image)
+
+    wrappers = {"features": Features, "image": Image}
+    return wrappers[input_name]().eval() if input_name in wrappers else model
+
+
 def _export(model: Any, example: Any, input_name: str, output_name: str, directory: Path) -> None:
     """Write TorchScript (traced) and ONNX (opset 17, dynamic batch) of an eval-mode model."""
     import onnx
 
     torch = _torch()
+    model = _named(model, input_name)
     with torch.no_grad():
         traced = torch.jit.trace(model, example)
         traced.save(str(directory / "model.pt"))

@@ -22,8 +22,10 @@ class JobTask(Task):
             services.job_fail(job_id=job_id, reason=f"The worker hit an unexpected error: {exc!r}")
 
 
-def _worker_name(task: Task) -> str:
-    return f"{task.request.hostname or 'local'}:{task.request.id or 'eager'}"
+def _run_job(task: Task, job_id: int) -> None:
+    from modelhub import job_runner
+
+    job_runner.job_run(job_id=job_id, worker=task.request.hostname or "local", task_id=task.request.id or "")
 
 
 @shared_task(name="workers.tasks.intake_version_task")
@@ -37,17 +39,13 @@ def intake_version_task(version_id: int) -> None:
 @shared_task(bind=True, base=JobTask, name="workers.tasks.optimize_version_task")
 def optimize_version_task(self: Task, job_id: int) -> None:
     """Run an optimization job (passes, then evaluation)."""
-    from modelhub import job_runner
-
-    job_runner.job_run(job_id=job_id, worker=_worker_name(self))
+    _run_job(self, job_id)
 
 
 @shared_task(bind=True, base=JobTask, name="workers.tasks.benchmark_job_task")
 def benchmark_job_task(self: Task, job_id: int) -> None:
     """Run a benchmark job (re-measure chosen variants) on the benchmark queue."""
-    from modelhub import job_runner
-
-    job_runner.job_run(job_id=job_id, worker=_worker_name(self))
+    _run_job(self, job_id)
 
 
 @shared_task(name="workers.tasks.reconcile_jobs_task")

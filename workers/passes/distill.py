@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from workers.formats import FormatError, model_inputs, read_npz, signature_from_onnx_model
+from workers.passes import _onnx_util as util
 from workers.passes import onnx_chain
 from workers.passes.base import (
     PassError,
@@ -113,9 +114,13 @@ def run(src: Path, dst: Path, config: Config) -> PassResult:
 def _distill(src: Path, dst: Path, config: Config, started: float) -> PassResult:
     import torch
 
-    teacher = onnx_chain.load_model(src)
+    teacher = util.load_onnx_input(src, PASS_NAME)
+    util.require_float_model(teacher, PASS_NAME)
     graph = onnx_chain.Graph(teacher)
-    steps = read_chain(graph, _label(src))
+    try:
+        steps = read_chain(graph, _label(src))
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(str(exc) + onnx_chain.fused_hint(teacher)) from exc
     in_name, out_name = _io_names(teacher)
     train, val, notes = _datasets(teacher, config)
     session = ort_session(Path(src), threads=2)
@@ -135,6 +140,11 @@ def _distill(src: Path, dst: Path, config: Config, started: float) -> PassResult
     out = save_onnx(export_student(student, train.x[:2], in_name, out_name), prepare_output(dst))
     student_out = _teacher_outputs(ort_session(out, threads=2), val.x)
     metrics = _metrics(src, out, teacher, task, val, student_out, history)
+    if history["stopped"] == "patience" and history["best_epoch"] <= 2:
+        notes.append(
+            f"The validation loss was lowest after epoch {history['best_epoch']} and then rose: the student "
+            f"overfits or lr={config.lr:g} is too high for this model; a lower lr (e.g. {config.lr / 10:g}) may do better."
+        )
     if history["stopped"] == "max_time_s":
         notes.append(f"Training stopped at max_time_s={config.max_time_s:g} after {history['epochs_run']} epoch(s).")
     notes.append(
@@ -528,7 +538,13 @@ def train_student(student: Any, train: _Split, val: _Split, loss_fn: Any, config
     body = student[:-1] if drop_last_module else student
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
-    best, best_state, best_epoch, bad, epochs_run, stopped = float("inf"), None, 0, 0, 0, "epochs"
+    def validation_loss() -> float:
+        student.eval()
+        with torch.no_grad():
+            return float(loss_fn(body(xv), tv, yv))
+
+    # Epoch 0 is the teacher-initialised student: training must beat it to replace it.
+    best, best_state, best_epoch, bad, epochs_run, stopped = validation_loss(), copy.deepcopy(student.state_dict()), 0, 0, 0, "epochs"
     for epoch in range(1, config.epochs + 1):
         student.train()
         order = torch.randperm(len(xs), generator=generator)
@@ -542,9 +558,7 @@ def train_student(student: Any, train: _Split, val: _Split, loss_fn: Any, config
             if time.perf_counter() - started > config.max_time_s:
                 break
         epochs_run = epoch
-        student.eval()
-        with torch.no_grad():
-            val_loss = float(loss_fn(body(xv), tv, yv))
+        val_loss = validation_loss()
         if val_loss < best:
             best, best_state, best_epoch, bad = val_loss, copy.deepcopy(student.state_dict()), epoch, 0
         else:
@@ -555,8 +569,7 @@ def train_student(student: Any, train: _Split, val: _Split, loss_fn: Any, config
         if bad >= config.patience:
             stopped = "patience"
             break
-    if best_state is not None:
-        student.load_state_dict(best_state)
+    student.load_state_dict(best_state)
     student.eval()
     return {"epochs_run": epochs_run, "best_epoch": best_epoch, "best_val_loss": best, "stopped": stopped,
             "train_time_s": time.perf_counter() - started}
@@ -582,16 +595,18 @@ def _metrics(src: Path, out: Path, teacher: Any, task: str, val: _Split, student
 
     student = onnx.load(str(out))
     teacher_params, student_params = onnx_chain.count_params(teacher), onnx_chain.count_params(student)
-    compared = onnx_chain.compare_outputs([val.targets], [student_out], task=task, labels=val.labels)
-    renamed = {"top1_agreement": "agreement", "accuracy_before": "teacher_accuracy",
-               "accuracy_after": "student_accuracy", "mae_before": "teacher_mae", "mae_after": "student_mae"}
+    labels = val.labels
+    if labels is not None and task == "classification" and labels.ndim == 2 and labels.shape[1] > 1:
+        labels = labels.argmax(1)  # one-hot rows -> class ids
+    compared = onnx_chain.output_metrics([val.targets], [student_out], labels=labels, task=task)
+    renamed = {"accuracy": "student_accuracy", "accuracy_before": "teacher_accuracy", "label_mae": "student_mae",
+               "label_mae_before": "teacher_mae", "pearson": "student_pearson", "pearson_before": "teacher_pearson"}
     return {
         "teacher_params": teacher_params,
         "student_params": student_params,
         "param_ratio": student_params / teacher_params if teacher_params else 1.0,
         "size_before": Path(src).stat().st_size,
         "size_after": out.stat().st_size,
-        "task": task,
         **history,
         "validation_samples": int(len(val.x)),
         **{renamed.get(k, k): v for k, v in compared.items()},

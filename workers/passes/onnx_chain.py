@@ -6,8 +6,8 @@ It answers three questions about a graph exported from an MLP or a CNN:
   axis of their weight that makes output units and the one that reads input units;
 - how the units of one layer reach the next layer (a :class:`Route`): only through elementwise ops,
   pooling, BatchNormalization and Flatten (which turns each channel into H*W contiguous features);
-- how a model's outputs move when its weights change (inputs from a dataset or synthetic inputs,
-  errors, agreement and accuracy).
+- how a model's outputs move when its weights change (inputs from a dataset or synthetic inputs;
+  the metrics are those of ``workers.evaluation.accuracy`` plus the mean absolute error).
 
 Pure: no Django; onnx / onnxruntime are imported inside functions.
 """
@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from workers.formats import FormatError, model_inputs, read_npz, signature_from_onnx_model
-from workers.passes.base import PassInputError, UnsupportedModelError
+from workers.formats import signature_from_onnx_model
+from workers.passes import _onnx_util as util
+from workers.passes.base import PassInputError, ort_session
 
 LAYER_OPS = ("Gemm", "MatMul", "Conv")
 # Ops that act on each unit alone; extra inputs (Clip bounds, Dropout ratio) must be constants.
@@ -32,25 +33,15 @@ ELEMENTWISE_OPS = frozenset(
 # Ops that keep the channel axis of an N, C, ... tensor.
 CHANNEL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
 ROUTE_OPS = ELEMENTWISE_OPS | CHANNEL_OPS | {"BatchNormalization", "Flatten"}
+SYNTHETIC_ROWS = 32  # rows of synthetic inputs when a pass is given no validation data
 
 
-def load_model(src: Path) -> Any:
-    """Load an ONNX file that keeps its weights inside; refuse external data (never followed here)."""
-    import onnx
-
-    if not Path(src).is_file():
-        raise PassInputError(f"The input model {src} does not exist.")
-    try:
-        model = onnx.load(str(src), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and friends
-        raise UnsupportedModelError(f"The input is not a readable ONNX model: {exc}") from exc
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise UnsupportedModelError(
-                f"Initializer {tensor.name!r} is stored in an external file; this pass needs a "
-                "self-contained ONNX model (weights inside the .onnx file)."
-            )
-    return model
+def fused_hint(model: Any) -> str:
+    """A sentence for graphs holding onnxruntime fusions (the graph pass's output), else ''."""
+    fused = sorted({n.op_type for n in model.graph.node if n.op_type in util.FUSED_OPS})
+    if not fused:
+        return ""
+    return f" This graph holds onnxruntime fusions ({', '.join(fused)}): run this pass on the model before the graph pass."
 
 
 def count_params(model: Any) -> int:
@@ -355,7 +346,7 @@ def with_initializers(model: Any, arrays: dict[str, np.ndarray], *, drop_shapes:
     return new
 
 
-# --- Feeding a model and comparing its outputs -------------------------------------------------------
+# --- Feeding a model and measuring how its outputs moved -------------------------------------------
 
 
 @dataclass
@@ -372,95 +363,59 @@ class EvalData:
 
 
 def load_eval_data(model: Any, data: Path | None, *, max_samples: int = 512, seed: int = 0) -> EvalData:
-    """The first ``max_samples`` rows of a dataset, or synthetic inputs (normal floats, small ints)."""
+    """The first ``max_samples`` rows of a dataset, or synthetic inputs when there is none."""
     signature = signature_from_onnx_model(model)
     if data is None:
-        return _synthetic(signature, min(max_samples, 32), seed)
-    try:
-        arrays = read_npz(Path(data))
-    except FormatError as exc:
-        raise PassInputError(str(exc)) from exc
-    missing = [name for name in signature.input_names if name not in arrays]
-    if missing:
-        raise PassInputError(
-            f"The dataset {Path(data).name} has no array named {', '.join(missing)}; it has "
-            f"{', '.join(sorted(arrays)) or 'no arrays'} (arrays must be named after the model inputs)."
-        )
-    inputs = {k: v[:max_samples] for k, v in model_inputs(arrays, signature).items()}
-    labels = arrays["labels"][:max_samples] if "labels" in arrays else None
-    return EvalData(inputs=inputs, labels=labels, source=f"validation data ({Path(data).name})")
-
-
-def _synthetic(signature: Any, n: int, seed: int) -> EvalData:
-    rng = np.random.default_rng(seed)
-    inputs = {}
-    for spec in signature.inputs:
-        shape = [n if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) else 1)
-                 for i, d in enumerate(spec.shape)]
-        if spec.dtype.startswith("float"):
-            inputs[spec.name] = rng.normal(size=shape).astype(spec.dtype)
-        elif spec.dtype == "bool":
-            inputs[spec.name] = rng.random(shape) < 0.5
-        else:
-            inputs[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
-    return EvalData(inputs=inputs, labels=None, source="synthetic inputs (no validation data given)")
+        inputs = util.synthetic_inputs(signature, batch=min(max_samples, SYNTHETIC_ROWS), seed=seed)
+        return EvalData(inputs=inputs, labels=None, source="synthetic inputs (no validation data was given)")
+    feeds, labels = util.dataset_feeds(Path(data), signature, what="validation")
+    inputs = {name: value[:max_samples] for name, value in feeds.items()}
+    rows = len(next(iter(inputs.values())))
+    labels = None if labels is None or len(labels) < rows else labels[:rows]
+    return EvalData(inputs=inputs, labels=labels, source=f"the validation data ({rows} samples)")
 
 
 def run_model(model: Any, inputs: dict[str, np.ndarray], *, threads: int = 2) -> list[np.ndarray]:
-    """Run a model (a path or an in-memory ModelProto built by this pass) once on CPU."""
+    """Run a model file, or an in-memory ModelProto this code built, once on CPU."""
     import onnxruntime as ort
 
+    if isinstance(model, Path):
+        return ort_session(model, threads=threads).run(None, inputs)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    source = str(model) if isinstance(model, Path) else model.SerializeToString()
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, inputs)
 
 
-def infer_task(model: Any, labels: np.ndarray | None = None) -> str:
-    """'classification' when labels are class ids or the model ends in a multi-unit layer/softmax."""
-    if labels is not None and np.issubdtype(labels.dtype, np.integer):
-        return "classification"
-    outputs = signature_from_onnx_model(model).outputs
-    if len(outputs) != 1 or len(outputs[0].shape) != 2:
-        return "regression"
-    width = outputs[0].shape[1]
-    producers = {out: node for node in model.graph.node for out in node.output}
-    last = producers.get(outputs[0].name)
-    if last is None or not isinstance(width, int) or width < 2:
-        return "regression"
-    return "classification" if last.op_type in ("Gemm", "MatMul", "Add", "Softmax", "LogSoftmax") else "regression"
+def mean_abs_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
+    """Mean absolute difference over every output value."""
+    diffs = [np.abs(np.asarray(c, np.float64) - np.asarray(r, np.float64)).ravel() for r, c in zip(reference, candidate, strict=True)]
+    joined = np.concatenate(diffs)
+    return float(joined.mean()) if joined.size else 0.0
 
 
 def output_std(outputs: list[np.ndarray]) -> float:
     """Standard deviation of every value a model returned: the scale its errors are judged against."""
-    return float(np.concatenate([o.astype(np.float64).ravel() for o in outputs]).std())
+    return float(np.concatenate([np.asarray(o, np.float64).ravel() for o in outputs]).std())
 
 
-def compare_outputs(reference: list[np.ndarray], candidate: list[np.ndarray], *, task: str,
-                    labels: np.ndarray | None) -> dict[str, Any]:
-    """How far ``candidate`` outputs are from ``reference`` ones (and from labels when given)."""
-    ref = np.concatenate([r.astype(np.float64).ravel() for r in reference])
-    new = np.concatenate([c.astype(np.float64).ravel() for c in candidate])
-    diff = np.abs(ref - new)
-    scale = float(ref.std()) or 1.0
-    metrics: dict[str, Any] = {
-        "max_abs_error": float(diff.max()) if diff.size else 0.0,
-        "mean_abs_error": float(diff.mean()) if diff.size else 0.0,
-        "output_std": float(ref.std()),
-    }
-    metrics["relative_error"] = metrics["mean_abs_error"] / scale
-    first_ref, first_new = reference[0], candidate[0]
-    if task == "classification" and first_ref.ndim == 2 and first_ref.shape[1] > 1:
-        metrics["top1_agreement"] = float((first_ref.argmax(1) == first_new.argmax(1)).mean())
-        if labels is not None:
-            target = labels.argmax(1) if labels.ndim == 2 else labels.reshape(-1)
-            metrics["accuracy_before"] = float((first_ref.argmax(1) == target).mean())
-            metrics["accuracy_after"] = float((first_new.argmax(1) == target).mean())
-    elif labels is not None and labels.size == first_ref.size:
-        target = labels.reshape(first_ref.shape).astype(np.float64)
-        metrics["mae_before"] = float(np.abs(first_ref - target).mean())
-        metrics["mae_after"] = float(np.abs(first_new - target).mean())
+def output_metrics(reference: list[np.ndarray], candidate: list[np.ndarray], *, labels: np.ndarray | None,
+                   task: str = "auto") -> dict[str, Any]:
+    """The project's accuracy metrics of ``candidate`` against ``reference`` (workers.evaluation.accuracy),
+    plus ``mean_abs_error`` and, with labels, the reference's own label metrics as ``<metric>_before``."""
+    from workers.evaluation.accuracy import AccuracyInputError, compare_outputs, infer_task
+
+    try:
+        task = infer_task(reference, labels) if task == "auto" else task
+        report = compare_outputs(reference, candidate, task=task, labels=labels)
+        original = compare_outputs(reference, reference, task=task, labels=labels) if labels is not None else None
+    except AccuracyInputError as exc:
+        raise PassInputError(f"The validation data cannot be compared with the outputs: {exc}") from exc
+    metrics: dict[str, Any] = {"task": task, **report.metrics, "finite": report.finite,
+                               "mean_abs_error": mean_abs_error(reference, candidate)}
+    for name in ("accuracy", "label_mae", "pearson"):
+        if original is not None and name in original.metrics:
+            metrics[f"{name}_before"] = original.metrics[name]
     return metrics

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workers.passes import _onnx_util as util
 from workers.passes import onnx_chain
 from workers.passes.base import PassInputError, UnsupportedModelError
 from workers.passes.prune_structured import prune_model, unsupported_message
@@ -79,11 +80,11 @@ def advise_sparsity(
 ) -> SparsityAdvice:
     """Measure each prunable layer's sensitivity and propose per-layer ratios under ``max_error``."""
     candidates = _checked(candidates, max_error, max_samples, criterion)
-    proto = onnx_chain.load_model(Path(model))
+    proto = util.load_onnx_input(Path(model), "prune advisor")
     graph = onnx_chain.Graph(proto)
     routes, skipped = onnx_chain.prunable_routes(graph)
     if not routes:
-        raise UnsupportedModelError(unsupported_message(Path(model), skipped))
+        raise UnsupportedModelError(unsupported_message(Path(model), skipped) + onnx_chain.fused_hint(proto))
     data = onnx_chain.load_eval_data(proto, Path(validation_data), max_samples=max_samples)
     reference = onnx_chain.run_model(Path(model), data.inputs)
     scale = onnx_chain.output_std(reference)
@@ -92,7 +93,7 @@ def advise_sparsity(
     def error(targets: dict[str, float]) -> float:
         pruned, _ = prune_model(graph, targets, criterion)
         outputs = onnx_chain.run_model(pruned, data.inputs)
-        return onnx_chain.compare_outputs(reference, outputs, task="regression", labels=None)["mean_abs_error"]
+        return onnx_chain.mean_abs_error(reference, outputs)
 
     layers = [r.layer.name for r in routes]
     rows = [SensitivityRow(layer, ratio, error({layer: ratio})) for layer in layers for ratio in candidates]
@@ -104,7 +105,7 @@ def advise_sparsity(
         proposal[worst] = max([r for r in candidates if r < proposal[worst]], default=0.0)
         combined = error(proposal) if any(proposal.values()) else 0.0
     notes = [
-        f"Errors are mean absolute output differences on {data.samples} samples of {data.source}; "
+        f"Errors are mean absolute output differences on {data.source}; "
         f"max_error {bound:.4g} ({'given' if max_error is not None else f'{DEFAULT_ERROR_FRACTION:.0%} of the output std {scale:.4g}'}).",
     ]
     if skipped:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from workers.passes import _onnx_util as util
 from workers.passes import onnx_chain
 from workers.passes.base import (
     PassError,
@@ -59,13 +60,14 @@ class Config:
 def run(src: Path, dst: Path, config: Config) -> PassResult:
     """Zero the smallest weights to the target sparsity and measure how far the outputs move."""
     started = time.perf_counter()
-    model = onnx_chain.load_model(src)
+    model = util.load_onnx_input(src, PASS_NAME)
+    util.require_float_model(model, PASS_NAME)
     graph = onnx_chain.Graph(model)
     weights = prunable_weights(graph, config.op_types)
     if not weights:
         raise UnsupportedModelError(
             f"{Path(src).name} has no {'/'.join(config.op_types)} node whose weight is an initializer; "
-            "magnitude pruning only touches weights stored in the model."
+            "magnitude pruning only touches weights stored in the model." + onnx_chain.fused_hint(model)
         )
     arrays = {name: zero_smallest(graph.array(name), config.sparsity) for name in weights}
     pruned = onnx_chain.with_initializers(model, arrays)
@@ -93,7 +95,7 @@ def run(src: Path, dst: Path, config: Config) -> PassResult:
         "compressed_size_after": _compressed_size(out),
         "error_data": data.source,
         "error_samples": data.samples,
-        **onnx_chain.compare_outputs(before, after, task=onnx_chain.infer_task(model, data.labels), labels=data.labels),
+        **onnx_chain.output_metrics(before, after, labels=data.labels),
     }
     notes = [
         f"Zeroed {metrics['zeroed']} of {pruned_params} weights in {len(arrays)} {'/'.join(config.op_types)} "
@@ -102,7 +104,7 @@ def run(src: Path, dst: Path, config: Config) -> PassResult:
         f"value ({size_before} -> {size_after} bytes). They compress well (zlib: "
         f"{metrics['compressed_size_before']} -> {metrics['compressed_size_after']} bytes) and prepare the "
         "model for sparse kernels or structured pruning.",
-        f"Output error measured on {data.source} ({data.samples} samples); no fine-tuning was done.",
+        f"Output error measured on {data.source}; no fine-tuning was done.",
     ]
     return PassResult(artifact=out, pass_name=PASS_NAME, config=config_to_json(config), metrics=metrics,
                       notes=notes, duration_s=time.perf_counter() - started)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from workers.passes import _onnx_util as util
 from workers.passes import onnx_chain
 from workers.passes.base import (
     PassError,
@@ -82,11 +83,12 @@ class Config:
 def run(src: Path, dst: Path, config: Config) -> PassResult:
     """Remove the weakest units of each prunable hidden layer and write the smaller model."""
     started = time.perf_counter()
-    model = onnx_chain.load_model(src)
+    model = util.load_onnx_input(src, PASS_NAME)
+    util.require_float_model(model, PASS_NAME)
     graph = onnx_chain.Graph(model)
     routes, skipped = onnx_chain.prunable_routes(graph)
     if not routes:
-        raise UnsupportedModelError(unsupported_message(src, skipped))
+        raise UnsupportedModelError(unsupported_message(src, skipped) + onnx_chain.fused_hint(model))
     targets = resolve_targets(config, routes, skipped)
     pruned, rows = prune_model(graph, targets, config.criterion)
     out = save_onnx(pruned, prepare_output(dst))
@@ -95,7 +97,6 @@ def run(src: Path, dst: Path, config: Config) -> PassResult:
     before, after = onnx_chain.run_model(Path(src), data.inputs), onnx_chain.run_model(out, data.inputs)
     if [b.shape for b in before] != [a.shape for a in after]:
         raise PassError("Pruning changed the model's output shapes; the pruned model was not kept.")
-    task = onnx_chain.infer_task(model, data.labels)
     params_before, params_after = onnx_chain.count_params(model), onnx_chain.count_params(pruned)
     metrics: dict[str, Any] = {
         "params_before": params_before,
@@ -107,14 +108,14 @@ def run(src: Path, dst: Path, config: Config) -> PassResult:
         "prunable_layers": [_layer_row(r) for r in routes],
         "error_data": data.source,
         "error_samples": data.samples,
-        **onnx_chain.compare_outputs(before, after, task=task, labels=data.labels),
+        **onnx_chain.output_metrics(before, after, labels=data.labels),
     }
     metrics["size_ratio"] = metrics["size_after"] / metrics["size_before"]
     notes = [
         f"Removed whole units from {len(rows)} layer(s); parameters {params_before} -> {params_after} "
         f"({metrics['param_ratio']:.2f}x). The dense model really is smaller and faster.",
         "No fine-tuning was done: outputs differ from the original; the errors in metrics were measured on "
-        f"{data.source} ({data.samples} samples).",
+        f"{data.source}.",
     ]
     if skipped:
         notes.append("Layers left whole: " + "; ".join(skipped) + ".")

@@ -1,0 +1,72 @@
+"""Admin of serving: predict tokens (made through ``auth.token_create``, shown once) and per-model options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from modelhub import selectors
+from modelhub.admin import ServiceForm, ServiceFormAdmin
+from predictions import auth, cache
+from predictions.models import PredictToken, ServingConfig
+
+
+class TokenCreateForm(ServiceForm):
+    class Meta:
+        model = PredictToken
+        fields = ["name", "allowed_models", "rate_limit_per_minute"]
+
+    def run_service(self) -> PredictToken:
+        token, self.raw_token = auth.token_create(
+            name=self.cleaned_data["name"], models=list(self.cleaned_data["allowed_models"]), by=self.request.user,
+            rate_limit_per_minute=self.cleaned_data["rate_limit_per_minute"])
+        return token
+
+
+@admin.register(PredictToken)
+class PredictTokenAdmin(ServiceFormAdmin):
+    list_display = ["name", "prefix", "rate_limit_per_minute", "revoked", "created_by", "created_at"]
+    list_filter = ["revoked"]
+    search_fields = ["name", "prefix"]
+    actions = ["revoke"]
+    add_form = TokenCreateForm
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = self.add_form
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "allowed_models" in form.base_fields:
+            form.base_fields["allowed_models"].queryset = selectors.model_visible_to(request.user)
+        return form
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["name", "allowed_models", "prefix", "revoked", "created_by", "created_at"] if obj else []
+
+    def save_model(self, request: HttpRequest, obj: PredictToken, form: Any, change: bool) -> None:
+        if change:
+            obj.save()
+            return
+        self.message_user(request, f"Predict token {obj.name}: {form.raw_token} (copy it now: it is not shown "
+                          "again).", messages.WARNING)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        if change:  # a new token's models were set by token_create
+            super().save_related(request, form, formsets, change)
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[PredictToken]) -> None:
+        for token in queryset:
+            auth.token_revoke(token=token)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).")
+
+
+@admin.register(ServingConfig)
+class ServingConfigAdmin(admin.ModelAdmin):
+    list_display = ["model", "cache_responses", "cache_ttl_s"]
+
+    def save_model(self, request: HttpRequest, obj: ServingConfig, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        cache.bump_generation(obj.model.name)

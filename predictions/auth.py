@@ -1,0 +1,250 @@
+"""Who may predict: predict tokens scoped to models, and management users with a role.
+
+``Authorization: Bearer <token>`` is a predict token: it may call the predict endpoint of the
+models it names and nothing else (management routes do not accept it). Management users with the
+viewer role or above may also predict on the models they can see, with their DRF token
+(``Authorization: Token <key>``) or their session (CSRF checked). Callers are remembered per
+process for ``MODELHUB_SERVING_AUTH_CACHE_S`` seconds so that the hot path needs no database;
+when the database is down a caller already known keeps its answer.
+
+Throttling: a fixed one-minute window per caller, counted in Redis (one pipelined round trip),
+or in this process while Redis is unavailable. Over the limit: 429 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest
+from django.middleware.csrf import CsrfViewMiddleware
+from rest_framework.authentication import BaseAuthentication
+
+from modelhub import roles, selectors
+from modelhub.errors import Forbidden, Invalid, ServiceError
+from predictions import cache, metrics
+from predictions.models import PredictToken
+
+TOKEN_PREFIX = "mhp_"
+MAX_REMEMBERED = 10_000
+
+
+class Unauthorized(ServiceError):
+    status = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": 'Bearer realm="predict"'}
+
+
+class Throttled(ServiceError):
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class RegistryUnavailable(ServiceError):
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": "5"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated predict caller: which models it may call and its rate per minute."""
+
+    ident: str
+    model_names: frozenset[str]
+    rate_per_minute: int
+    label: str = ""
+    refusal: str = ""  # set for a known user who may not predict at all (403)
+    is_authenticated: bool = True  # lets DRF permission classes treat it as a logged-in principal
+
+    def may_predict(self, model_name: str) -> bool:
+        return model_name in self.model_names
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+# --- tokens --------------------------------------------------------------------------------------
+
+
+def token_create(*, name: str, models: list[Any], by: Any, rate_limit_per_minute: int = 600) -> tuple[PredictToken, str]:
+    """Make a predict token for models the maker (a maintainer) can see; returns (row, the token).
+
+    The token is returned once; only its SHA-256 is stored.
+    """
+    if not roles.has_role(by, roles.MAINTAINER):
+        raise Forbidden("You need the maintainer role to make predict tokens.")
+    visible = set(selectors.model_visible_to(by).values_list("pk", flat=True))
+    hidden = [m.name for m in models if m.pk not in visible]
+    if hidden or not models:
+        raise Invalid("A predict token needs at least one model, all visible to you"
+                      + (f"; not: {', '.join(hidden)}." if hidden else "."))
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = PredictToken.objects.create(name=name, token_hash=hash_token(raw), prefix=raw[:10],
+                                        rate_limit_per_minute=rate_limit_per_minute, created_by=by)
+    token.allowed_models.set(models)
+    return token, raw
+
+
+def token_revoke(*, token: PredictToken) -> None:
+    """Revoke a token; every process stops accepting it within ``MODELHUB_SERVING_AUTH_CACHE_S``."""
+    PredictToken.objects.filter(pk=token.pk).update(revoked=True)
+    _REMEMBERED.clear()
+
+
+def _token_caller(raw: str) -> Caller | None:
+    token = PredictToken.objects.filter(token_hash=hash_token(raw), revoked=False).first()
+    if token is None:
+        return None
+    names = frozenset(token.allowed_models.values_list("name", flat=True))
+    return Caller(ident=f"token:{token.pk}", model_names=names, rate_per_minute=token.rate_limit_per_minute,
+                  label=token.name)
+
+
+def _user_caller(user: Any) -> Caller:
+    if not any(roles.has_role(user, role) for role in roles.ROLES):
+        return Caller(ident=f"user:{user.pk}", model_names=frozenset(), rate_per_minute=0,
+                      refusal="You need the viewer role or above to predict.")
+    names = frozenset(selectors.model_visible_to(user).values_list("name", flat=True))
+    return Caller(ident=f"user:{user.pk}", model_names=names,
+                  rate_per_minute=settings.MODELHUB_SERVING_USER_RATE_PER_MIN, label=user.get_username())
+
+
+def _drf_token_caller(key: str) -> Caller | None:
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.select_related("user").filter(key=key).first()
+    if token is None or not token.user.is_active:
+        return None
+    return _user_caller(token.user)
+
+
+# --- remembering callers -------------------------------------------------------------------------
+
+_REMEMBERED: dict[str, tuple[float, Caller]] = {}
+_lock = threading.Lock()
+
+
+def _remembered(cache_key: str, find: Any) -> Caller | None:
+    now = time.monotonic()
+    known = _REMEMBERED.get(cache_key)
+    if known is not None and known[0] > now:
+        return known[1]
+    try:
+        caller = find()
+    except DatabaseError:
+        if known is not None:  # the registry is down: a caller known a moment ago keeps its rights
+            return known[1]
+        raise RegistryUnavailable("The model registry is unavailable; try again shortly.") from None
+    if caller is not None and settings.MODELHUB_SERVING_AUTH_CACHE_S > 0:
+        with _lock:
+            if len(_REMEMBERED) >= MAX_REMEMBERED:
+                _REMEMBERED.clear()
+            _REMEMBERED[cache_key] = (now + settings.MODELHUB_SERVING_AUTH_CACHE_S, caller)
+    return caller
+
+
+def forget() -> None:
+    """Forget remembered callers (after a token or role change, and between tests)."""
+    _REMEMBERED.clear()
+
+
+# --- authenticating a request --------------------------------------------------------------------
+
+
+def _enforce_csrf(request: HttpRequest) -> None:
+    check = CsrfViewMiddleware(lambda r: None)  # type: ignore[arg-type, return-value]
+    check.process_request(request)
+    if check.process_view(request, None, (), {}) is not None:  # type: ignore[arg-type]
+        raise Forbidden("CSRF check failed: a session-authenticated POST needs the CSRF token "
+                        "(or use Authorization: Bearer <predict token>).")
+
+
+def authenticate(request: HttpRequest) -> Caller:
+    """The caller of a predict request; Unauthorized (401) without valid credentials, Forbidden (403)
+    for a user without a role."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if header:
+        scheme, _, credential = header.partition(" ")
+        credential = credential.strip()
+        scheme = scheme.lower()
+        if scheme == "bearer" and credential:
+            caller = _remembered("bearer:" + hash_token(credential), lambda: _token_caller(credential))
+        elif scheme == "token" and credential:
+            caller = _remembered("drf:" + hash_token(credential), lambda: _drf_token_caller(credential))
+        else:
+            raise Unauthorized("Send Authorization: Bearer <predict token>.")
+    else:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            raise Unauthorized("Authentication needed: send Authorization: Bearer <predict token>.")
+        _enforce_csrf(request)
+        caller = _remembered(f"session:{user.pk}", lambda: _user_caller(user))
+    if caller is None:
+        raise Unauthorized("The token is not valid (unknown or revoked).")
+    if caller.refusal:
+        raise Forbidden(caller.refusal)
+    return caller
+
+
+class PredictTokenAuthentication(BaseAuthentication):
+    """DRF authentication by predict token (``Authorization: Bearer <token>``).
+
+    ``request.user`` becomes the ``Caller``; only views that check ``Caller.may_predict`` should
+    list this class. Management views do not, so a predict token never reaches them.
+    """
+
+    def authenticate(self, request: Any) -> tuple[Caller, str] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            return None
+        caller = _remembered("bearer:" + hash_token(credential.strip()), lambda: _token_caller(credential.strip()))
+        if caller is None:
+            from rest_framework.exceptions import AuthenticationFailed
+
+            raise AuthenticationFailed("The token is not valid (unknown or revoked).")
+        return caller, credential.strip()
+
+    def authenticate_header(self, request: Any) -> str:
+        return 'Bearer realm="predict"'
+
+
+# --- throttling ----------------------------------------------------------------------------------
+
+_local_counts: dict[str, int] = {}
+
+
+def throttle(caller: Caller) -> None:
+    """Count the request in the caller's one-minute window; 429 with Retry-After over the limit."""
+    limit = caller.rate_per_minute
+    if not limit:
+        return
+    now = time.time()
+    window = int(now // 60)
+    name = f"throttle:{caller.ident}:{window}"
+    count = cache.incr_window(name, 61)
+    if count is None:  # Redis unavailable: count in this process
+        with _lock:
+            if len(_local_counts) > MAX_REMEMBERED:
+                _local_counts.clear()
+            count = _local_counts[name] = _local_counts.get(name, 0) + 1
+    if count > limit:
+        retry_after = max(1, int(60 - now % 60) + 1)
+        metrics.count_error("throttled")
+        raise Throttled(f"Rate limit of {limit} predictions per minute reached; retry in {retry_after} s.",
+                        retry_after)
