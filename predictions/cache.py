@@ -34,8 +34,12 @@ clock = time.monotonic
 DOWN = object()  # what a guarded operation returns when Redis was not (or could not be) asked
 
 _state = {"down_until": 0.0}
-# Bumped by bump_generation in this process: the router here sees a promotion at once.
-local_epoch = [0]
+# Called by bump_generation in this process, so that this process's router sees a promotion at once.
+_listeners: list[Callable[[str], None]] = []
+
+
+def on_bump(listener: Callable[[str], None]) -> None:
+    _listeners.append(listener)
 
 
 def _store() -> Any:
@@ -92,7 +96,6 @@ def bump_generation(model_name: str) -> None:
     Processes check the counter at most every ``MODELHUB_SERVING_ROUTING_CHECK_MS``; this process
     sees the change at once. With Redis down the others notice through the database instead.
     """
-    local_epoch[0] += 1
     store = _store()
 
     def bump() -> None:
@@ -102,6 +105,8 @@ def bump_generation(model_name: str) -> None:
             store.add(key("generation"), time.time_ns(), None)
 
     guarded("bump_generation", bump)
+    for listener in _listeners:
+        listener(model_name)
     log.info("routing of %s changed", model_name)
 
 

@@ -209,32 +209,35 @@ class RoutingTable:
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str], tuple[float, Route | ServiceError]] = {}
         self._generation: Any = None
-        self._epoch = -1
         self._checked_at = float("-inf")
         self._lock = threading.Lock()
 
     def clear(self) -> None:
         with self._lock:
             self._routes.clear()
-            self._generation, self._epoch, self._checked_at = None, -1, float("-inf")
+            self._generation, self._checked_at = None, float("-inf")
+
+    def invalidate(self, model_name: str = "") -> None:
+        """Drop the routes now and read the generation on the next request (a promotion here)."""
+        with self._lock:
+            self._routes.clear()
+            self._checked_at = float("-inf")
 
     def _refresh(self) -> None:
         now = clock()
-        interval = settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000
-        if now - self._checked_at < interval and self._epoch == cache.local_epoch[0]:
+        if now - self._checked_at < settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000:
             return
         self._checked_at = now
-        epoch = cache.local_epoch[0]
         generation = cache.generation()
         if generation is cache.DOWN:
             try:
                 generation = _db_generation()
             except DatabaseError:
                 return  # neither Redis nor the database: keep serving the routes we know
-        if generation != self._generation or epoch != self._epoch:
+        if generation != self._generation:
             with self._lock:
                 self._routes.clear()
-                self._generation, self._epoch = generation, epoch
+                self._generation = generation
 
     def route(self, model_name: str, selector: str) -> Route:
         """The route of (model, selector); raises NotFound / Unavailable."""
@@ -275,6 +278,7 @@ class RoutingTable:
 
 
 TABLE = RoutingTable()
+cache.on_bump(TABLE.invalidate)
 
 
 def route(model_name: str, selector: str) -> Route:

@@ -31,6 +31,7 @@ from workers.formats import FormatError, read_npz
 from workers.passes import _onnx_util as util
 from workers.passes.base import (
     AccuracyError,
+    PassError,
     PassInputError,
     PassResult,
     UnsupportedModelError,
@@ -50,6 +51,8 @@ _MIN_OPSET, _MAX_OPSET = 7, 20  # what torch 2.13's TorchScript-based exporter w
 
 @dataclass(frozen=True)
 class Config:
+    """Options of the export pass (``validation_data`` is required at run time)."""
+
     opset: int = 17
     tolerance: float = 1e-4
     validation_data: Path | None = data_field()
@@ -144,88 +147,107 @@ def _torch_outputs(module: Any, arrays: list[np.ndarray]) -> list[np.ndarray]:
         return [t.detach().cpu().numpy() for t in _flatten(module(*[torch.from_numpy(a) for a in arrays]))]
 
 
-def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
-    config = config or Config()
-    started = time.perf_counter()
-    src, dst = Path(src), Path(dst)
-    _check_source(src)
-    if config.validation_data is None:
+def _read_dataset(validation_data: Path | None) -> dict[str, np.ndarray]:
+    """The validation dataset's arrays; it is required (example inputs and the check come from it)."""
+    if validation_data is None:
         raise PassInputError(
             "Export needs a validation dataset (.npz with one array per model input) to build example "
             "inputs and to check the ONNX model against TorchScript."
         )
     try:
-        data = read_npz(Path(config.validation_data))
+        return read_npz(Path(validation_data))
     except FormatError as exc:
         raise PassInputError(f"The validation dataset cannot be used: {exc}") from exc
 
-    import onnx
-    import torch
 
-    module = _load_torchscript(src)
+def _inputs(module: Any, data: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """(ONNX input names, the dataset's arrays in forward's order, notes)."""
     names, arrays, match_note = _match_inputs(_schema_inputs(module), data)
     notes = [match_note] if match_note else []
     converted = []
     for name, array in zip(names, arrays, strict=True):
-        if array.dtype == np.float64:
+        if array.dtype == np.float64:  # torch weights are float32; float64 data would not multiply
             array = array.astype(np.float32)
             notes.append(f"Input {name} was float64 in the dataset; fed as float32.")
         converted.append(np.ascontiguousarray(array))
     if min(len(a) for a in converted) == 0:
         raise PassInputError("The validation dataset has no rows.")
-    example = [a[:_EXAMPLE_ROWS] for a in converted]
-    check = [a[:_CHECK_ROWS] for a in converted]
+    return names, converted, notes
 
+
+def _output_names(module: Any, example: list[np.ndarray]) -> list[str]:
+    """One name per (flattened) output, learned by running the example through torch."""
     try:
-        example_out = _torch_outputs(module, example)
+        outputs = _torch_outputs(module, example)
     except (PassInputError, UnsupportedModelError):
         raise
     except Exception as exc:  # noqa: BLE001 - the model rejected the data
         raise PassInputError(f"The TorchScript model failed on the validation data: {str(exc)[:400]}") from exc
-    output_names = ["output"] if len(example_out) == 1 else [f"output_{i}" for i in range(len(example_out))]
-    dynamic_axes = {name: {0: "batch"} for name in names + output_names}
+    return ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+
+
+def _export(module: Any, example: list[np.ndarray], names: list[str], output_names: list[str], opset: int) -> Any:
+    """The onnx.ModelProto of the TorchScript exporter, batch axis dynamic on every input and output."""
+    import onnx
+    import torch
 
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
             torch.onnx.export(
                 module,
                 tuple(torch.from_numpy(a) for a in example),
                 buffer,
                 dynamo=False,
-                opset_version=config.opset,
+                opset_version=opset,
                 input_names=names,
                 output_names=output_names,
-                dynamic_axes=dynamic_axes,
+                dynamic_axes={name: {0: "batch"} for name in names + output_names},
                 do_constant_folding=True,
             )
     except Exception as exc:  # noqa: BLE001 - exporter errors name the unsupported op
-        raise UnsupportedModelError(
-            f"torch.onnx.export (TorchScript exporter, opset {config.opset}) failed: {str(exc)[:600]}"
-        ) from exc
-    model = onnx.load_from_string(buffer.getvalue())
-    out_path = prepare_output(dst)
-    save_onnx(model, out_path)
+        raise UnsupportedModelError(f"torch.onnx.export (TorchScript exporter, opset {opset}) failed: {str(exc)[:600]}") from exc
+    return onnx.load_from_string(buffer.getvalue())
 
+
+def _check(module: Any, out_path: Path, names: list[str], check: list[np.ndarray], tolerance: float) -> float:
+    """Max abs error of onnxruntime vs torch on the check rows; out of tolerance -> AccuracyError."""
     try:
-        session = ort_session(out_path)
-        ort_out = session.run(None, dict(zip(names, check, strict=True)))
-        reference = _torch_outputs(module, check)
-    except Exception as exc:  # noqa: BLE001
-        out_path.unlink(missing_ok=True)
+        ort_out = ort_session(out_path).run(None, dict(zip(names, check, strict=True)))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise UnsupportedModelError(f"onnxruntime could not run the exported model: {str(exc)[:600]}") from exc
+    reference = _torch_outputs(module, check)
     error = util.max_abs_error(reference, ort_out)
     scale = max(1.0, util.max_abs_value(reference))
-    if not error <= config.tolerance * scale:
-        out_path.unlink(missing_ok=True)
+    if not error <= tolerance * scale:
         raise AccuracyError(
             f"The exported ONNX model differs from TorchScript by {error:.3g} (max abs error on "
-            f"{len(check[0])} validation rows), over the tolerance {config.tolerance:g} x {scale:.3g}. "
-            "The model may use ops the exporter translates approximately, or trace-time constants "
-            "(shapes baked in by torch.jit.trace)."
+            f"{len(check[0])} validation rows), over the tolerance {tolerance:g} x {scale:.3g}. "
+            "The model may use ops the exporter translates approximately, random ops, or trace-time "
+            "constants (shapes baked in by torch.jit.trace)."
         )
+    return error
 
+
+def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
+    """Export a TorchScript archive to ``dst/model.onnx`` and check it against TorchScript."""
+    config = config or Config()
+    started = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    _check_source(src)
+    data = _read_dataset(config.validation_data)
+    module = _load_torchscript(src)
+    names, arrays, notes = _inputs(module, data)
+    example, check = [a[:_EXAMPLE_ROWS] for a in arrays], [a[:_CHECK_ROWS] for a in arrays]
+    output_names = _output_names(module, example)
+    out_path = prepare_output(dst)
+    save_onnx(_export(module, example, names, output_names, config.opset), out_path)
+    try:
+        error = _check(module, out_path, names, check, config.tolerance)
+    except PassError:
+        out_path.unlink(missing_ok=True)
+        raise
     metrics = {
         "max_abs_error": error,
         "opset": config.opset,
@@ -235,11 +257,5 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
         "outputs": output_names,
         "checked_rows": len(check[0]),
     }
-    return PassResult(
-        artifact=out_path,
-        pass_name=NAME,
-        config=config_to_json(config),
-        metrics=metrics,
-        notes=notes,
-        duration_s=time.perf_counter() - started,
-    )
+    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config), metrics=metrics,
+                      notes=notes, duration_s=time.perf_counter() - started)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from workers.passes import _onnx_util as util
 from workers.passes.base import (
@@ -39,6 +40,8 @@ _CHECK_SEEDS = (0, 1, 2)
 
 @dataclass(frozen=True)
 class Config:
+    """Options of the graph pass: the onnxruntime optimization level to store."""
+
     level: str = "extended"
 
     def __post_init__(self) -> None:
@@ -69,14 +72,20 @@ def _optimize(src: Path, target: Path, level: str) -> None:
         raise UnsupportedModelError(f"onnxruntime could not load the model to optimize it: {str(exc)[:600]}") from exc
 
 
+def _notes(optimized: Any, check_note: str | None) -> list[str]:
+    contrib = sorted({n.op_type for n in optimized.graph.node if n.domain == "com.microsoft"})
+    notes = [f"The graph uses onnxruntime contrib ops ({', '.join(contrib)}): it runs in onnxruntime only."] if contrib else []
+    return notes + ([check_note] if check_note else [])
+
+
 def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
+    """Optimize ``src`` at the configured level into ``dst/model.onnx`` and check its outputs."""
     import onnx
 
     config = config or Config()
     started = time.perf_counter()
     src, dst = Path(src), Path(dst)
     source = util.load_onnx_input(src, NAME)
-    signature = util.signature_of(source)
     out_path = prepare_output(dst)
     with util.scratch_dir(dst) as work:
         raw = work / "ort_optimized.onnx"
@@ -85,7 +94,7 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
             raise PassError("onnxruntime did not write the optimized model.")
         optimized = util.prune_opset_imports(onnx.load(str(raw)))
     save_onnx(optimized, out_path)
-    error, reference_scale, note = util.synthetic_error(src, out_path, signature, _CHECK_SEEDS)
+    error, reference_scale, check_note = util.synthetic_error(src, out_path, util.signature_of(source), _CHECK_SEEDS)
     scale = max(1.0, reference_scale)
     if error is not None and not error <= RELATIVE_TOLERANCE * scale:
         out_path.unlink(missing_ok=True)
@@ -93,12 +102,6 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
             f"The optimized graph's outputs differ from the source's by {error:.3g} (max abs error on synthetic "
             f"inputs), over the tolerance {RELATIVE_TOLERANCE:g} x {scale:.3g}."
         )
-    contrib = sorted({n.op_type for n in optimized.graph.node if n.domain == "com.microsoft"})
-    notes = []
-    if contrib:
-        notes.append(f"The graph uses onnxruntime contrib ops ({', '.join(contrib)}): it runs in onnxruntime only.")
-    if note:
-        notes.append(note)
     metrics = {
         "nodes_before": util.node_count(source),
         "nodes_after": util.node_count(optimized),
@@ -106,11 +109,5 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
         "size_before": util.file_size(src),
         "size_after": util.file_size(out_path),
     }
-    return PassResult(
-        artifact=out_path,
-        pass_name=NAME,
-        config=config_to_json(config),
-        metrics=metrics,
-        notes=notes,
-        duration_s=time.perf_counter() - started,
-    )
+    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config), metrics=metrics,
+                      notes=_notes(optimized, check_note), duration_s=time.perf_counter() - started)

@@ -59,6 +59,31 @@ def _attr(node: Any, name: str, default: Any = None) -> Any:
     return default
 
 
+def without_constant_identities(model: Any) -> Any:
+    """``model`` with each Identity of an initializer turned into an initializer of its own.
+
+    torch's exporter stores equal tensors once (a fresh BatchNorm's running_var equals its weight)
+    and re-creates the others with Identity nodes; as separate initializers each can be sliced alone.
+    """
+    import onnx
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    identities = [n for n in model.graph.node if n.op_type == "Identity" and n.input[0] in initializers]
+    if not identities:
+        return model
+    new = onnx.ModelProto()
+    new.CopyFrom(model)
+    for node in identities:
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(initializers[node.input[0]])
+        tensor.name = node.output[0]
+        new.graph.initializer.append(tensor)
+    keep = [n for n in new.graph.node if not (n.op_type == "Identity" and n.input[0] in initializers)]
+    del new.graph.node[:]
+    new.graph.node.extend(keep)
+    return new
+
+
 class Graph:
     """Lookup tables over one graph: producers, consumers, initializer arrays, inferred shapes."""
 
@@ -66,6 +91,7 @@ class Graph:
         import onnx
         from onnx import numpy_helper
 
+        model = without_constant_identities(model)
         self.model = model
         graph = model.graph
         self.nodes = list(graph.node)

@@ -70,7 +70,7 @@ def run(src: Path, dst: Path, config: Config) -> PassResult:
             "magnitude pruning only touches weights stored in the model." + onnx_chain.fused_hint(model)
         )
     arrays = {name: zero_smallest(graph.array(name), config.sparsity) for name in weights}
-    pruned = onnx_chain.with_initializers(model, arrays)
+    pruned = onnx_chain.with_initializers(graph.model, arrays)
     out = save_onnx(pruned, prepare_output(dst))
 
     data = onnx_chain.load_eval_data(model, config.validation_data, max_samples=EVAL_SAMPLES)

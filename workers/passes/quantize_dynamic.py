@@ -16,7 +16,8 @@ directory under ``dst`` that is removed afterwards; the source file is only read
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +37,11 @@ from workers.passes.base import (
 NAME = "quantize_dynamic"
 WEIGHT_TYPES = ("qint8", "quint8")
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class Config:
+    """Options of dynamic INT8 quantization (weights int8, activations quantized per batch at run time)."""
+
     weight_type: str = "qint8"
     per_channel: bool = True
     reduce_range: bool = False
@@ -58,37 +59,76 @@ class Config:
 
 
 def quant_type(name: str) -> Any:
+    """onnxruntime's QuantType for a config name (qint8 / quint8)."""
     from onnxruntime.quantization import QuantType
 
     return {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}[name]
 
 
+# ORT's symbolic shape inference, when it cannot finish, saves "sym_shape_infer_temp.onnx" and
+# uuid-named weight files into the *working directory*. Pre-processing therefore runs with the
+# working directory inside the pass's scratch directory; the lock keeps two passes of one process
+# from moving it under each other.
+_CWD_LOCK = threading.Lock()
+
+
 def preprocess(src: Path, work: Path) -> tuple[Path, str | None]:
-    """ORT's quantization pre-processing into ``work``; on failure a plain copy and the reason."""
+    """ORT's quantization pre-processing into ``work`` and a note when it was partial or skipped.
+
+    Symbolic shape inference fails on graphs fused by onnxruntime (contrib ops); the second try
+    keeps ONNX shape inference and the optimizer, the last resort quantizes the model as it is.
+    """
+    target = (work / "preprocessed.onnx").resolve()
+    try:
+        _pre_process(src, target, skip_symbolic_shape=False)
+        return target, None
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises bare Exception here
+        first = f"{exc.__class__.__name__}: {str(exc)[:200]}"
+    try:
+        _pre_process(src, target, skip_symbolic_shape=True)
+        return target, f"Quantization pre-processing ran without symbolic shape inference ({first})."
+    except Exception as exc:  # noqa: BLE001
+        fallback = work / "input.onnx"
+        save_onnx(_load(src), fallback)
+        return fallback, f"Quantization pre-processing was skipped ({first}; then {exc.__class__.__name__}: {str(exc)[:200]})."
+
+
+def _pre_process(src: Path, target: Path, *, skip_symbolic_shape: bool) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    target = work / "preprocessed.onnx"
-    try:
-        with util.quiet():
-            quant_pre_process(str(src), str(target))
-        import onnx
-
-        model = onnx.load(str(target))
-        save_onnx(model, target)  # pin the IR version for the sessions that follow
-        return target, None
-    except Exception as exc:  # noqa: BLE001 - symbolic shape inference fails on some graphs
-        logger.info("quantization pre-processing failed: %s", exc)
-        import onnx
-
-        fallback = work / "input.onnx"
-        save_onnx(onnx.load(str(src)), fallback)
-        return fallback, f"Quantization pre-processing was skipped ({exc.__class__.__name__}: {str(exc)[:200]})."
+    with _CWD_LOCK, contextlib.chdir(target.parent), util.quiet():
+        quant_pre_process(str(Path(src).resolve()), str(target), skip_symbolic_shape=skip_symbolic_shape)
+    save_onnx(_load(target), target)  # pin the IR version for the sessions that follow
 
 
-def graph_node_names(path: Path) -> set[str]:
+def _load(path: Path) -> Any:
     import onnx
 
-    return {node.name for node in onnx.load(str(path), load_external_data=False).graph.node}
+    return onnx.load(str(path))
+
+
+def prepare(src: Path, work: Path, nodes_to_exclude: tuple[str, ...]) -> tuple[Path, list[str]]:
+    """The pre-processed model in ``work`` and notes (pre-processing, exclusions naming no node)."""
+    import onnx
+
+    model_path, note = preprocess(src, work)
+    notes = [note] if note else []
+    names = {node.name for node in onnx.load(str(model_path), load_external_data=False).graph.node}
+    unknown = sorted(set(nodes_to_exclude) - names)
+    if unknown:
+        notes.append(f"nodes_to_exclude names no node of the graph: {', '.join(unknown)}.")
+    return model_path, notes
+
+
+def size_metrics(src: Path, out_path: Path, quantized: Any) -> dict[str, Any]:
+    """Sizes before/after, their ratio and the number of quantized nodes of a quantization pass."""
+    size_before, size_after = util.file_size(src), util.file_size(out_path)
+    return {
+        "size_before": size_before,
+        "size_after": size_after,
+        "size_ratio": size_after / size_before,
+        "quantized_nodes": util.quantized_node_count(quantized),
+    }
 
 
 def quantize(model_path: Path, out_path: Path, config: Config, work: Path) -> Any:
@@ -123,50 +163,35 @@ def quantize(model_path: Path, out_path: Path, config: Config, work: Path) -> An
     return model
 
 
+def _notes(config: Config) -> list[str]:
+    notes = []
+    if not config.per_channel:
+        notes.append("Per-tensor weights: on transformer-class models per_channel=True keeps accuracy at the same speed.")
+    if config.reduce_range:
+        notes.append("reduce_range (7-bit weights) only helps CPUs without VNNI and costs accuracy.")
+    return notes
+
+
 def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
+    """Quantize ``src`` dynamically into ``dst/model.onnx``; the source file is only read."""
     config = config or Config()
     started = time.perf_counter()
     src, dst = Path(src), Path(dst)
     source = util.load_onnx_input(src, NAME)
     util.require_float_model(source, NAME)
-    signature = util.signature_of(source)
     out_path = prepare_output(dst)
-    notes: list[str] = []
     with util.scratch_dir(dst) as work:
-        model_path, note = preprocess(src, work)
-        if note:
-            notes.append(note)
-        unknown = sorted(set(config.nodes_to_exclude) - graph_node_names(model_path))
-        if unknown:
-            notes.append(f"nodes_to_exclude names no node of the graph: {', '.join(unknown)}.")
+        model_path, notes = prepare(src, work, config.nodes_to_exclude)
         quantized = quantize(model_path, out_path, config, work)
-    count = util.quantized_node_count(quantized)
-    if count == 0:
+    metrics = size_metrics(src, out_path, quantized)
+    if metrics["quantized_nodes"] == 0:
         out_path.unlink(missing_ok=True)
         raise util.nothing_quantized(source, "Dynamic quantization", config.op_types)
-    error, _, check_note = util.synthetic_error(src, out_path, signature)
-    if check_note:
-        notes.append(check_note)
-    elif error is None or error == float("inf"):
+    error, _, check_note = util.synthetic_error(src, out_path, util.signature_of(source))
+    if error == float("inf"):
         out_path.unlink(missing_ok=True)
         raise PassError("The quantized model produces non-finite outputs on synthetic inputs.")
-    if not config.per_channel:
-        notes.append("Per-tensor weights: on transformer-class models per_channel=True keeps accuracy at the same speed.")
-    if config.reduce_range:
-        notes.append("reduce_range (7-bit weights) only helps CPUs without VNNI and costs accuracy.")
-    size_before, size_after = util.file_size(src), util.file_size(out_path)
-    metrics = {
-        "size_before": size_before,
-        "size_after": size_after,
-        "size_ratio": size_after / size_before,
-        "quantized_nodes": count,
-        "max_abs_error": error,  # on synthetic inputs: a sanity figure, not an accuracy claim
-    }
-    return PassResult(
-        artifact=out_path,
-        pass_name=NAME,
-        config=config_to_json(config),
-        metrics=metrics,
-        notes=notes,
-        duration_s=time.perf_counter() - started,
-    )
+    metrics["max_abs_error"] = error  # on synthetic inputs: a sanity figure, not an accuracy claim
+    notes += ([check_note] if check_note else []) + _notes(config)
+    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config), metrics=metrics,
+                      notes=notes, duration_s=time.perf_counter() - started)

@@ -36,10 +36,11 @@ from workers.passes.base import (
     UnsupportedModelError,
     config_to_json,
     data_field,
+    ort_session,
     prepare_output,
     save_onnx,
 )
-from workers.passes.quantize_dynamic import graph_node_names, preprocess, quant_type
+from workers.passes.quantize_dynamic import prepare, quant_type, size_metrics
 
 NAME = "quantize_static"
 FORMATS = ("qdq", "qoperator")
@@ -52,6 +53,8 @@ _MB = 1 << 20
 
 @dataclass(frozen=True)
 class Config:
+    """Options of calibrated (static) INT8 quantization; ``calibration_data`` is required at run time."""
+
     format: str = "qdq"
     method: str = "minmax"
     per_channel: bool = True
@@ -96,6 +99,7 @@ class Calibration:
     notes: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
+        """The figures a PassResult reports about calibration."""
         return {
             "calibration_samples": self.samples,
             "calibration_batch": self.batch,
@@ -106,6 +110,7 @@ class Calibration:
 
 
 def calibration_method(name: str) -> Any:
+    """onnxruntime's CalibrationMethod for a config name."""
     from onnxruntime.quantization import CalibrationMethod
 
     return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -136,6 +141,7 @@ class _Reader:
         self._iter = iter(feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next batch, or None when done (the CalibrationDataReader protocol)."""
         return next(self._iter, None)
 
     def __len__(self) -> int:  # pragma: no cover - ORT asks only for strided MinMax
@@ -158,14 +164,49 @@ def _calibrated_op_types() -> list[str]:
     return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
 
 
+def _histogram_batch(method: str, per_sample: int, rows: int, batch: int, fixed: int | None,
+                     max_memory_mb: int) -> tuple[int, list[str]]:
+    """The batch whose histogram activations fit ``max_memory_mb`` (refuses when one sample does not)."""
+    budget, per_row = max_memory_mb * _MB, per_sample * _HISTOGRAM_OVERHEAD
+    if (fixed or 1) * per_row > budget:
+        raise PassInputError(
+            f"{method.title()} calibration keeps the activations it histograms: about {(fixed or 1) * per_row / _MB:,.0f} "
+            f"MB for {'one batch' if fixed else 'one sample'} of this model, over max_memory_mb={max_memory_mb}. "
+            "Raise max_memory_mb or use method 'minmax' (which keeps only min/max per tensor)."
+        )
+    notes = []
+    fitting = int(budget // per_row)
+    if not fixed and fitting < batch:
+        notes.append(
+            f"Calibration batch reduced from {batch} to {fitting} rows so that {method} histograms stay "
+            f"within max_memory_mb={max_memory_mb} ({per_sample / _MB:,.1f} MB of activations per sample)."
+        )
+        batch = fitting
+    if rows * per_row > budget:
+        notes.append(
+            f"All {rows} samples at once would hold about {rows * per_row / _MB:,.0f} MB of activations; calibration "
+            f"was streamed in batches of {batch} rows instead (histograms are merged across batches)."
+        )
+    return batch, notes
+
+
+def _collect(calibrator: Any, feeds: dict[str, np.ndarray], batch: int, exact: bool) -> Any:
+    """Feed every batch as its own ``collect_data`` call and return the computed ranges."""
+    try:
+        with util.quiet():
+            for part in util.batches(feeds, batch, exact=exact):
+                calibrator.collect_data(_Reader([part]))
+            return calibrator.compute_data()
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise UnsupportedModelError(f"Calibration failed in onnxruntime: {str(exc)[:600]}") from exc
+
+
 def calibrate(model_path: Path, work: Path, feeds: dict[str, np.ndarray], method: str, max_memory_mb: int,
               fixed: int | None = None) -> Calibration:
     """Collect tensor ranges over ``feeds`` in bounded batches and write them to a cache in ``work``."""
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
     rows = min(len(v) for v in feeds.values())
-    batch = fixed or min(_BATCH, rows)
-    notes: list[str] = []
     augmented = work / f"augmented-{method}.onnx"
     try:
         with util.quiet():
@@ -173,46 +214,21 @@ def calibrate(model_path: Path, work: Path, feeds: dict[str, np.ndarray], method
                                            calibrate_method=calibration_method(method), extra_options={})
     except Exception as exc:  # noqa: BLE001
         raise UnsupportedModelError(f"onnxruntime could not prepare calibration: {str(exc)[:600]}") from exc
-    per_sample = peak = None
-    if method != "minmax":
-        per_sample = _measure_sample(calibrator, feeds, fixed or 1)
-        budget = max_memory_mb * _MB
-        needed_one = (fixed or 1) * per_sample * _HISTOGRAM_OVERHEAD
-        if needed_one > budget:
-            raise PassInputError(
-                f"{method.title()} calibration keeps the activations it histograms: about {needed_one / _MB:,.0f} MB "
-                f"for {'one batch' if fixed else 'one sample'} of this model, over max_memory_mb={max_memory_mb}. "
-                "Raise max_memory_mb or use method 'minmax' (which keeps only min/max per tensor)."
-            )
-        if not fixed:
-            fitting = int(budget // (per_sample * _HISTOGRAM_OVERHEAD))
-            if fitting < batch:
-                notes.append(
-                    f"Calibration batch reduced from {batch} to {fitting} rows so that {method} histograms stay "
-                    f"within max_memory_mb={max_memory_mb} ({per_sample / _MB:,.1f} MB of activations per sample)."
-                )
-                batch = fitting
-        unstreamed = rows * per_sample * _HISTOGRAM_OVERHEAD / _MB
-        if unstreamed > max_memory_mb:
-            notes.append(
-                f"All {rows} samples at once would hold about {unstreamed:,.0f} MB of activations; calibration was "
-                f"streamed in batches of {batch} rows instead (histograms are merged across batches)."
-            )
-        peak = batch * per_sample * _HISTOGRAM_OVERHEAD / _MB
+    calibration = Calibration(cache=work / f"calibration-{method}.json", method=method, samples=rows,
+                              batch=fixed or min(_BATCH, rows))
     try:
-        with util.quiet():
-            for part in util.batches(feeds, batch, exact=fixed is not None):
-                calibrator.collect_data(_Reader([part]))
-            ranges = calibrator.compute_data()
-    except Exception as exc:  # noqa: BLE001
-        raise UnsupportedModelError(f"Calibration failed in onnxruntime: {str(exc)[:600]}") from exc
+        if method != "minmax":  # MinMax keeps two numbers per tensor, histograms keep activations
+            per_sample = _measure_sample(calibrator, feeds, fixed or 1)
+            calibration.batch, calibration.notes = _histogram_batch(method, per_sample, rows, calibration.batch,
+                                                                    fixed, max_memory_mb)
+            calibration.activation_bytes_per_sample = per_sample
+            calibration.peak_mb_estimate = calibration.batch * per_sample * _HISTOGRAM_OVERHEAD / _MB
+        ranges = _collect(calibrator, feeds, calibration.batch, exact=fixed is not None)
     finally:
         del calibrator
         augmented.unlink(missing_ok=True)
-    cache = work / f"calibration-{method}.json"
-    save_tensors_data(ranges, cache)
-    return Calibration(cache=cache, method=method, samples=rows, batch=batch,
-                       activation_bytes_per_sample=per_sample, peak_mb_estimate=peak, notes=notes)
+    save_tensors_data(ranges, calibration.cache)
+    return calibration
 
 
 def quantize(model_path: Path, out_path: Path, calibration: Calibration, config: Config, work: Path) -> Any:
@@ -244,57 +260,37 @@ def quantize(model_path: Path, out_path: Path, calibration: Calibration, config:
     return model
 
 
+def _sanity_error(src: Path, out_path: Path, feeds: dict[str, np.ndarray], fixed: int | None) -> float:
+    """Max abs error on a few calibration rows (the accuracy claim belongs to quantize_search)."""
+    sample = {name: value[: fixed or 16] for name, value in feeds.items()}
+    return util.max_abs_error(ort_session(src).run(None, sample), ort_session(out_path).run(None, sample))
+
+
 def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
+    """Calibrate on ``calibration_data`` and quantize ``src`` into ``dst/model.onnx``."""
     config = config or Config()
     started = time.perf_counter()
     src, dst = Path(src), Path(dst)
     source = util.load_onnx_input(src, NAME)
     util.require_float_model(source, NAME)
     signature = util.signature_of(source)
+    fixed = util.fixed_batch(signature)
     feeds = load_calibration(config.calibration_data, signature, config.max_samples)
     out_path = prepare_output(dst)
-    notes: list[str] = []
     with util.scratch_dir(dst) as work:
-        model_path, note = preprocess(src, work)
-        if note:
-            notes.append(note)
-        unknown = sorted(set(config.nodes_to_exclude) - graph_node_names(model_path))
-        if unknown:
-            notes.append(f"nodes_to_exclude names no node of the graph: {', '.join(unknown)}.")
-        calibration = calibrate(model_path, work, feeds, config.method, config.max_memory_mb,
-                                util.fixed_batch(signature))
-        notes.extend(calibration.notes)
+        model_path, notes = prepare(src, work, config.nodes_to_exclude)
+        calibration = calibrate(model_path, work, feeds, config.method, config.max_memory_mb, fixed)
         quantized = quantize(model_path, out_path, calibration, config, work)
-    count = util.quantized_node_count(quantized)
-    if count == 0:
+    metrics = {**size_metrics(src, out_path, quantized), **calibration.metrics()}
+    if metrics["quantized_nodes"] == 0:
         out_path.unlink(missing_ok=True)
         raise util.nothing_quantized(source, "Static quantization")
-    # A sanity figure on a few calibration rows (the accuracy claim belongs to quantize_search).
-    from workers.passes.base import ort_session
-
-    sample = {name: value[: util.fixed_batch(signature) or 16] for name, value in feeds.items()}
-    reference = ort_session(src).run(None, sample)
-    candidate = ort_session(out_path).run(None, sample)
-    error = util.max_abs_error(reference, candidate)
-    if error == float("inf"):
+    metrics["max_abs_error"] = _sanity_error(src, out_path, feeds, fixed)
+    if metrics["max_abs_error"] == float("inf"):
         out_path.unlink(missing_ok=True)
         raise PassError("The quantized model produces non-finite outputs on the calibration data.")
+    notes += calibration.notes
     if config.format == "qoperator" and config.activation_type == "qint8":
         notes.append("QOperator with int8 activations is slow on x64 CPUs; QDQ is recommended for S8S8.")
-    size_before, size_after = util.file_size(src), util.file_size(out_path)
-    metrics = {
-        "size_before": size_before,
-        "size_after": size_after,
-        "size_ratio": size_after / size_before,
-        "quantized_nodes": count,
-        "max_abs_error": error,
-        **calibration.metrics(),
-    }
-    return PassResult(
-        artifact=out_path,
-        pass_name=NAME,
-        config=config_to_json(config),
-        metrics=metrics,
-        notes=notes,
-        duration_s=time.perf_counter() - started,
-    )
+    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config), metrics=metrics,
+                      notes=notes, duration_s=time.perf_counter() - started)

@@ -74,12 +74,26 @@ def test_histogram_memory_reduces_batch(tiny_transformer: SampleModel, tmp_path:
     assert result.metrics["calibration_peak_mb_estimate"] <= 1
 
 
-def test_histogram_memory_refuses(tiny_transformer: SampleModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(quantize_static, "_HISTOGRAM_OVERHEAD", 1e4)  # as if one sample needed ~3.5 GB
-    with pytest.raises(PassInputError, match="max_memory_mb=2048.*minmax"):
-        quantize_static.run(tiny_transformer.onnx, tmp_path, _config(tiny_transformer, method="entropy"))
-    assert not (tmp_path / "model.onnx").exists()
-    assert [p.name for p in tmp_path.iterdir()] == []  # the scratch directory is gone too
+def test_histogram_memory_refuses(tmp_path: Path) -> None:
+    # A model whose input and output each hold 1 MB per sample: histograms of one sample need ~4 MB.
+    import onnx
+    from onnx import TensorProto, helper
+
+    width = 1 << 18
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")], "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    source, data = tmp_path / "wide.onnx", tmp_path / "calibration.npz"
+    onnx.save_model(model, str(source))
+    np.savez(data, x=np.random.default_rng(0).standard_normal((4, width)).astype(np.float32))
+    config = quantize_static.Config(method="entropy", max_memory_mb=1, calibration_data=data)
+    with pytest.raises(PassInputError, match="about 4 MB for one sample.*max_memory_mb=1.*minmax"):
+        quantize_static.run(source, tmp_path / "out", config)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []  # no model, scratch directory removed
 
 
 def test_bad_inputs_raise_typed_errors(quality_mlp: SampleModel, tmp_path: Path) -> None:

@@ -1,0 +1,144 @@
+"""Promotion without downtime, routing across processes, and serving without Redis."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import orjson
+import pytest
+
+from predictions import cache, router
+from tests.predictions.conftest import sample
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+THREADS = 4
+AFTER_PROMOTION = 15  # requests each thread still sends once the promotion is done
+MAX_PER_THREAD = 400
+TIME_CAP_S = 60.0
+
+
+def test_promoting_under_load_fails_no_request(live_server: Any, registry: Any, mlp: Any, features: np.ndarray,
+                                               settings: Any) -> None:
+    settings.MODELHUB_SERVING_AUTH_CACHE_S = 5
+    token = registry.token("mlp", rate=0)
+    child = registry.copy_variant(mlp, name="graph")
+    url = urlparse(live_server.url)
+    body = orjson.dumps({"inputs": {"features": features[:1]}}, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    promoted = threading.Event()
+    results: list[list[tuple[int, str]]] = [[] for _ in range(THREADS)]
+    deadline = time.monotonic() + TIME_CAP_S
+
+    def load(mine: list[tuple[int, str]]) -> None:
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        after = 0
+        while len(mine) < MAX_PER_THREAD and after < AFTER_PROMOTION and time.monotonic() < deadline:
+            after += promoted.is_set()
+            try:
+                connection.request("POST", "/api/v1/models/mlp/predict", body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                mine.append((response.status, orjson.loads(data).get("variant", "") if response.status == 200 else ""))
+            except (OSError, http.client.HTTPException) as exc:
+                mine.append((-1, repr(exc)))
+                connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        connection.close()
+
+    threads = [threading.Thread(target=load, args=(results[i],)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    while sum(map(len, results)) < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    registry.promote(child)
+    promoted.set()
+    for thread in threads:
+        thread.join(timeout=TIME_CAP_S)
+    answers = [answer for mine in results for answer in mine]
+    assert not any(thread.is_alive() for thread in threads)
+    assert [a for a in answers if a[0] != 200] == []
+    assert {variant for _, variant in answers} == {"original", "graph"}
+    assert all(mine[-1][1] == "graph" for mine in results)  # every thread ends on the new variant
+
+
+def test_a_promotion_reaches_another_process_through_the_redis_generation(
+        private_redis: dict[str, Any], registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
+        settings: Any) -> None:
+    now = [100.0]
+    monkeypatch.setattr(router, "clock", lambda: now[0])
+    other = router.RoutingTable()  # another web process: it learns of promotions through Redis only
+    selector = router.selector_for(alias="production")
+    assert other.route("mlp", selector).chain[0].name == "original"
+
+    registry.promote(registry.copy_variant(mlp, name="graph"))
+    assert other.route("mlp", selector).chain[0].name == "original"  # until its next check
+    now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
+    assert other.route("mlp", selector).chain[0].name == "graph"
+
+
+def test_a_promotion_reaches_another_process_through_the_database_without_redis(
+        private_redis: dict[str, Any], registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
+        settings: Any) -> None:
+    now = [100.0]
+    monkeypatch.setattr(router, "clock", lambda: now[0])
+    other = router.RoutingTable()
+    selector = router.selector_for(alias="production")
+    assert other.route("mlp", selector).chain[0].name == "original"
+    _stop(private_redis)
+
+    registry.promote(registry.copy_variant(mlp, name="graph"))
+    now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
+    assert other.route("mlp", selector).chain[0].name == "graph"
+
+
+def test_routes_are_shared_through_the_redis_routing_table(private_redis: dict[str, Any], registry: Any,
+                                                           mlp: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    selector = router.selector_for(alias="production")
+    first = router.RoutingTable().route("mlp", selector)
+    with CaptureQueriesContext(connection) as queries:
+        second = router.RoutingTable().route("mlp", selector)  # a fresh process: read from Redis
+    assert second == first and len(queries) == 0
+
+
+def _stop(redis: dict[str, Any]) -> None:
+    redis["process"].terminate()
+    redis["process"].wait(timeout=10)
+
+
+def test_predictions_are_answered_while_redis_is_down(private_redis: dict[str, Any], registry: Any, mlp: Any,
+                                                       caller: Any, features: np.ndarray) -> None:
+    cache.config_set(model=mlp.model, cache_responses=True, cache_ttl_s=60)
+    first = {"inputs": {"features": features[:1]}}
+    assert caller.post("mlp", first).json()["cached"] is False
+    cache.RESPONSES.clear()  # only Redis has it now
+    assert caller.post("mlp", first).json()["cached"] is True
+
+    _stop(private_redis)
+    unavailable = sum(sample("modelhub_serving_redis_unavailable_total", {"op": op})
+                      for op in ("throttle", "response_get", "response_set", "generation"))
+    started = time.monotonic()
+    answers = [caller.post("mlp", {"inputs": {"features": features[i:i + 1]}}) for i in range(1, 4)]
+    elapsed = time.monotonic() - started
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.json()["cached"] for a in answers] == [False, False, False]
+    assert elapsed < 2.0  # no per-request connection timeouts: Redis is left alone while it is down
+    assert sum(sample("modelhub_serving_redis_unavailable_total", {"op": op})
+               for op in ("throttle", "response_get", "response_set", "generation")) > unavailable
+    assert not cache.available()
+
+
+def test_the_throttle_counts_in_process_while_redis_is_down(private_redis: dict[str, Any], registry: Any,
+                                                            mlp: Any, make_caller: Any,
+                                                            features: np.ndarray) -> None:
+    caller = make_caller(registry.token("mlp", rate=2))
+    _stop(private_redis)
+    statuses = [caller.post("mlp", {"inputs": {"features": features[:1]}}).status_code for _ in range(8)]
+    assert 200 in statuses and statuses[-1] == 429
