@@ -1,7 +1,8 @@
 """Django admin: register models, upload versions and datasets, watch jobs, promote and roll back.
 
 Every change goes through ``modelhub.services``; a refused request becomes a form error or an
-error message, never a half-saved row.
+error message, never a half-saved row. Promotion and rollback ask for a reason on the dashboard's
+pages (``modelhub.dashboard``), where the verdict and the signature diff are shown first.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.html import format_html
 
-from modelhub import roles, selectors, services
+from modelhub import nightly, roles, selectors, services
 from modelhub.errors import ServiceError
 from modelhub.models import (
     BenchmarkResult,
@@ -24,8 +28,13 @@ from modelhub.models import (
     PromotionEvent,
     ReadinessProfile,
     RegisteredModel,
+    Regression,
     Variant,
 )
+
+admin.site.site_header = "modelhub"
+admin.site.site_title = "modelhub"
+admin.site.index_title = "Registry administration"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -76,13 +85,34 @@ class ServiceFormAdmin(admin.ModelAdmin):
 
 
 class VersionUploadForm(ServiceForm):
+    """Upload a model file and, optionally, its datasets; each refused file gets its own error."""
+
     file = forms.FileField(help_text="ONNX (.onnx), a zip of an ONNX model with its external data, or TorchScript.")
+    validation_data = forms.FileField(required=False, help_text="Optional .npz with arrays named after the model "
+                                      "inputs (and 'labels'): accuracy is checked on it.")
+    calibration_data = forms.FileField(required=False, help_text="Optional .npz of typical inputs for static int8.")
+    training_data = forms.FileField(required=False, help_text="Optional .npz for distillation.")
 
     class Meta:
         model = ModelVersion
         fields = ["model"]
 
-    def run_service(self) -> ModelVersion:
+    def clean(self) -> dict[str, Any]:
+        cleaned = forms.ModelForm.clean(self)
+        if self.errors:
+            return cleaned
+        try:
+            self.instance = self._upload_version()
+        except ServiceError as exc:
+            self.add_error("file", exc.message)
+            return cleaned
+        refused = [purpose for purpose in DATASET_PURPOSES if not self._upload_dataset(purpose)]
+        if refused:
+            self.add_error(None, f"Version {self.instance.number} was saved, but its {' and '.join(refused)} data "
+                                 "was refused (see below). Upload corrected files from the version's page.")
+        return cleaned
+
+    def _upload_version(self) -> ModelVersion:
         upload = self.cleaned_data["file"]
         version, _ = services.version_upload(model=self.cleaned_data["model"], stream=upload, filename=upload.name,
                                              user=self.request.user)
@@ -90,6 +120,22 @@ class VersionUploadForm(ServiceForm):
         if version.status == ModelVersion.Status.FAILED:
             raise ServiceError(f"The model was refused: {version.status_reason}")
         return version
+
+    def _upload_dataset(self, purpose: str) -> bool:
+        """Store one dataset given with the upload; False (and a field error) when it is refused."""
+        upload = self.cleaned_data.get(f"{purpose}_data")
+        if not upload:
+            return True
+        try:
+            services.dataset_upload(version=self.instance, purpose=purpose, stream=upload, filename=upload.name,
+                                    user=self.request.user)
+        except ServiceError as exc:
+            self.add_error(f"{purpose}_data", exc.message)
+            return False
+        return True
+
+
+DATASET_PURPOSES = [Dataset.Purpose.VALIDATION, Dataset.Purpose.CALIBRATION, Dataset.Purpose.TRAINING]
 
 
 class DatasetUploadForm(ServiceForm):
@@ -115,9 +161,25 @@ def _report(request: HttpRequest, action: Any, objects: QuerySet, done: str) -> 
             messages.success(request, f"{obj}: {done}")
 
 
+def _dashboard_link(url: str, text: str) -> str:
+    return format_html('<a href="{}">{}</a>', url, text)
+
+
+class VisibleChoicesMixin:
+    """Foreign keys to models, versions and variants offer only rows the user may see."""
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        visible = selectors.model_visible_to(request.user)
+        if db_field.related_model is RegisteredModel:
+            kwargs["queryset"] = visible
+        elif db_field.related_model is ModelVersion:
+            kwargs["queryset"] = ModelVersion.objects.filter(model__in=visible, status=ModelVersion.Status.READY)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
 @admin.register(RegisteredModel)
 class RegisteredModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "task", "owner", "production", "created_at"]
+    list_display = ["name", "task", "owner", "production", "created_at", "dashboard"]
     search_fields = ["name", "description"]
     actions = ["roll_back_production"]
 
@@ -135,21 +197,31 @@ class RegisteredModelAdmin(admin.ModelAdmin):
                                         task=obj.task, team=obj.team)
         obj.pk = created.pk
 
+    def response_add(self, request: HttpRequest, obj: RegisteredModel, post_url_continue: Any = None) -> HttpResponse:
+        messages.success(request, f"Model {obj.name} registered. Upload its first version.")
+        return redirect("dashboard:model", name=obj.name)
+
+    @admin.display(description="Dashboard")
+    def dashboard(self, obj: RegisteredModel) -> str:
+        return _dashboard_link(reverse("dashboard:model", args=[obj.name]), "versions, history")
+
     @admin.display(description="Production")
     def production(self, obj: RegisteredModel) -> str:
         variant = selectors.deployment_variant(model=obj)
         return variant.label if variant else "—"
 
-    @admin.action(description="Roll back production to the previous variant")
-    def roll_back_production(self, request: HttpRequest, queryset: QuerySet) -> None:
-        _report(request, lambda m: services.deployment_rollback(model=m, by=request.user,
-                                                                reason="rolled back from the admin"),
-                queryset, "rolled back")
+    @admin.action(description="Roll back production (asks for a reason)")
+    def roll_back_production(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect | None:
+        if queryset.count() != 1:
+            messages.error(request, "Choose one model to roll back.")
+            return None
+        return redirect(reverse("dashboard:model", args=[queryset.get().name]) + "#production")
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(ServiceFormAdmin):
-    list_display = ["__str__", "format", "status", "status_reason", "size_bytes", "created_by", "created_at"]
+class ModelVersionAdmin(VisibleChoicesMixin, ServiceFormAdmin):
+    list_display = ["__str__", "format", "status", "status_reason", "size_bytes", "created_by", "created_at",
+                    "dashboard"]
     list_filter = ["status", "format"]
     actions = ["optimize_default_plan"]
 
@@ -169,6 +241,14 @@ class ModelVersionAdmin(ServiceFormAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
 
+    def response_add(self, request: HttpRequest, obj: ModelVersion, post_url_continue: Any = None) -> HttpResponse:
+        messages.success(request, f"{obj} is ready. Choose a readiness profile and optimize it.")
+        return redirect("dashboard:version", name=obj.model.name, number=obj.number)
+
+    @admin.display(description="Dashboard")
+    def dashboard(self, obj: ModelVersion) -> str:
+        return _dashboard_link(reverse("dashboard:version", args=[obj.model.name, obj.number]), "variants, charts")
+
     @admin.action(description="Optimize with the default plan")
     def optimize_default_plan(self, request: HttpRequest, queryset: QuerySet) -> None:
         _report(request, lambda v: services.optimization_request(version=v, user=request.user), queryset,
@@ -176,8 +256,15 @@ class ModelVersionAdmin(ServiceFormAdmin):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(ServiceFormAdmin):
+class DatasetAdmin(VisibleChoicesMixin, ServiceFormAdmin):
     list_display = ["__str__", "purpose", "sample_count", "has_labels", "size_bytes", "created_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).filter(version__model__in=selectors.model_visible_to(request.user))
+
+    def response_add(self, request: HttpRequest, obj: Dataset, post_url_continue: Any = None) -> HttpResponse:
+        messages.success(request, f"{obj} added.")
+        return redirect("dashboard:version", name=obj.version.model.name, number=obj.version.number)
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is None:
@@ -203,14 +290,17 @@ class VariantAdmin(ReadOnlyAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).filter(version__model__in=selectors.model_visible_to(request.user))
 
-    @admin.action(description="Promote to production (must pass readiness)")
-    def promote(self, request: HttpRequest, queryset: QuerySet) -> None:
+    @admin.action(description="Promote to production (confirmation page)")
+    def promote(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect | None:
         if not roles.has_role(request.user, roles.APPROVER):
             messages.error(request, "You need the approver role to promote.")
-            return
-        _report(request, lambda v: services.deployment_promote(model=v.version.model, variant=v, by=request.user,
-                                                               reason="promoted from the admin"),
-                queryset, "promoted to production")
+            return None
+        if queryset.count() != 1:
+            messages.error(request, "Choose one variant to promote.")
+            return None
+        variant = queryset.select_related("version__model").get()
+        return redirect("dashboard:promote", name=variant.version.model.name, number=variant.version.number,
+                        variant=variant.name)
 
     @admin.action(description="Benchmark again")
     def benchmark(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -220,12 +310,17 @@ class VariantAdmin(ReadOnlyAdmin):
 
 @admin.register(OptimizationJob)
 class OptimizationJobAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "status", "progress", "current_step", "attempts", "created_at", "finished_at"]
+    list_display = ["__str__", "status", "progress", "current_step", "attempts", "created_at", "finished_at",
+                    "live"]
     list_filter = ["status", "kind"]
     actions = ["cancel"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).filter(version__model__in=selectors.model_visible_to(request.user))
+
+    @admin.display(description="Progress page")
+    def live(self, obj: OptimizationJob) -> str:
+        return _dashboard_link(reverse("dashboard:job", args=[obj.pk]), "watch")
 
     @admin.action(description="Cancel")
     def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -248,3 +343,42 @@ class DeploymentAdmin(ReadOnlyAdmin):
 class PromotionEventAdmin(ReadOnlyAdmin):
     list_display = ["model", "alias", "kind", "from_variant", "to_variant", "by", "forced", "reason", "at"]
     list_filter = ["kind", "forced"]
+
+
+@admin.register(Regression)
+class RegressionAdmin(ReadOnlyAdmin):
+    """Nightly regressions, open ones first; "acknowledge" marks them seen (they leave the open gauge)."""
+
+    list_display = ["model", "variant", "metric", "night", "last_night", "nights", "baseline_ms", "tonight_ms",
+                    "change", "summary", "acknowledged", "acknowledged_by", "acknowledged_at"]
+    list_filter = ["acknowledged", "metric", "night"]
+    list_select_related = ["variant__version__model", "acknowledged_by"]
+    actions = ["acknowledge"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).filter(variant__version__model__in=selectors.model_visible_to(request.user))
+
+    @admin.display(description="Model", ordering="variant__version__model__name")
+    def model(self, obj: Regression) -> str:
+        return obj.variant.version.model.name
+
+    @admin.display(description="Baseline p95 (ms)", ordering="baseline")
+    def baseline_ms(self, obj: Regression) -> str:
+        return f"{obj.baseline:.4g}" if obj.baseline is not None else "—"
+
+    @admin.display(description="Tonight p95 (ms)", ordering="value")
+    def tonight_ms(self, obj: Regression) -> str:
+        return f"{obj.value:.4g}" if obj.value is not None else "—"
+
+    @admin.display(description="Change", ordering="ratio")
+    def change(self, obj: Regression) -> str:
+        return f"{(obj.ratio - 1) * 100:+.0f} %" if obj.ratio is not None else "—"
+
+    @admin.display(description="Why")
+    def summary(self, obj: Regression) -> str:
+        return "; ".join(obj.reasons)
+
+    @admin.action(description="Acknowledge (seen; stop counting it as open)")
+    def acknowledge(self, request: HttpRequest, queryset: QuerySet) -> None:
+        _report(request, lambda r: nightly.regression_acknowledge(regression=r, user=request.user), queryset,
+                "acknowledged")

@@ -8,3 +8,8 @@ class ModelhubConfig(AppConfig):
 
     name = "modelhub"
     verbose_name = "Model registry"
+
+    def ready(self) -> None:
+        from modelhub import metrics
+
+        metrics.register()

@@ -171,21 +171,91 @@ def _jsonable(value: Any) -> Any:
 
 
 # --- evaluation ----------------------------------------------------------------------------
+# The pieces below are shared with the nightly re-benchmark (modelhub.nightly): one way to set up,
+# measure and record a variant, whoever asks for it.
+
+
+@dataclass
+class EvaluationSetup:
+    """What measuring variants of one version needs: the profile, signature, data and reference."""
+
+    spec: readiness.ProfileSpec
+    signature: formats.Signature
+    validation: Path | None
+    reference: Variant | None
+    reference_accuracy: Any
+    task: str
+
+
+@dataclass
+class Measurement:
+    """One variant measured: its bench report, accuracy (None without validation data) and verdict."""
+
+    report: bench.BenchReport
+    accuracy: Any
+    verdict: readiness.Verdict
+
+
+def evaluation_setup(version: Any, spec: readiness.ProfileSpec) -> EvaluationSetup:
+    """Prepare measuring variants of ``version`` against ``spec`` (scores the reference once)."""
+    dataset = version.dataset("validation")
+    validation = artifacts.local_path(dataset.storage_key) if dataset else None
+    reference = _reference(version)
+    task = version.model.task
+    ref_accuracy = _accuracy(reference, reference, validation, task)
+    if ref_accuracy is not None:
+        task = ref_accuracy.task
+    return EvaluationSetup(spec=spec, signature=formats.Signature.from_dict(version.signature), validation=validation,
+                           reference=reference, reference_accuracy=ref_accuracy, task=task)
+
+
+def measure_variant(variant: Variant, setup: EvaluationSetup, config: bench.BenchConfig, *,
+                    parent_bench: bench.BenchReport | None = None) -> Measurement:
+    """Benchmark one ONNX variant, check its accuracy and give the readiness verdict (BenchError
+    when it cannot be measured)."""
+    path = artifacts.local_path(variant.storage_key)
+    report = bench.benchmark(path, _variant_signature(path, setup.signature), config, data=setup.validation)
+    acc = _accuracy(setup.reference, variant, setup.validation, setup.task)
+    verdict = readiness.verdict(setup.spec, bench=report, accuracy=acc, reference_accuracy=setup.reference_accuracy,
+                                parent_bench=parent_bench, size_bytes=variant.size_bytes)
+    return Measurement(report=report, accuracy=acc, verdict=verdict)
+
+
+def bench_config(overrides: dict[str, Any], spec: readiness.ProfileSpec) -> bench.BenchConfig:
+    """The bench settings of a job: the profile's batch size, threads and target, plus its options."""
+    overrides = dict(overrides or {})
+    batch_sizes = overrides.pop("batch_sizes", None) or sorted({1, spec.batch_size, 8})
+    return bench.BenchConfig(batch_sizes=tuple(batch_sizes), threads=spec.threads, provider=spec.target,
+                             **{"time_budget_s": settings.MODELHUB_BENCH_BUDGET_S, **overrides})
+
+
+def result_fields(variant: Variant, spec: readiness.ProfileSpec, measurement: Measurement) -> dict[str, Any]:
+    """The BenchmarkResult columns of a measurement (figures at the profile's batch size)."""
+    report = measurement.report
+    batch = spec.batch_size if spec.batch_size in report.batch_sizes else report.batch_sizes[0]
+    at = report.at(batch)
+    return {
+        "batch_size": batch, "p50_ms": at["p50_ms"], "p95_ms": at["p95_ms"], "p99_ms": at["p99_ms"],
+        "throughput": report.at(max(report.batch_sizes))["throughput"], "peak_memory_mb": report.peak_memory_mb,
+        "size_bytes": variant.size_bytes, "report": _jsonable(report.to_dict()),
+        "accuracy": _jsonable(measurement.accuracy.to_dict()) if measurement.accuracy else {},
+        "verdict": _jsonable(measurement.verdict.to_dict()), "passed": measurement.verdict.passed,
+        "fingerprint": _jsonable(report.fingerprint), "fingerprint_hash": fingerprint_hash(report.fingerprint),
+    }
+
+
+def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
+    """A short stable digest of a hardware fingerprint (results compare only within one)."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _evaluate(context: JobContext) -> dict[str, Any]:
     """Benchmark and check accuracy of every ONNX variant of the job; rank them; advise."""
     job = context.job
     variants = _variants_to_evaluate(context)
-    reference = _reference(context)
     spec = readiness.ProfileSpec.from_dict(job.profile.spec()) if job.profile else readiness.ProfileSpec()
-    signature = formats.Signature.from_dict(context.version.signature)
-    validation = context.data("validation")
-    bench_config = _bench_config(job, spec)
-    task = context.version.model.task
-    ref_accuracy = _accuracy(reference, reference, validation, task)
-    if ref_accuracy is not None:
-        task = ref_accuracy.task
+    setup = evaluation_setup(context.version, spec)
+    config = bench_config(job.options.get("bench") or {}, spec)
     BenchmarkResult.objects.filter(job=job).delete()  # a re-run after a crash measures afresh, once
     reports: dict[int, Any] = {}
     candidates = []
@@ -194,25 +264,23 @@ def _evaluate(context: JobContext) -> dict[str, Any]:
         context.check_cancel()
         services.job_event(job=job, message=f"measuring {variant.name}", step=f"benchmark {variant.name}",
                            progress=PLAN_SHARE + (100 - PLAN_SHARE) * index / max(1, len(variants)))
-        path = artifacts.local_path(variant.storage_key)
         try:
-            report = bench.benchmark(path, _variant_signature(path, signature), bench_config, data=validation)
+            measured = measure_variant(variant, setup, config, parent_bench=reports.get(variant.parent_id))
         except bench.BenchError as exc:
             services.job_event(job=job, message=f"{variant.name}: benchmark failed: {exc}", level="error")
             continue
-        reports[variant.pk] = report
-        acc = _accuracy(reference, variant, validation, task)
-        verdict = readiness.verdict(spec, bench=report, accuracy=acc, reference_accuracy=ref_accuracy,
-                                    parent_bench=reports.get(variant.parent_id), size_bytes=variant.size_bytes)
-        _save_result(job, variant, spec, report, acc, verdict)
-        verdicts[variant.name] = verdict.to_dict()
-        candidates.append(_candidate(variant, spec, report, acc, verdict, ref_accuracy))
+        reports[variant.pk] = measured.report
+        _save_result(job, variant, spec, measured)
+        verdicts[variant.name] = measured.verdict.to_dict()
+        candidates.append(_candidate(variant, spec, measured.report, measured.accuracy, measured.verdict,
+                                     setup.reference_accuracy))
     ranking = planner.rank(candidates)
     fingerprint = next(iter(reports.values())).fingerprint if reports else {}
+    reference = setup.reference
     advice = advisor.advise(candidates, reference=reference.name if reference else Variant.ORIGINAL,
                             target=spec.target, fingerprint=fingerprint, ranking=ranking)
     return {"best": ranking.best, "best_effort": ranking.best_effort, "ranking": ranking.to_dict(),
-            "verdicts": verdicts, "advice": advice, "task": task}
+            "verdicts": verdicts, "advice": advice, "task": setup.task}
 
 
 def _variants_to_evaluate(context: JobContext) -> list[Variant]:
@@ -223,9 +291,9 @@ def _variants_to_evaluate(context: JobContext) -> list[Variant]:
     return [v for v in chosen if v.status == Variant.Status.READY and v.format == "onnx"]
 
 
-def _reference(context: JobContext) -> Variant | None:
+def _reference(version: Any) -> Variant | None:
     """What accuracy is measured against: the original, or its ONNX export for TorchScript."""
-    versions = context.version.variants.filter(status=Variant.Status.READY)
+    versions = version.variants.filter(status=Variant.Status.READY)
     original = versions.get(name=Variant.ORIGINAL)
     if original.format == "onnx":
         return original
@@ -239,13 +307,6 @@ def _variant_signature(path: Path, fallback: formats.Signature) -> formats.Signa
         return fallback
 
 
-def _bench_config(job: OptimizationJob, spec: Any) -> Any:
-    overrides = dict(job.options.get("bench") or {})
-    batch_sizes = overrides.pop("batch_sizes", None) or sorted({1, spec.batch_size, 8})
-    return bench.BenchConfig(batch_sizes=tuple(batch_sizes), threads=spec.threads, provider=spec.target,
-                             **{"time_budget_s": settings.MODELHUB_BENCH_BUDGET_S, **overrides})
-
-
 def _accuracy(reference: Variant | None, variant: Variant, validation: Path | None, task: str) -> Any:
     if reference is None or validation is None:
         return None
@@ -253,20 +314,10 @@ def _accuracy(reference: Variant | None, variant: Variant, validation: Path | No
                              validation, task=task)
 
 
-def _save_result(job: OptimizationJob, variant: Variant, spec: Any, report: Any, acc: Any, verdict: Any) -> None:
-    batch = spec.batch_size if spec.batch_size in report.batch_sizes else report.batch_sizes[0]
-    at = report.at(batch)
-    fingerprint = report.fingerprint
-    BenchmarkResult.objects.create(
-        variant=variant, job=job, profile=job.profile,
-        kind=BenchmarkResult.Kind.JOB if job.kind == OptimizationJob.Kind.OPTIMIZE else BenchmarkResult.Kind.ON_DEMAND,
-        batch_size=batch, p50_ms=at["p50_ms"], p95_ms=at["p95_ms"], p99_ms=at["p99_ms"],
-        throughput=report.at(max(report.batch_sizes))["throughput"], peak_memory_mb=report.peak_memory_mb,
-        size_bytes=variant.size_bytes, report=_jsonable(report.to_dict()),
-        accuracy=_jsonable(acc.to_dict()) if acc else {}, verdict=_jsonable(verdict.to_dict()),
-        passed=verdict.passed, fingerprint=_jsonable(fingerprint),
-        fingerprint_hash=hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16],
-    )
+def _save_result(job: OptimizationJob, variant: Variant, spec: Any, measured: Measurement) -> None:
+    kind = BenchmarkResult.Kind.JOB if job.kind == OptimizationJob.Kind.OPTIMIZE else BenchmarkResult.Kind.ON_DEMAND
+    BenchmarkResult.objects.create(variant=variant, job=job, profile=job.profile, kind=kind,
+                                   **result_fields(variant, spec, measured))
 
 
 def _candidate(variant: Variant, spec: Any, report: Any, acc: Any, verdict: Any, ref_accuracy: Any) -> Any:

@@ -195,7 +195,9 @@ class Variant(models.Model):
         return f"v{self.version.number}/{self.name}"
 
     def latest_result(self) -> BenchmarkResult | None:
-        return self.results.order_by("-created_at", "-id").first()
+        # A nightly row without a verdict is a claim still being measured, not a result yet.
+        finished = self.results.exclude(kind=BenchmarkResult.Kind.NIGHTLY, passed__isnull=True)
+        return finished.order_by("-created_at", "-id").first()
 
 
 class OptimizationJob(models.Model):
@@ -323,3 +325,44 @@ class PromotionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.model.name}@{self.alias} -> {self.to_variant.label}"
+
+
+class Regression(models.Model):
+    """A nightly measurement of a production variant (or a link of its fallback chain) that got
+    worse than its recent baseline: p95 above the noise band, or a readiness verdict that flipped.
+
+    At most one open (unacknowledged) regression per variant and metric: later nights that are
+    still worse update it (``last_night``, ``nights``) instead of raising a new alarm.
+    """
+
+    class Metric(models.TextChoices):
+        P95 = "p95_ms", "p95 latency"
+        READINESS = "readiness", "readiness verdict"
+
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="regressions")
+    result = models.ForeignKey(BenchmarkResult, on_delete=models.CASCADE, related_name="regressions",
+                               help_text="The nightly result that raised it.")
+    night = models.DateField()
+    last_night = models.DateField(help_text="The latest night still worse than the baseline.")
+    nights = models.PositiveIntegerField(default=1, help_text="Nights it was seen while open.")
+    metric = models.CharField(max_length=20, choices=Metric.choices)
+    baseline = models.FloatField(null=True, help_text="Median p95 (ms) of the baseline nights.")
+    value = models.FloatField(null=True, help_text="Tonight's p95 (ms).")
+    ratio = models.FloatField(null=True, help_text="Tonight's p95 over the baseline median.")
+    reasons = models.JSONField(default=list)
+    details = models.JSONField(default=dict, blank=True, help_text="The full check: baseline stats, setup, role.")
+    acknowledged = models.BooleanField(default=False)
+    acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="+")
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["acknowledged", "-night", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["variant", "metric"], condition=Q(acknowledged=False),
+                                    name="one_open_regression_per_variant_and_metric"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.variant.version.model.name} {self.variant.label} {self.metric} regression on {self.night}"

@@ -10,7 +10,7 @@ APPROVER = "approver"
 ROLES = (VIEWER, MAINTAINER, APPROVER)
 
 _VIEW = ["registeredmodel", "modelversion", "dataset", "readinessprofile", "variant", "optimizationjob",
-         "benchmarkresult", "deployment", "promotionevent"]
+         "benchmarkresult", "deployment", "promotionevent", "regression"]
 # Django admin permissions each role's group holds (the services check roles themselves).
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     VIEWER: [f"view_{m}" for m in _VIEW],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 
 from modelhub.errors import NotFound
 from modelhub.models import (
@@ -14,6 +14,7 @@ from modelhub.models import (
     OptimizationJob,
     PromotionEvent,
     RegisteredModel,
+    Regression,
     Variant,
 )
 
@@ -96,3 +97,39 @@ def variant_rows(*, version: ModelVersion) -> list[dict[str, Any]]:
             "passed": result.passed if result else None,
         })
     return rows
+
+
+# --- nightly re-benchmarking ---------------------------------------------------------------
+
+
+def variant_history(*, variant: Variant, nights: int = 90) -> list[dict[str, Any]]:
+    """The variant's nightly measurements, oldest first: p50 / p95 / p99 per night, the verdict,
+    the setup they were taken on, and the metrics of any regression raised that night."""
+    rows = list(variant.results.filter(kind=BenchmarkResult.Kind.NIGHTLY, passed__isnull=False)
+                .order_by("-night").values("night", "p50_ms", "p95_ms", "p99_ms", "passed", "batch_size",
+                                           "fingerprint_hash")[:nights])
+    raised: dict[Any, list[str]] = {}
+    for night, metric in variant.regressions.values_list("night", "metric"):
+        raised.setdefault(night, []).append(metric)
+    return [{**row, "regressions": sorted(raised.get(row["night"], []))} for row in reversed(rows)]
+
+
+def model_regressions(*, model: RegisteredModel, open_only: bool = False) -> QuerySet[Regression]:
+    """Regressions of a model's variants, open ones first, newest first."""
+    regressions = Regression.objects.filter(variant__version__model=model).select_related(
+        "variant__version__model", "acknowledged_by")
+    return regressions.filter(acknowledged=False) if open_only else regressions
+
+
+def open_regression_counts() -> list[tuple[str, str, int]]:
+    """(model name, variant label, open regressions) for every variant with at least one open."""
+    rows = (Regression.objects.filter(acknowledged=False)
+            .values_list("variant__version__model__name", "variant__version__number", "variant__name")
+            .annotate(n=Count("id")).order_by())
+    return [(model, f"v{number}/{name}", n) for model, number, name, n in rows]
+
+
+def nightly_last_result_at() -> Any:
+    """When the newest finished nightly measurement was recorded (None before the first night)."""
+    return (BenchmarkResult.objects.filter(kind=BenchmarkResult.Kind.NIGHTLY, passed__isnull=False)
+            .aggregate(at=Max("created_at"))["at"])

@@ -204,11 +204,24 @@ def dataset_upload(*, version: ModelVersion, purpose: str, stream: IO[bytes], fi
         raise Invalid(str(exc)) from None
     finally:
         received.path.unlink(missing_ok=True)
-    return Dataset.objects.create(
-        version=version, purpose=purpose, original_filename=filename[:255], storage_key=key, sha256=received.sha256,
-        size_bytes=received.size, sample_count=info.sample_count, arrays=info.arrays, has_labels=info.has_labels,
-        created_by=user,
-    )
+    with transaction.atomic():
+        _learn_input_shapes(version, info.arrays)
+        return Dataset.objects.create(
+            version=version, purpose=purpose, original_filename=filename[:255], storage_key=key,
+            sha256=received.sha256, size_bytes=received.size, sample_count=info.sample_count, arrays=info.arrays,
+            has_labels=info.has_labels, created_by=user,
+        )
+
+
+def _learn_input_shapes(version: ModelVersion, arrays: dict[str, dict[str, Any]]) -> None:
+    """TorchScript declares no input shapes; the first dataset tells them (batch axis kept symbolic)."""
+    signature = version.signature
+    unknown = [spec for spec in signature.get("inputs", []) if "?" in spec["shape"]]
+    if not unknown:
+        return
+    for spec in unknown:
+        spec["shape"] = ["batch", *arrays[spec["name"]]["shape"][1:]]
+    ModelVersion.objects.filter(pk=version.pk).update(signature=signature)
 
 
 def profile_create(*, user: Any, **fields: Any) -> ReadinessProfile:

@@ -226,3 +226,14 @@ MODELHUB_SERVING_AUTH_CACHE_S = env_int("MODELHUB_SERVING_AUTH_CACHE_S", 5, mini
 # Requests per minute for management users predicting with their own login (0: unlimited);
 # predict tokens carry their own limit.
 MODELHUB_SERVING_USER_RATE_PER_MIN = env_int("MODELHUB_SERVING_USER_RATE_PER_MIN", 600, minimum=0)
+
+# --- Nightly re-benchmarking ------------------------------------------------------------------
+# A regression found by the nightly run is POSTed here as JSON (empty: no webhook). The body is
+# signed with HMAC-SHA256 under the secret: header ``X-Modelhub-Signature: sha256=<hex>``.
+MODELHUB_REGRESSION_WEBHOOK_URL = env_str("MODELHUB_REGRESSION_WEBHOOK_URL", "")
+MODELHUB_REGRESSION_WEBHOOK_SECRET = env_str("MODELHUB_REGRESSION_WEBHOOK_SECRET", "")
+if MODELHUB_REGRESSION_WEBHOOK_URL and not MODELHUB_REGRESSION_WEBHOOK_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured("MODELHUB_REGRESSION_WEBHOOK_URL must be an http:// or https:// URL.")
+if MODELHUB_REGRESSION_WEBHOOK_URL and not MODELHUB_REGRESSION_WEBHOOK_SECRET:
+    raise ImproperlyConfigured("MODELHUB_REGRESSION_WEBHOOK_URL needs MODELHUB_REGRESSION_WEBHOOK_SECRET to sign "
+                               "its payloads (receivers must be able to tell them from forgeries).")

@@ -1,4 +1,4 @@
-"""URL routes: admin, management API, serving API, health checks, schema and metrics."""
+"""URL routes: admin, dashboard, management API, serving API, health checks, schema and metrics."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("dashboard/", include("modelhub.dashboard.urls")),
     path("api/v1/", include("modelhub.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("", include("predictions.urls")),

@@ -159,8 +159,9 @@ def _remembered(cache_key: str, find: Any) -> Caller | None:
 
 
 def forget() -> None:
-    """Forget remembered callers (after a token or role change, and between tests)."""
+    """Forget remembered callers and throttle windows (after a token or role change, between tests)."""
     _REMEMBERED.clear()
+    _windows.clear()
 
 
 # --- authenticating a request --------------------------------------------------------------------
@@ -226,25 +227,57 @@ class PredictTokenAuthentication(BaseAuthentication):
 
 # --- throttling ----------------------------------------------------------------------------------
 
-_local_counts: dict[str, int] = {}
+SYNC_S = 0.1  # a process adds its local count to the shared Redis counter at least this often
+
+
+@dataclass
+class _Window:
+    """One caller's minute in this process: requests not yet added to Redis, and Redis's last total."""
+
+    pending: int = 0
+    shared: int = 0
+    synced_at: float = float("-inf")
+
+
+_windows: dict[str, _Window] = {}
 
 
 def throttle(caller: Caller) -> None:
-    """Count the request in the caller's one-minute window; 429 with Retry-After over the limit."""
+    """Count the request in the caller's one-minute window; 429 with Retry-After over the limit.
+
+    The window is shared through Redis, but a process does not pay a round trip per request: it
+    adds its local count (INCRBY) every ``SYNC_S`` seconds or every 5% of the limit, whichever
+    comes first, and decides on Redis's last total plus its own pending count. Several processes
+    may overshoot a large limit by a few percent; small limits are synced on every request.
+    While Redis is unavailable each process counts alone.
+    """
     limit = caller.rate_per_minute
     if not limit:
         return
     now = time.time()
-    window = int(now // 60)
-    name = f"throttle:{caller.ident}:{window}"
-    count = cache.incr_window(name, 61)
-    if count is None:  # Redis unavailable: count in this process
+    name = f"throttle:{caller.ident}:{int(now // 60)}"
+    with _lock:
+        window = _windows.get(name)
+        if window is None:
+            if len(_windows) > MAX_REMEMBERED:
+                _windows.clear()
+            window = _windows[name] = _Window()
+        window.pending += 1
+        sync = window.pending >= max(1, limit // 20) or time.monotonic() - window.synced_at >= SYNC_S
+        pending = window.pending if sync else 0
+        window.pending -= pending
+        if sync:
+            window.synced_at = time.monotonic()
+    if pending:
+        total = cache.incr_window(name, 61, pending)
         with _lock:
-            if len(_local_counts) > MAX_REMEMBERED:
-                _local_counts.clear()
-            count = _local_counts[name] = _local_counts.get(name, 0) + 1
-    if count > limit:
+            if total is None:  # Redis unavailable: this process's own count is what there is
+                window.shared += pending
+            else:
+                window.shared = max(window.shared, total)
+    if window.shared + window.pending > limit:
         retry_after = max(1, int(60 - now % 60) + 1)
         metrics.count_error("throttled")
         raise Throttled(f"Rate limit of {limit} predictions per minute reached; retry in {retry_after} s.",
                         retry_after)
+

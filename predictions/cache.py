@@ -74,6 +74,7 @@ def reset() -> None:
     """Forget the back-off and the in-process response cache (tests, and after reconfiguration)."""
     _state["down_until"] = 0.0
     RESPONSES.clear()
+    BODIES.clear()
 
 
 # --- routing generation ------------------------------------------------------------------------
@@ -121,21 +122,21 @@ def route_set(model_name: str, selector: str, entry: dict[str, Any], ttl_s: int)
 # --- throttle counters -------------------------------------------------------------------------
 
 
-def incr_window(name: str, ttl_s: int) -> int | None:
-    """Increment a counter that expires after ``ttl_s``; None when Redis cannot be asked."""
+def incr_window(name: str, ttl_s: int, amount: int = 1) -> int | None:
+    """Add to a counter that expires ``ttl_s`` after its creation; None when Redis cannot be asked."""
     store = _store()
     full = store.make_and_validate_key(key(name))
 
     def incr() -> int:
         if isinstance(store, RedisCache):
-            # One round trip: INCR and EXPIRE in a pipeline (the cache API needs three).
+            # One round trip: INCRBY and EXPIRE in a pipeline (the cache API needs three).
             client = store._cache.get_client(full, write=True)  # noqa: SLF001 - Django exposes no atomic incr+ttl
             pipe = client.pipeline(transaction=False)
-            pipe.incr(full)
+            pipe.incrby(full, amount)
             pipe.expire(full, ttl_s, nx=True)
             return int(pipe.execute()[0])
         store.add(key(name), 0, ttl_s)
-        return int(store.incr(key(name)))
+        return int(store.incr(key(name), amount))
 
     value = guarded("throttle", incr)
     return None if value is DOWN else value
@@ -154,14 +155,22 @@ def input_digest(feeds: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-class LocalResponses:
-    """A small in-process LRU of cached answers (entries expire with their TTL)."""
+def body_key(sha256: str, content_type: str, body: bytes) -> str:
+    """A hash of a request body as received (for bodies already decoded once on a route)."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(f"{sha256}\0{content_type}\0".encode())
+    digest.update(body)
+    return digest.hexdigest()
+
+
+class LocalLRU:
+    """A small in-process LRU whose entries expire with their TTL."""
 
     def __init__(self) -> None:
-        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> bytes | None:
+    def get(self, name: str) -> Any:
         with self._lock:
             item = self._items.get(name)
             if item is None:
@@ -172,7 +181,7 @@ class LocalResponses:
             self._items.move_to_end(name)
             return item[1]
 
-    def put(self, name: str, payload: bytes, ttl_s: int) -> None:
+    def put(self, name: str, payload: Any, ttl_s: int) -> None:
         limit = settings.MODELHUB_SERVING_LOCAL_CACHE_ITEMS
         if limit <= 0:
             return
@@ -187,7 +196,8 @@ class LocalResponses:
             self._items.clear()
 
 
-RESPONSES = LocalResponses()
+RESPONSES = LocalLRU()  # cache key -> JSON bytes of the outputs
+BODIES = LocalLRU()  # body_key -> input digest, for bodies that decoded and validated before
 
 
 def response_get(model_name: str, sha256: str, digest: str) -> bytes | None:

@@ -34,7 +34,7 @@ from django.db.models import Max
 
 from modelhub.errors import NotFound, ServiceError
 from modelhub.models import Deployment, ModelFormat, OptimizationJob, PromotionEvent, RegisteredModel, Variant
-from predictions import cache, metrics, runtime
+from predictions import cache, inputs, metrics, runtime
 from predictions.runtime import VariantSpec
 
 log = logging.getLogger(__name__)
@@ -389,19 +389,33 @@ def run_chain(route: Route, feeds: dict[str, np.ndarray]) -> Answer:
     raise Unavailable(f"No variant of {route.model} could answer ({tried}).")
 
 
-def answer(route: Route, feeds: dict[str, np.ndarray]) -> Answer:
-    """Outputs for validated inputs: from the response cache when the model opted in, else run."""
+def answer(route: Route, body: bytes, content_type: str) -> Answer:
+    """Decode and validate a request body against the route's signature, then answer it: from the
+    response cache when the model opted in, else by running the chain.
+
+    With the cache on, a body seen before on this route (the same bytes and content type, which
+    decoded and validated then) goes straight to the cache lookup without being decoded again.
+    """
+    if not route.cache_ttl_s:
+        return run_chain(route, inputs.decode(body, content_type, route.inputs))
     primary = route.chain[0]
-    digest = None
-    if route.cache_ttl_s:
+    seen = cache.body_key(primary.sha256, content_type, body)
+    digest = cache.BODIES.get(seen)
+    feeds = None
+    if digest is None:
+        feeds = inputs.decode(body, content_type, route.inputs)
         digest = cache.input_digest(feeds)
-        payload = cache.response_get(route.model, primary.sha256, digest)
-        if payload is not None:
-            return Answer(outputs=orjson.Fragment(payload), variant=primary, cached=True)
+    payload = cache.response_get(route.model, primary.sha256, digest)
+    if payload is not None:
+        cache.BODIES.put(seen, digest, route.cache_ttl_s)
+        return Answer(outputs=orjson.Fragment(payload), variant=primary, cached=True)
+    if feeds is None:
+        feeds = inputs.decode(body, content_type, route.inputs)
     result = run_chain(route, feeds)
-    if digest is not None and result.fallback_reason is None:
+    if result.fallback_reason is None:
         payload = render_outputs(result.outputs)
         cache.response_set(primary.sha256, digest, payload, route.cache_ttl_s)
+        cache.BODIES.put(seen, digest, route.cache_ttl_s)
         result.outputs = orjson.Fragment(payload)
     return result
 

@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from modelhub.errors import Invalid, NotFound, ServiceError, TooLarge
-from predictions import auth, inputs, metrics, router
+from predictions import auth, metrics, router
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
             raise NotFound(f"No model named {name!r}.")
         auth.throttle(caller)
         route = router.route(name, _selector(request))
-        feeds = inputs.decode(_body(request), request.content_type or "", route.inputs)
-        answer = router.answer(route, feeds)
+        answer = router.answer(route, _body(request), request.content_type or "")
     except auth.Throttled as exc:
         return _json({"error": exc.message}, exc.status, exc.headers)  # counted by throttle()
     except ServiceError as exc:

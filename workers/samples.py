@@ -13,6 +13,7 @@ with ``validation.npz`` and ``calibration.npz`` whose arrays are named after the
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,9 @@ def _export(model: Any, example: Any, input_name: str, output_name: str, directo
 
     torch = _torch()
     model = _named(model, input_name)
-    with torch.no_grad():
+    # The TorchScript-based exporter is chosen on purpose (one self-contained opset-17 file).
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(model, example)
         traced.save(str(directory / "model.pt"))
         onnx_path = directory / "model.onnx"

@@ -54,3 +54,17 @@ def reconcile_jobs_task() -> dict[str, int]:
     from modelhub import services
 
     return services.jobs_reconcile()
+
+
+@shared_task(bind=True, name="workers.tasks.nightly_rebenchmark_task")
+def nightly_rebenchmark_task(self: Task, night: str | None = None, model: str | None = None) -> dict[str, Any]:
+    """Re-benchmark production variants and their fallback chains for a night (default: today, UTC)
+    on the benchmark queue; each (variant, night) is measured once however often this runs."""
+    from datetime import date
+
+    from modelhub import nightly
+
+    # The task id names the claims, so this task re-delivered takes its own unfinished ones back.
+    owner = f"{self.request.hostname or 'local'}|{self.request.id}" if self.request.id else ""
+    report = nightly.nightly_run(night=date.fromisoformat(night) if night else None, model=model, owner=owner)
+    return report.to_dict()

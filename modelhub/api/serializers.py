@@ -11,6 +11,7 @@ from modelhub.models import (
     PromotionEvent,
     ReadinessProfile,
     RegisteredModel,
+    Regression,
     Task,
     Variant,
 )
@@ -119,3 +120,33 @@ class PromotionSerializer(serializers.ModelSerializer):
         model = PromotionEvent
         fields = ["alias", "kind", "from_variant", "to_variant", "by", "at", "reason", "forced", "verdict"]
         read_only_fields = fields
+
+
+class RegressionSerializer(serializers.ModelSerializer):
+    version = serializers.IntegerField(source="variant.version.number", read_only=True)
+    variant = serializers.CharField(source="variant.name", read_only=True)
+    role = serializers.CharField(source="details.role", read_only=True, default=None)
+    threshold = serializers.FloatField(source="details.baseline.threshold_ms", read_only=True, default=None)
+    acknowledged_by = serializers.CharField(source="acknowledged_by.username", read_only=True, default=None)
+
+    class Meta:
+        model = Regression
+        fields = ["id", "version", "variant", "role", "metric", "night", "last_night", "nights", "baseline",
+                  "threshold", "value", "ratio", "reasons", "acknowledged", "acknowledged_by", "acknowledged_at",
+                  "created_at"]
+        read_only_fields = fields
+
+
+class HistoryPointSerializer(serializers.Serializer):
+    night = serializers.DateField()
+    p50_ms = serializers.FloatField(allow_null=True)
+    p95_ms = serializers.FloatField(allow_null=True)
+    p99_ms = serializers.FloatField(allow_null=True)
+    passed = serializers.BooleanField(allow_null=True)
+    batch_size = serializers.IntegerField()
+    fingerprint_hash = serializers.CharField()
+    regressions = serializers.ListField(child=serializers.CharField())
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    nights = serializers.IntegerField(min_value=1, max_value=3650, default=90)

@@ -211,3 +211,31 @@ class ProfileListView(ServiceAPIView):
     def post(self, request: Request) -> Response:
         profile = services.profile_create(user=request.user, **self.valid(s.ProfileSerializer, request))
         return Response(s.ProfileSerializer(profile).data, status=status.HTTP_201_CREATED)
+
+
+class RegressionListView(ServiceAPIView):
+    """Nightly regressions of a model's variants, open first (``?open=1``: open ones only)."""
+
+    serializer_class = s.RegressionSerializer
+
+    @extend_schema(responses=s.RegressionSerializer(many=True))
+    def get(self, request: Request, name: str) -> Response:
+        model = selectors.model_get(user=request.user, name=name)
+        open_only = request.query_params.get("open", "").lower() in {"1", "true", "yes"}
+        regressions = selectors.model_regressions(model=model, open_only=open_only)
+        return Response(s.RegressionSerializer(regressions, many=True).data)
+
+
+class VariantHistoryView(ServiceAPIView):
+    """A variant's nightly p50 / p95 / p99 per night, oldest first (``?nights=N``, default 90)."""
+
+    serializer_class = s.HistoryPointSerializer
+
+    @extend_schema(responses=s.HistoryPointSerializer(many=True))
+    def get(self, request: Request, name: str, number: int, variant: str) -> Response:
+        target = selectors.variant_get(version=self.version(request, name, number), name=variant)
+        nights = s.HistoryQuerySerializer(data=request.query_params)
+        nights.is_valid(raise_exception=True)
+        history = selectors.variant_history(variant=target, nights=nights.validated_data["nights"])
+        return Response({"model": name, "version": number, "variant": variant,
+                         "nights": s.HistoryPointSerializer(history, many=True).data})

@@ -128,7 +128,7 @@ def test_torchscript_needs_the_upload_permission(api: APIClient, digits_cnn: Sam
     assert "upload TorchScript" in response.json()["error"]
 
 
-def test_a_trusted_maintainer_uploads_torchscript_inspected_out_of_process(
+def test_a_trusted_maintainer_uploads_torchscript_inspected_out_of_process_and_datasets_give_its_shapes(
         make_user: Any, digits_cnn: SampleModel, media_root: Path) -> None:
     client = APIClient()
     client.force_authenticate(make_user("tom", "maintainer", torchscript=True))
@@ -136,6 +136,12 @@ def test_a_trusted_maintainer_uploads_torchscript_inspected_out_of_process(
     assert response.status_code == 201, response.json()
     assert response.json()["format"] == "torchscript"
     assert Variant.objects.get().runtime == "torch"
+    assert response.json()["signature"]["inputs"][0]["name"] == "image"
+    with digits_cnn.validation.open("rb") as handle:
+        client.post("/api/v1/models/mlp/versions/1/datasets", {"file": handle, "purpose": "validation"},
+                    format="multipart")
+    # TorchScript declares no shapes: the dataset teaches them, the batch axis staying symbolic.
+    assert ModelVersion.objects.get().signature["inputs"][0]["shape"] == ["batch", 1, 8, 8]
 
 
 def test_a_dataset_matching_the_signature_is_stored(api: APIClient, quality_mlp: SampleModel,

@@ -8,7 +8,6 @@ quantized nodes, sizes).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import shutil
@@ -38,14 +37,6 @@ WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "FusedGemm", "FusedConv
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 _SYNTHETIC_DIM = 2
 _SYNTHETIC_INT_HIGH = 4  # int inputs (token ids, indices) get 0..3: valid for any vocabulary
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_onnx_input(src: Path, pass_name: str) -> Any:
@@ -83,6 +74,7 @@ def require_float_model(model: Any, pass_name: str) -> None:
 
 
 def node_count(model: Any) -> int:
+    """Number of nodes in the main graph."""
     return len(model.graph.node)
 
 
@@ -227,6 +219,7 @@ def max_abs_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> f
 
 
 def max_abs_value(outputs: list[np.ndarray]) -> float:
+    """Largest finite |value| over all outputs (0 when there is none): the scale of a tolerance."""
     values = []
     for output in outputs:
         array = np.abs(np.asarray(output, dtype=np.float64))
@@ -237,10 +230,12 @@ def max_abs_value(outputs: list[np.ndarray]) -> float:
 
 
 def file_size(path: Path) -> int:
+    """Size of a file in bytes."""
     return os.path.getsize(path)
 
 
 def signature_of(model: Any) -> Signature:
+    """The signature of a loaded onnx.ModelProto."""
     return signature_from_onnx_model(model)
 
 

@@ -17,6 +17,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from workers.passes import _onnx_util as util
 from workers.passes.base import (
@@ -37,6 +38,8 @@ _MISSING_KERNEL = re.compile(r"Could not find an implementation for (\w+)\(")
 
 @dataclass(frozen=True)
 class Config:
+    """Options of the float16 conversion."""
+
     keep_io_types: bool = True
     op_block_list: tuple[str, ...] = ()
 
@@ -48,7 +51,7 @@ class Config:
         object.__setattr__(self, "op_block_list", tuple(self.op_block_list))
 
 
-def _convert(source: object, keep_io_types: bool, block_list: list[str]) -> object:
+def _convert(source: Any, keep_io_types: bool, block_list: list[str]) -> Any:
     import copy
 
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -59,7 +62,37 @@ def _convert(source: object, keep_io_types: bool, block_list: list[str]) -> obje
         raise UnsupportedModelError(f"float16 conversion failed: {str(exc)[:600]}") from exc
 
 
+def _write_loadable(source: Any, out_path: Path, keep_io_types: bool, block_list: list[str]) -> list[str]:
+    """Convert and save; op types onnxruntime has no float16 kernel for are blocked and the
+    conversion retried. Returns those op types."""
+    kept: list[str] = []
+    for _attempt in range(_MAX_RETRIES + 1):
+        save_onnx(util.prune_opset_imports(_convert(source, keep_io_types, block_list + kept)), out_path)
+        try:
+            ort_session(out_path, level="disable")
+            return kept
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's NOT_IMPLEMENTED and friends
+            missing = _MISSING_KERNEL.search(str(exc))
+            if not missing or missing.group(1) in block_list + kept:
+                out_path.unlink(missing_ok=True)
+                raise UnsupportedModelError(f"onnxruntime cannot load the float16 model: {str(exc)[:600]}") from exc
+            kept.append(missing.group(1))
+    out_path.unlink(missing_ok=True)
+    raise UnsupportedModelError(f"Too many ops lack float16 kernels on CPU ({', '.join(kept)}).")
+
+
+def _notes(config: Config, kept: list[str], check_note: str | None) -> list[str]:
+    notes = ["onnxruntime on this CPU runs float16 at float32 speed: the gain is half the file and weight memory, "
+             "not latency."]
+    if kept:
+        notes.append(f"Kept in float32 (no float16 kernel on CPU): {', '.join(kept)}.")
+    if not config.keep_io_types:
+        notes.append("Inputs and outputs are float16: callers must feed float16 arrays.")
+    return notes + ([check_note] if check_note else [])
+
+
 def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
+    """Convert ``src`` to float16 into ``dst/model.onnx`` and measure its error on synthetic inputs."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
     config = config or Config()
@@ -67,35 +100,11 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
     src, dst = Path(src), Path(dst)
     source = util.load_onnx_input(src, NAME)
     util.require_float_model(source, NAME)
-    signature = util.signature_of(source)
     out_path = prepare_output(dst)
     block_list = list(dict.fromkeys([*DEFAULT_OP_BLOCK_LIST, *config.op_block_list]))
-    kept_fp32: list[str] = []
-    for _attempt in range(_MAX_RETRIES + 1):
-        save_onnx(util.prune_opset_imports(_convert(source, config.keep_io_types, block_list)), out_path)
-        try:
-            ort_session(out_path, level="disable")
-            break
-        except Exception as exc:  # noqa: BLE001 - onnxruntime's NOT_IMPLEMENTED and friends
-            missing = _MISSING_KERNEL.search(str(exc))
-            if not missing or missing.group(1) in block_list:
-                out_path.unlink(missing_ok=True)
-                raise UnsupportedModelError(f"onnxruntime cannot load the float16 model: {str(exc)[:600]}") from exc
-            block_list.append(missing.group(1))
-            kept_fp32.append(missing.group(1))
-    else:
-        out_path.unlink(missing_ok=True)
-        raise UnsupportedModelError(f"Too many ops lack float16 kernels on CPU ({', '.join(kept_fp32)}).")
-
-    notes = ["onnxruntime on this CPU runs float16 at float32 speed: the gain is half the file and weight memory, not latency."]
-    if kept_fp32:
-        notes.append(f"Kept in float32 (no float16 kernel on CPU): {', '.join(kept_fp32)}.")
-    if not config.keep_io_types:
-        notes.append("Inputs and outputs are float16: callers must feed float16 arrays.")
-    error, _, check_note = util.synthetic_error(src, out_path, signature)
-    if check_note:
-        notes.append(check_note)
-    elif error == float("inf"):
+    kept = _write_loadable(source, out_path, config.keep_io_types, block_list)
+    error, _, check_note = util.synthetic_error(src, out_path, util.signature_of(source))
+    if error == float("inf"):
         out_path.unlink(missing_ok=True)
         raise AccuracyError(
             "The float16 model produces Inf/NaN where the float32 model does not (values beyond float16's "
@@ -108,11 +117,5 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
         "size_ratio": size_after / size_before,
         "max_abs_error": error,  # on synthetic inputs
     }
-    return PassResult(
-        artifact=out_path,
-        pass_name=NAME,
-        config=config_to_json(config),
-        metrics=metrics,
-        notes=notes,
-        duration_s=time.perf_counter() - started,
-    )
+    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config), metrics=metrics,
+                      notes=_notes(config, kept, check_note), duration_s=time.perf_counter() - started)

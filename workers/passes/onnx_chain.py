@@ -68,7 +68,12 @@ def without_constant_identities(model: Any) -> Any:
     import onnx
 
     initializers = {t.name: t for t in model.graph.initializer}
-    identities = [n for n in model.graph.node if n.op_type == "Identity" and n.input[0] in initializers]
+    outputs = {o.name for o in model.graph.output}
+
+    def is_alias(node: Any) -> bool:
+        return node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs
+
+    identities = [n for n in model.graph.node if is_alias(n)]
     if not identities:
         return model
     new = onnx.ModelProto()
@@ -78,18 +83,17 @@ def without_constant_identities(model: Any) -> Any:
         tensor.CopyFrom(initializers[node.input[0]])
         tensor.name = node.output[0]
         new.graph.initializer.append(tensor)
-    keep = [n for n in new.graph.node if not (n.op_type == "Identity" and n.input[0] in initializers)]
+    keep = [n for n in new.graph.node if not is_alias(n)]
     del new.graph.node[:]
     new.graph.node.extend(keep)
     return new
 
 
 class Graph:
-    """Lookup tables over one graph: producers, consumers, initializer arrays, inferred shapes."""
+    """Lookup tables over one graph: consumers, initializer arrays, constants, inferred shapes."""
 
     def __init__(self, model: Any) -> None:
         import onnx
-        from onnx import numpy_helper
 
         model = without_constant_identities(model)
         self.model = model
@@ -98,18 +102,12 @@ class Graph:
         self.outputs = {o.name for o in graph.output}
         self.inputs = [i.name for i in graph.input]
         self.initializers = {t.name: t for t in graph.initializer}
-        self.producer: dict[str, Any] = {}
         self.consumers: dict[str, list[Any]] = {}
         for node in self.nodes:
-            for name in node.output:
-                self.producer[name] = node
             for name in node.input:
                 if name:
                     self.consumers.setdefault(name, []).append(node)
-        self.constants: dict[str, np.ndarray] = {}
-        for node in self.nodes:
-            if node.op_type == "Constant" and _attr(node, "value") is not None:
-                self.constants[node.output[0]] = numpy_helper.to_array(_attr(node, "value"))
+        self.constants = {node.output[0] for node in self.nodes if node.op_type == "Constant"}
         self._arrays: dict[str, np.ndarray] = {}
         self.shapes: dict[str, tuple[int | None, ...]] = {}
         try:
@@ -244,7 +242,11 @@ class Route:
 
 
 def trace_route(graph: Graph, layer: Layer) -> Route | str:
-    """The route from ``layer`` to the layer that reads its units, or the reason there is none."""
+    """The route from ``layer`` to the layer that reads its units, or the reason there is none.
+
+    Units are ``channels`` (axis 1 of a Conv output) until a Flatten makes them ``features`` (the last
+    axis, as Gemm and MatMul make and read them), each channel then being ``per_unit`` features.
+    """
     if layer.groups != 1:
         return f"{layer.name}: grouped convolution (group={layer.groups})"
     if layer.bias == "?":
@@ -253,8 +255,12 @@ def trace_route(graph: Graph, layer: Layer) -> Route | str:
         layer.bias and not graph.only_used_by(layer.bias, layer.bias_node or layer.node)
     ):
         return f"{layer.name}: its weights are shared with other nodes"
-    channels = layer.kind == "Conv"
-    rank = 2 if layer.kind == "Gemm" else len(graph.array(layer.weight).shape) if channels else _rank(graph, layer)
+    layout = "channels" if layer.kind == "Conv" else "features"
+    if layer.kind == "MatMul":
+        shape = graph.shapes.get(layer.output)
+        rank = len(shape) if shape else None
+    else:
+        rank = 2 if layer.kind == "Gemm" else graph.array(layer.weight).ndim  # Conv: N, C + kernel dims
     tensor, steps, per_unit = layer.output, [], 1
     while True:
         if tensor in graph.outputs:
@@ -265,50 +271,55 @@ def trace_route(graph: Graph, layer: Layer) -> Route | str:
         node = users[0]
         consumer = find_layer(graph, node) if node.op_type in LAYER_OPS else None
         if consumer is not None and consumer.data_input == tensor:
-            if channels and per_unit == 1 and consumer.kind == "Conv" and consumer.groups == 1:
-                if consumer.inputs != layer.units:
-                    return f"{layer.name}: {consumer.name} reads {consumer.inputs} channels, not {layer.units}"
-                return Route(layer, consumer, steps, 1)
-            if (not channels or per_unit > 1) and consumer.kind in ("Gemm", "MatMul"):
-                if consumer.inputs != layer.units * per_unit:
-                    return f"{layer.name}: {consumer.name} reads {consumer.inputs} features, not {layer.units * per_unit}"
-                return Route(layer, consumer, steps, per_unit)
-            return f"{layer.name}: {node.op_type} {consumer.name} reads its units in a layout this pass cannot follow"
-        reason = _step_problem(graph, node, tensor, channels and per_unit == 1, rank)
+            return _route_to(layer, consumer, steps, layout, per_unit)
+        reason = _step_problem(graph, node, tensor, layout, rank, layer.units, per_unit)
         if reason:
             return f"{layer.name}: {reason}"
-        if node.op_type == "Flatten" and channels and per_unit == 1:
+        if node.op_type == "Flatten" and layout == "channels":
             shape = graph.shapes.get(tensor)
             if not shape or len(shape) < 3 or any(d is None for d in shape[2:]):
                 return f"{layer.name}: the spatial size before {node.name or 'Flatten'} is unknown"
-            per_unit, rank = int(np.prod(shape[2:])), 2
+            layout, per_unit, rank = "features", int(np.prod(shape[2:])), 2
         steps.append(node)
         tensor = node.output[0]
 
 
-def _rank(graph: Graph, layer: Layer) -> int | None:
-    shape = graph.shapes.get(layer.output)
-    return len(shape) if shape else None
+def _route_to(layer: Layer, consumer: Layer, steps: list[Any], layout: str, per_unit: int) -> Route | str:
+    expected = layer.units * per_unit
+    if layout == "channels" and consumer.kind == "Conv" and consumer.groups == 1:
+        unit_word = "channels"
+    elif layout == "features" and consumer.kind in ("Gemm", "MatMul"):
+        unit_word = "features"
+    else:
+        return f"{layer.name}: {consumer.kind} {consumer.name} reads its units in a layout this pass cannot follow"
+    if consumer.inputs != expected:
+        return f"{layer.name}: {consumer.name} reads {consumer.inputs} {unit_word}, not {expected}"
+    return Route(layer, consumer, steps, per_unit)
 
 
-def _step_problem(graph: Graph, node: Any, tensor: str, channels: bool, rank: int | None) -> str | None:
+def _step_problem(graph: Graph, node: Any, tensor: str, layout: str, rank: int | None, units: int,
+                  per_unit: int) -> str | None:
     """Why the units cannot pass through ``node`` unchanged (None when they can)."""
     op = node.op_type
     if op not in ROUTE_OPS:
         return f"{op} {node.name} sits between it and the next layer"
-    if node.input[0] != tensor or not all(graph.is_constant(name) for name in node.input[1:] if op != "BatchNormalization"):
+    params = node.input[1:5] if op == "BatchNormalization" else []
+    if node.input[0] != tensor or not all(graph.is_constant(name) for name in node.input[1:] if name not in params):
         return f"{op} {node.name} mixes it with another tensor"
     if any(graph.consumers.get(name) or name in graph.outputs for name in node.output[1:]):
         return f"{op} {node.name} has a second output in use"
-    if op in CHANNEL_OPS and not channels:
+    if op in CHANNEL_OPS and layout != "channels":
         return f"{op} {node.name} pools a tensor whose units are not channels"
-    if op == "Flatten" and (int(_attr(node, "axis", 1)) != 1 or (not channels and rank != 2)):
+    if op == "Flatten" and (int(_attr(node, "axis", 1)) != 1 or (layout == "features" and rank != 2)):
         return f"Flatten {node.name} mixes units with other axes"
     if op == "BatchNormalization":
-        if not channels and rank != 2:
+        # BatchNormalization normalizes axis 1: the channels, or the features of a 2-D tensor.
+        if layout == "features" and rank != 2:
             return f"BatchNormalization {node.name} normalizes an axis that is not the unit axis"
-        if not all(graph.is_initializer(n) and graph.only_used_by(n, node) for n in node.input[1:5]):
+        if not all(graph.is_initializer(n) and graph.only_used_by(n, node) for n in params):
             return f"BatchNormalization {node.name} has parameters that are not its own initializers"
+        if per_unit > 1 or any(graph.array(n).size != units for n in params):
+            return f"BatchNormalization {node.name} normalizes each feature of a flattened channel apart"
     return None
 
 

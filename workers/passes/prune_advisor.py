@@ -52,7 +52,10 @@ class SparsityAdvice:
 
     @property
     def per_layer(self) -> tuple[tuple[str, float], ...]:
-        """The proposal as ``prune_structured.Config(per_layer=...)`` (layers left whole omitted)."""
+        """The proposal as ``prune_structured.Config(per_layer=...)``, layers left whole omitted.
+
+        Empty when no layer can lose a candidate share within ``max_error``: then skip the pass.
+        """
         return tuple((layer, ratio) for layer, ratio in self.proposal.items() if ratio > 0)
 
     def to_dict(self) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def run(src: Path, dst: Path, config: Config) -> PassResult:
     metrics["size_ratio"] = metrics["size_after"] / metrics["size_before"]
     notes = [
         f"Removed whole units from {len(rows)} layer(s); parameters {params_before} -> {params_after} "
-        f"({metrics['param_ratio']:.2f}x). The dense model really is smaller and faster.",
+        f"({metrics['param_ratio']:.2f}x): the dense weight matrices themselves shrink, and the compute with them.",
         "No fine-tuning was done: outputs differ from the original; the errors in metrics were measured on "
         f"{data.source}.",
     ]
@@ -153,6 +153,8 @@ def resolve_targets(config: Config, routes: list[onnx_chain.Route], skipped: lis
                 + f"Prunable layers: {', '.join(r.layer.name for r in routes)}."
             )
         targets.setdefault(by_name[name], ratio)
+    if not any(targets.values()):
+        raise PassInputError("Nothing to prune: every targeted layer has ratio 0 (skip this pass instead).")
     return targets
 
 

@@ -65,6 +65,8 @@ _STATIC_METHODS = ("minmax", "entropy", "percentile")
 
 @dataclass(frozen=True)
 class Config:
+    """Options of the accuracy-aware INT8 search (see the module docstring for the bound's meaning)."""
+
     metric: str = "auto"
     min_value: float | None = None
     max_drop: float | None = None
@@ -93,12 +95,15 @@ class Config:
 
 @dataclass
 class _Bound:
+    """The accuracy bound: metric, direction, the float model's value and the threshold."""
+
     metric: str
     higher_is_better: bool
     reference: float
     threshold: float
 
     def passes(self, value: float, finite: bool) -> bool:
+        """Whether a measured value meets the bound (non-finite outputs never do)."""
         if not finite or not math.isfinite(value):
             return False
         return value >= self.threshold if self.higher_is_better else value <= self.threshold
@@ -110,12 +115,15 @@ class _Bound:
         return -value if self.higher_is_better else value
 
     def describe(self) -> str:
+        """The bound in words, e.g. "mae <= 0.01 (float model: 0)"."""
         op = ">=" if self.higher_is_better else "<="
         return f"{self.metric} {op} {self.threshold:.6g} (float model: {self.reference:.6g})"
 
 
 @dataclass
 class _Candidate:
+    """One quantization recipe and what it measured."""
+
     name: str
     kind: str  # dynamic | static
     settings: dict[str, Any]
@@ -130,6 +138,7 @@ class _Candidate:
     report: dict[str, float] | None = None
 
     def summary(self) -> dict[str, Any]:
+        """The candidate as reported in ``metrics["candidates"]``."""
         return {
             "name": self.name,
             "value": self.value if math.isfinite(self.value) else None,
@@ -141,34 +150,45 @@ class _Candidate:
         }
 
 
+@dataclass
+class _Setup:
+    """What every candidate is measured with: validation feeds, the float model's outputs, the bound."""
+
+    signature: util.Signature
+    feeds: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    reference: list[np.ndarray]
+    task: str
+    bound: _Bound
+    calibration_feeds: dict[str, np.ndarray] | None
+
+
 class _Search:
-    def __init__(self, src: Path, work: Path, model_path: Path, config: Config, signature: util.Signature,
-                 feeds: dict[str, np.ndarray], labels: np.ndarray | None, reference: list[np.ndarray],
-                 task: str, bound: _Bound) -> None:
-        self.src, self.work, self.model_path, self.config = src, work, model_path, config
-        self.signature, self.feeds, self.labels, self.reference = signature, feeds, labels, reference
-        self.task, self.bound = task, bound
+    """Builds and measures candidates in one scratch directory, keeping only the best file."""
+
+    def __init__(self, work: Path, model_path: Path, setup: _Setup, time_budget_s: float) -> None:
+        self.work, self.model_path, self.setup = work, model_path, setup
+        self.bound, self.time_budget_s = setup.bound, time_budget_s
         self.started = time.perf_counter()
         self.candidates: list[_Candidate] = []
         self.best: _Candidate | None = None
         self.calibrations: dict[str, quantize_static.Calibration] = {}
-        self.calibration_feeds: dict[str, np.ndarray] | None = None
         self.out_of_time = False
         self.threads = max(1, min(4, os.cpu_count() or 1))
 
     def time_left(self) -> bool:
-        if not self.candidates:
-            return True
-        if time.perf_counter() - self.started >= self.config.time_budget_s:
+        """False once the budget is spent (the first candidate always runs)."""
+        if self.candidates and time.perf_counter() - self.started >= self.time_budget_s:
             self.out_of_time = True
         return not self.out_of_time
 
     def _evaluate(self, path: Path) -> tuple[float, bool, dict[str, float]]:
         from workers.evaluation.accuracy import compare_outputs
 
+        setup = self.setup
         session = ort_session(path, threads=self.threads)
-        candidate = util.run_batched(session, self.feeds, batch=_EVAL_BATCH, fixed=util.fixed_batch(self.signature))
-        report = compare_outputs(self.reference, candidate, task=self.task, labels=self.labels)
+        outputs = util.run_batched(session, setup.feeds, batch=_EVAL_BATCH, fixed=util.fixed_batch(setup.signature))
+        report = compare_outputs(setup.reference, outputs, task=setup.task, labels=setup.labels)
         return float(report.metrics.get(self.bound.metric, math.nan)), bool(report.finite), dict(report.metrics)
 
     def _build(self, candidate: _Candidate, target: Path) -> None:
@@ -177,10 +197,10 @@ class _Search:
             quantize_dynamic.quantize(self.model_path, target, config, self.work)
             return
         method = candidate.settings["method"]
-        if method not in self.calibrations:
+        if method not in self.calibrations:  # each method calibrates once; exclusions reuse its ranges
             self.calibrations[method] = quantize_static.calibrate(
-                self.model_path, self.work, self.calibration_feeds or {}, method,
-                quantize_static.Config().max_memory_mb, util.fixed_batch(self.signature),
+                self.model_path, self.work, self.setup.calibration_feeds or {}, method,
+                quantize_static.Config().max_memory_mb, util.fixed_batch(self.setup.signature),
             )
         config = quantize_static.Config(nodes_to_exclude=candidate.excluded, **candidate.settings)
         quantize_static.quantize(self.model_path, target, self.calibrations[method], config, self.work)
@@ -214,9 +234,11 @@ class _Search:
         return (not a.passed, self.bound.key(a.value), a.size) < (not b.passed, self.bound.key(b.value), b.size)
 
     def any_passed(self) -> bool:
+        """Whether some candidate met the bound."""
         return any(c.passed for c in self.candidates)
 
     def weight_nodes(self) -> list[str]:
+        """Names of the nodes whose weights quantization changes (MatMul/Gemm/Conv ... with an initializer)."""
         import onnx
 
         model = onnx.load(str(self.model_path))
@@ -228,6 +250,7 @@ class _Search:
         ]
 
     def exclusion_stage(self, base: _Candidate) -> None:
+        """Rank weight nodes by exclude-one, then keep the top 2, 4, 8 ... in float."""
         nodes = self.weight_nodes()
         if len(nodes) < 2:
             return
@@ -244,9 +267,22 @@ class _Search:
         ranked = sorted(nodes, key=lambda n: -gains[n] if math.isfinite(gains.get(n, math.nan)) else math.inf)
         count = 2
         while count < len(nodes) and not self.any_passed() and self.time_left():
-            excluded = tuple(ranked[:count])
-            self.try_candidate(_Candidate(f"{base.name}-exclude-top{count}", base.kind, base.settings, excluded))
+            self.try_candidate(_Candidate(f"{base.name}-exclude-top{count}", base.kind, base.settings,
+                                          tuple(ranked[:count])))
             count *= 2
+
+    def run(self, plan: list[_Candidate]) -> tuple[_Candidate, Path]:
+        """Try the plan, then (when nothing passed) the exclusion stage; the kept candidate and its file."""
+        for candidate in plan:
+            if not self.time_left():
+                break
+            self.try_candidate(candidate)
+        if not self.any_passed() and self.best is not None and self.time_left():
+            self.exclusion_stage(self.best)
+        if self.best is None or self.best.path is None:
+            errors = "; ".join(f"{c.name}: {c.error}" for c in self.candidates if c.error)
+            raise UnsupportedModelError(f"No quantized candidate could be built ({errors}).")
+        return self.best, self.best.path
 
 
 def _bound(config: Config, task: str, reference_metrics: dict[str, float], notes: list[str]) -> _Bound:
@@ -274,15 +310,8 @@ def _bound(config: Config, task: str, reference_metrics: dict[str, float], notes
     return _Bound(metric=metric, higher_is_better=higher, reference=reference, threshold=threshold)
 
 
-def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
-    from workers.evaluation.accuracy import compare_outputs, infer_task
-
-    config = config or Config()
-    started = time.perf_counter()
-    src, dst = Path(src), Path(dst)
-    source = util.load_onnx_input(src, NAME)
-    util.require_float_model(source, NAME)
-    signature = util.signature_of(source)
+def _validation_feeds(config: Config, signature: util.Signature) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """At most ``_EVAL_ROWS`` validation rows (a multiple of a fixed batch) and their labels."""
     if config.validation_data is None:
         raise PassInputError(
             "quantize_search needs a validation dataset (.npz with one array per model input, plus labels "
@@ -291,58 +320,49 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
     feeds, labels = util.dataset_feeds(Path(config.validation_data), signature, what="validation")
     rows = min(_EVAL_ROWS, min(len(v) for v in feeds.values()))
     fixed = util.fixed_batch(signature)
-    if fixed:
-        rows -= rows % fixed
+    rows -= rows % fixed if fixed else 0
     if rows == 0:
         raise PassInputError("The validation dataset has fewer rows than the model's batch size.")
-    feeds = {name: value[:rows] for name, value in feeds.items()}
-    labels = None if labels is None else labels[:rows]
+    return {name: value[:rows] for name, value in feeds.items()}, None if labels is None else labels[:rows]
+
+
+def _setup(src: Path, config: Config, signature: util.Signature, notes: list[str]) -> _Setup:
+    """Run the float model on the validation rows, settle task and metric, and state the bound."""
+    from workers.evaluation.accuracy import compare_outputs, infer_task
+
+    feeds, labels = _validation_feeds(config, signature)
     calibration_feeds = None
     if config.calibration_data is not None:
-        calibration_feeds = quantize_static.load_calibration(
-            config.calibration_data, signature, quantize_static.Config().max_samples
-        )
-
-    reference = util.run_batched(ort_session(src, threads=4), feeds, batch=_EVAL_BATCH, fixed=fixed)
+        calibration_feeds = quantize_static.load_calibration(config.calibration_data, signature,
+                                                             quantize_static.Config().max_samples)
+    session = ort_session(src, threads=max(1, min(4, os.cpu_count() or 1)))
+    reference = util.run_batched(session, feeds, batch=_EVAL_BATCH, fixed=util.fixed_batch(signature))
     task = infer_task(reference, labels) if config.task == "auto" else config.task
-    notes: list[str] = []
-    self_report = compare_outputs(reference, reference, task=task, labels=labels)
-    bound = _bound(config, task, self_report.metrics, notes)
+    own = compare_outputs(reference, reference, task=task, labels=labels)  # the float model's own scores
+    bound = _bound(config, task, own.metrics, notes)
+    return _Setup(signature, feeds, labels, reference, task, bound, calibration_feeds)
 
-    out_path = prepare_output(dst)
-    with util.scratch_dir(dst) as work:
-        model_path, note = quantize_dynamic.preprocess(src, work)
-        if note:
-            notes.append(note)
-        search = _Search(src, work, model_path, config, signature, feeds, labels, reference, task, bound)
-        search.calibration_feeds = calibration_feeds
-        plan = [
-            _Candidate("dynamic-per-tensor", "dynamic", {"per_channel": False}),
-            _Candidate("dynamic-per-channel", "dynamic", {"per_channel": True}),
-        ]
-        if calibration_feeds is not None:
-            plan += [
-                _Candidate(f"static-qdq-{method}", "static", {"format": "qdq", "method": method, "per_channel": True})
-                for method in _STATIC_METHODS
-            ]
-        else:
-            notes.append("No calibration dataset: static (calibrated) candidates were skipped.")
-        for candidate in plan:
-            if not search.time_left():
-                break
-            search.try_candidate(candidate)
-        if not search.any_passed() and search.best is not None and search.time_left():
-            search.exclusion_stage(search.best)
-        best = search.best
-        if best is None or best.path is None:
-            errors = "; ".join(f"{c.name}: {c.error}" for c in search.candidates if c.error)
-            raise UnsupportedModelError(f"No quantized candidate could be built ({errors}).")
-        os.replace(best.path, out_path)
 
-    passed = best.passed
+def _plan(setup: _Setup, notes: list[str]) -> list[_Candidate]:
+    plan = [
+        _Candidate("dynamic-per-tensor", "dynamic", {"per_channel": False}),
+        _Candidate("dynamic-per-channel", "dynamic", {"per_channel": True}),
+    ]
+    if setup.calibration_feeds is None:
+        notes.append("No calibration dataset: static (calibrated) candidates were skipped.")
+        return plan
+    return plan + [
+        _Candidate(f"static-qdq-{method}", "static", {"format": "qdq", "method": method, "per_channel": True})
+        for method in _STATIC_METHODS
+    ]
+
+
+def _outcome_note(search: _Search, best: _Candidate, time_budget_s: float) -> list[str]:
+    bound = search.bound
+    notes = []
     if search.out_of_time:
-        notes.append(f"Time budget of {config.time_budget_s:g} s spent after {len(search.candidates)} candidate(s).")
-    if passed:
+        notes.append(f"Time budget of {time_budget_s:g} s spent after {len(search.candidates)} candidate(s).")
+    if best.passed:
         notes.append(f"Chose {best.name}: {bound.metric} = {best.value:.6g}, bound {bound.describe()}.")
     else:
         closest = f"{best.value:.6g}" if math.isfinite(best.value) else "non-finite"
@@ -350,28 +370,46 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
             f"No candidate met {bound.describe()}; kept the best effort {best.name} ({bound.metric} = {closest}). "
             "Loosen the bound, provide calibration data, or keep the float model."
         )
+    return notes
+
+
+def _metrics(search: _Search, best: _Candidate, setup: _Setup, src: Path, out_path: Path) -> dict[str, Any]:
     size_before, size_after = util.file_size(src), util.file_size(out_path)
-    metrics = {
+    return {
         "candidates": [c.summary() for c in search.candidates],
         "chosen": best.name,
-        "passed": passed,
-        "task": task,
-        "metric": bound.metric,
+        "passed": best.passed,
+        "task": setup.task,
+        "metric": setup.bound.metric,
         "value": best.value if math.isfinite(best.value) else None,
-        "reference_value": bound.reference,
-        "threshold": bound.threshold,
+        "reference_value": setup.bound.reference,
+        "threshold": setup.bound.threshold,
         "accuracy": best.report or {},
         "excluded_nodes": list(best.excluded),
         "size_before": size_before,
         "size_after": size_after,
         "size_ratio": size_after / size_before,
-        "validation_rows": rows,
+        "validation_rows": len(setup.reference[0]),
     }
-    return PassResult(
-        artifact=out_path,
-        pass_name=NAME,
-        config=config_to_json(config),
-        metrics=metrics,
-        notes=notes,
-        duration_s=time.perf_counter() - started,
-    )
+
+
+def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
+    """Search INT8 recipes for the best one meeting the accuracy bound; write it to ``dst/model.onnx``."""
+    config = config or Config()
+    started = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    source = util.load_onnx_input(src, NAME)
+    util.require_float_model(source, NAME)
+    notes: list[str] = []
+    setup = _setup(src, config, util.signature_of(source), notes)
+    out_path = prepare_output(dst)
+    with util.scratch_dir(dst) as work:
+        model_path, note = quantize_dynamic.preprocess(src, work)
+        notes += [note] if note else []
+        search = _Search(work, model_path, setup, config.time_budget_s)
+        best, kept = search.run(_plan(setup, notes))
+        os.replace(kept, out_path)
+    notes += _outcome_note(search, best, config.time_budget_s)
+    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config),
+                      metrics=_metrics(search, best, setup, src, out_path), notes=notes,
+                      duration_s=time.perf_counter() - started)

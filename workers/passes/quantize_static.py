@@ -144,9 +144,6 @@ class _Reader:
         """The next batch, or None when done (the CalibrationDataReader protocol)."""
         return next(self._iter, None)
 
-    def __len__(self) -> int:  # pragma: no cover - ORT asks only for strided MinMax
-        return 0
-
 
 def _measure_sample(calibrator: Any, feeds: dict[str, np.ndarray], rows: int) -> int:
     """Bytes of the collected activations of one sample (one ``rows``-row batch / rows)."""

@@ -62,6 +62,19 @@ def test_export_digits_predictions_equal_torch(digits_cnn: SampleModel, tmp_path
     assert np.mean(np.argmax(logits, axis=1) == data["labels"]) > 0.9  # the trained CNN, not noise
 
 
+def test_export_names_inputs_after_the_dataset_when_forward_names_differ(tmp_path: Path) -> None:
+    import torch
+
+    source = tmp_path / "linear.pt"
+    torch.jit.script(torch.nn.Sequential(torch.nn.Linear(4, 2))).save(str(source))  # forward(self, input)
+    data = tmp_path / "validation.npz"
+    np.savez(data, features=np.ones((3, 4), np.float32), labels=np.zeros(3))
+    result = export.run(source, tmp_path / "out", export.Config(validation_data=data))
+    assert result.metrics["inputs"] == ["features"]
+    assert any("matched the dataset's features by position" in note for note in result.notes)
+    assert [i.name for i in ort_session(result.artifact).get_inputs()] == ["features"]
+
+
 def test_export_refuses_onnx_source(digits_cnn: SampleModel, tmp_path: Path) -> None:
     with pytest.raises(PassInputError, match="already an ONNX model"):
         export.run(digits_cnn.onnx, tmp_path, export.Config(validation_data=digits_cnn.validation))

@@ -166,6 +166,8 @@ def test_it_refuses_layers_it_cannot_prune(quality_mlp: SampleModel, tmp_path: P
     names = [name for name, _, _ in _layers(quality_mlp.onnx)]
     with pytest.raises(PassInputError, match="produces the model output"):
         prune_structured.run(quality_mlp.onnx, tmp_path / "a", prune_structured.Config(layers=(names[3],)))
+    with pytest.raises(PassInputError, match="Nothing to prune"):
+        prune_structured.run(quality_mlp.onnx, tmp_path / "c", prune_structured.Config(per_layer=((names[0], 0.0),)))
     with pytest.raises(PassInputError, match=re.escape(f"Prunable layers: {', '.join(names[:3])}")):
         prune_structured.run(quality_mlp.onnx, tmp_path / "b", prune_structured.Config(layers=("fc9",)))
 

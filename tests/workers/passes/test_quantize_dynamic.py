@@ -67,9 +67,16 @@ def test_int8_transformer_embeddings(tiny_transformer: SampleModel, tmp_path: Pa
 
 def test_excluding_a_gemm_keeps_it_float(quality_mlp: SampleModel, tmp_path: Path) -> None:
     # The dynamic quantizer renames Gemm to "<name>_MatMul"; the pass maps the exclusion.
-    result = quantize_dynamic.run(quality_mlp.onnx, tmp_path, quantize_dynamic.Config(nodes_to_exclude=("/0/Gemm",)))
+    first = next(n.name for n in onnx.load(str(quality_mlp.onnx)).graph.node if n.op_type == "Gemm")
+    result = quantize_dynamic.run(quality_mlp.onnx, tmp_path, quantize_dynamic.Config(nodes_to_exclude=(first,)))
     assert result.metrics["quantized_nodes"] == 3
+    assert not any("names no node" in note for note in result.notes)
     assert result.metrics["size_ratio"] > 0.7  # the 2056x1024 first layer is most of the file
+
+
+def test_an_unknown_excluded_node_is_reported(digits_cnn: SampleModel, tmp_path: Path) -> None:
+    result = quantize_dynamic.run(digits_cnn.onnx, tmp_path, quantize_dynamic.Config(nodes_to_exclude=("nope",)))
+    assert "nodes_to_exclude names no node of the graph: nope." in result.notes
 
 
 def test_bad_inputs_raise_typed_errors(quality_mlp: SampleModel, tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""The dashboard: models, versions, charts, jobs, promotion and history pages for staff users."""

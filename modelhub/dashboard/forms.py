@@ -1,0 +1,105 @@
+"""Forms of the dashboard: they validate what a person typed; the views hand it to one service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from modelhub.models import ReadinessProfile
+
+MAX_BATCH = 4096
+
+
+class OptimizeForm(forms.Form):
+    """A readiness profile, the steps of the default plan to run, and how long to measure."""
+
+    profile = forms.ModelChoiceField(
+        queryset=ReadinessProfile.objects.all(), required=False, empty_label="No profile (measure only; nothing fails)",
+        help_text="The limits every variant is judged against; promotion needs a passing verdict.")
+    steps = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="The default plan for this version and profile; untick a pass to leave it out.")
+    bench_budget_s = forms.FloatField(
+        required=False, min_value=0.05, max_value=120, label="Benchmark time per batch size (s)",
+        help_text="Empty: the server's default. Shorter is quicker but noisier.")
+    batch_sizes = forms.CharField(
+        required=False, max_length=60, label="Batch sizes", help_text="Comma-separated, e.g. 1, 8. Empty: 1, "
+        "the profile's batch size and 8.")
+    custom = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, plan: list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plan = plan
+        self.fields["steps"].choices = [(s["name"], _describe(s)) for s in plan]
+        self.fields["steps"].initial = [s["name"] for s in plan]
+
+    def clean_batch_sizes(self) -> list[int]:
+        text = self.cleaned_data["batch_sizes"].strip()
+        if not text:
+            return []
+        try:
+            sizes = sorted({int(part) for part in text.replace(" ", "").split(",") if part})
+        except ValueError:
+            raise forms.ValidationError("Write whole numbers separated by commas, e.g. 1, 8.") from None
+        if not sizes or sizes[0] < 1 or sizes[-1] > MAX_BATCH:
+            raise forms.ValidationError(f"Batch sizes go from 1 to {MAX_BATCH}.")
+        return sizes
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("custom") and not cleaned.get("steps"):
+            self.add_error("steps", "Choose at least one pass, or press Optimize for the whole default plan.")
+        return cleaned
+
+    def chosen_plan(self) -> list[dict[str, Any]] | None:
+        """The ticked steps of the plan, or None (the service's default plan) for a plain Optimize."""
+        if not self.cleaned_data.get("custom"):
+            return None
+        chosen = set(self.cleaned_data["steps"])
+        return [step for step in self.plan if step["name"] in chosen]
+
+    def bench_options(self) -> dict[str, Any]:
+        """Benchmark overrides for the job; empty: the server's defaults."""
+        options: dict[str, Any] = {}
+        if self.cleaned_data.get("bench_budget_s"):
+            options["time_budget_s"] = self.cleaned_data["bench_budget_s"]
+        if self.cleaned_data.get("batch_sizes"):
+            options["batch_sizes"] = self.cleaned_data["batch_sizes"]
+        return options
+
+
+def _describe(step: dict[str, Any]) -> str:
+    options = ", ".join(f"{key}={value}" for key, value in step.get("options", {}).items())
+    source = "" if step.get("source", "original") == "original" else f", from {step['source']}"
+    return f"{step['name']}: {step['pass_name']}" + (f" ({options}{source})" if options or source else "")
+
+
+class PromoteForm(forms.Form):
+    """Why this variant goes to production; a failing one also needs ``force``."""
+
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), required=False, max_length=2000,
+                             help_text="Written into the audit history.")
+    force = forms.BooleanField(required=False, label="Promote although it fails readiness (approvers only; "
+                               "a written reason is required and the audit marks it forced)")
+
+    def __init__(self, *args: Any, failing: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failing = failing
+        if not failing:
+            del self.fields["force"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.failing and not cleaned.get("force"):
+            self.add_error("force", "This variant fails readiness: tick the box to promote it anyway.")
+        if self.failing and not (cleaned.get("reason") or "").strip():
+            self.add_error("reason", "A forced promotion needs a written reason.")
+        return cleaned
+
+
+class RollbackForm(forms.Form):
+    """Why production goes back to the previous variant."""
+
+    reason = forms.CharField(max_length=2000, required=False,
+                             widget=forms.TextInput(attrs={"size": 50, "placeholder": "why (for the audit history)"}))

@@ -1,0 +1,22 @@
+"""Routes of the dashboard under /dashboard/ (staff login: the admin's)."""
+
+from django.urls import path
+
+from modelhub.dashboard import views as v
+
+app_name = "dashboard"
+VARIANT = "models/<slug:name>/versions/<int:number>/variants/<str:variant>"
+
+urlpatterns = [
+    path("", v.models_list, name="models"),
+    path("models/<slug:name>/", v.model_detail, name="model"),
+    path("models/<slug:name>/compare/", v.compare, name="compare"),
+    path("models/<slug:name>/rollback/", v.rollback, name="rollback"),
+    path("models/<slug:name>/versions/<int:number>/", v.version_detail, name="version"),
+    path("models/<slug:name>/versions/<int:number>/optimize/", v.optimize, name="optimize"),
+    path(f"{VARIANT}/promote/", v.promote, name="promote"),
+    path(f"{VARIANT}/bundle/", v.bundle, name="bundle"),
+    path("jobs/<int:job_id>/", v.job_detail, name="job"),
+    path("jobs/<int:job_id>/progress/", v.job_progress, name="job-progress"),
+    path("jobs/<int:job_id>/cancel/", v.job_cancel, name="job-cancel"),
+]

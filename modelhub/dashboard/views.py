@@ -1,0 +1,234 @@
+"""Dashboard pages: each view validates a form or its URL and calls one service or selector.
+
+Every page needs a staff login (the admin's); what a page offers follows the user's role, and the
+services refuse the rest (a refusal is a 403 page, a refused request a form error).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from modelhub import bundles, selectors, services
+from modelhub.dashboard import forms
+from modelhub.dashboard import selectors as pages
+from modelhub.errors import Forbidden, NotFound, ServiceError
+from modelhub.models import ModelVersion, OptimizationJob, ReadinessProfile
+
+
+def dashboard_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Staff login required (else the login page); NotFound becomes 404 and Forbidden 403."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except NotFound as exc:
+            raise Http404(exc.message) from None
+        except Forbidden as exc:
+            raise PermissionDenied(exc.message) from None
+
+    return staff_member_required(wrapped)
+
+
+def _page(request: HttpRequest, template: str, title: str, status: int = 200, **context: Any) -> HttpResponse:
+    context = {**admin.site.each_context(request), "title": title, **pages.role_flags(request.user), **context}
+    return render(request, f"dashboard/{template}", context, status=status)
+
+
+def _version(request: HttpRequest, name: str, number: int) -> ModelVersion:
+    return selectors.version_get(model=selectors.model_get(user=request.user, name=name), number=number)
+
+
+def _safe(charts: dict[str, str]) -> dict[str, str]:
+    # dashboard.svg escapes every text it draws; its markup goes into the page as it is.
+    return {key: mark_safe(value) for key, value in charts.items()}  # noqa: S308
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+@require_GET
+@dashboard_view
+def models_list(request: HttpRequest) -> HttpResponse:
+    """Every visible model: production variant, status, last benchmark, nightly trend, serving."""
+    rows = pages.model_rows(user=request.user)
+    for row in rows:
+        row["sparkline"] = mark_safe(row["sparkline"])  # noqa: S308 - drawn and escaped by dashboard.svg
+    return _page(request, "models.html", "Models", rows=rows,
+                 add_model_url=reverse("admin:modelhub_registeredmodel_add"))
+
+
+@require_GET
+@dashboard_view
+def model_detail(request: HttpRequest, name: str) -> HttpResponse:
+    """A model's versions, production variant, rollback and promotion history."""
+    model = selectors.model_get(user=request.user, name=name)
+    return _page(request, "model.html", model.name, model=model, versions=pages.version_rows(model=model),
+                 production=selectors.deployment_variant(model=model), events=pages.history(model=model),
+                 rollback_to=pages.rollback_target(model=model), rollback_form=forms.RollbackForm(),
+                 upload_url=reverse("admin:modelhub_modelversion_add") + f"?model={model.pk}")
+
+
+@require_GET
+@dashboard_view
+def compare(request: HttpRequest, name: str) -> HttpResponse:
+    """The versions of a model side by side, and their numbers over time."""
+    model = selectors.model_get(user=request.user, name=name)
+    data = pages.compare(model=model)
+    charts = _safe({key: data.pop(key) for key in ("latency_chart", "size_chart", "nightly_chart")})
+    return _page(request, "compare.html", f"Compare versions of {model.name}", model=model, **data, **charts)
+
+
+@require_POST
+@dashboard_view
+def rollback(request: HttpRequest, name: str) -> HttpResponse:
+    """Put the previous production variant back, with a reason (approvers)."""
+    model = selectors.model_get(user=request.user, name=name)
+    form = forms.RollbackForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    try:
+        event = services.deployment_rollback(model=model, by=request.user, reason=reason)
+    except Forbidden:
+        raise
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Rolled back: {event.to_variant.label} serves {model.name} again.")
+    return redirect("dashboard:model", name=model.name)
+
+
+# --- versions --------------------------------------------------------------------------------
+
+
+@require_GET
+@dashboard_view
+def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse:
+    """Variants with their numbers and verdicts, lineage, charts, advice, jobs and downloads."""
+    version = _version(request, name, number)
+    results = pages.version_results(version=version)
+    measured = any(row["p95_ms"] is not None for row in results.rows)
+    return _page(
+        request, "version.html", f"{version.model.name} v{version.number}", version=version, results=results,
+        measured=measured, charts=_safe(pages.charts(results)) if measured else {},
+        datasets=version.datasets.order_by("purpose"), jobs=version.jobs.all()[:10],
+        active_job=version.jobs.filter(status__in=pages.ACTIVE).first(),
+        quick_form=forms.OptimizeForm(plan=[]), production=selectors.deployment_variant(model=version.model),
+        dataset_url=reverse("admin:modelhub_dataset_add") + f"?version={version.pk}",
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@dashboard_view
+def optimize(request: HttpRequest, name: str, number: int) -> HttpResponse:
+    """Choose a profile and the passes of the default plan, then start the job (maintainers)."""
+    version = _version(request, name, number)
+    source = request.POST if request.method == "POST" else request.GET
+    profile = ReadinessProfile.objects.filter(pk=source.get("profile") or None).first() if (
+        source.get("profile") or "").isdigit() else None
+    plan = pages.default_plan(version=version, profile=profile)
+    if request.method == "GET":
+        form = forms.OptimizeForm(initial={"profile": profile, "custom": True}, plan=plan)
+        return _page(request, "optimize.html", f"Optimize {version}", version=version, form=form, plan=plan)
+    form = forms.OptimizeForm(request.POST, plan=plan)
+    if form.is_valid():
+        try:
+            job = services.optimization_request(version=version, user=request.user,
+                                                profile=form.cleaned_data["profile"], plan=form.chosen_plan(),
+                                                bench=form.bench_options())
+        except Forbidden:
+            raise
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+        else:
+            return redirect("dashboard:job", job_id=job.pk)
+    return _page(request, "optimize.html", f"Optimize {version}", status=400, version=version, form=form, plan=plan)
+
+
+@require_GET
+@dashboard_view
+def bundle(request: HttpRequest, name: str, number: int, variant: str) -> HttpResponse | FileResponse:
+    """Download a variant's deployment bundle with the session's login."""
+    target = pages.bundle_variant(user=request.user, name=name, number=number, variant=variant)
+    try:
+        return bundles.bundle_response(target)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("dashboard:version", name=name, number=number)
+
+
+@require_http_methods(["GET", "POST"])
+@dashboard_view
+def promote(request: HttpRequest, name: str, number: int, variant: str) -> HttpResponse:
+    """Confirm a promotion: the verdict, production now and the signature diff; then promote."""
+    target = pages.bundle_variant(user=request.user, name=name, number=number, variant=variant)
+    preview = pages.promotion_preview(variant=target)
+    failing = not preview["passed"]
+    form = forms.PromoteForm(request.POST or None, failing=failing)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.deployment_promote(model=target.version.model, variant=target, by=request.user,
+                                        reason=form.cleaned_data["reason"], force=failing)
+        except Forbidden:
+            raise
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, f"{target.label} now serves {target.version.model.name}.")
+            return redirect("dashboard:model", name=name)
+    status = 400 if request.method == "POST" else 200
+    return _page(request, "promote.html", f"Promote {target.label}", status=status, form=form, failing=failing,
+                 **preview)
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+@require_GET
+@dashboard_view
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    """A job's progress bar and event log, updated in place while it runs."""
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    return _page(request, "job.html", f"Job {job.pk}", job=job, version=job.version)
+
+
+@require_GET
+@dashboard_view
+def job_progress(request: HttpRequest, job_id: int) -> JsonResponse:
+    """The job's state as JSON for the job page's poller."""
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    version = job.version
+    return JsonResponse({
+        "id": job.pk, "status": job.status, "progress": job.progress, "current_step": job.current_step,
+        "events": job.events, "error": job.error, "finished": job.is_finished,
+        "cancel_requested": job.cancel_requested,
+        "results_url": reverse("dashboard:version", kwargs={"name": version.model.name, "number": version.number}),
+        "best": (job.result or {}).get("best"),
+    })
+
+
+@require_POST
+@dashboard_view
+def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Cancel a job: a queued one at once, a running one at its next step (maintainers)."""
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    try:
+        job = services.job_cancel(job=job, user=request.user)
+    except Forbidden:
+        raise
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        done = job.status == OptimizationJob.Status.CANCELLED
+        messages.success(request, "Job cancelled." if done else "Cancel requested: the job stops at its next step.")
+    return redirect("dashboard:job", job_id=job.pk)
