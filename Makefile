@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check --no-warn-script-location
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -17,9 +17,19 @@ demo: install
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py demo
 
+# The browser tests drive Debian's chromium (never a downloaded browser): installed here when it
+# is missing and we are root; otherwise those tests fail with a message saying to install it.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ] && [ "$$(id -u)" = "0" ]; then \
+		apt-get install -y chromium || (apt-get update && apt-get install -y chromium); \
+	elif [ ! -x "$(CHROMIUM)" ]; then \
+		echo "chromium is missing: run 'sudo apt-get install -y chromium' (the browser tests need it)"; \
+	fi
+
 # Tests run with the development settings (DEBUG=1) unless told otherwise; production settings
 # are checked by a test that runs `manage.py check --deploy` in a subprocess.
-test: install
+test: install browser
 	$(VENV)/bin/ruff check .
 	DEBUG=$${DEBUG:-1} $(PY) -m pytest
 

@@ -12,7 +12,8 @@ workers.passes.quantize_dynamic (the original when that pass is missing or refus
 
 - raw ONNX Runtime p50 of the promoted file in this process (batch 1, 1 intra-op thread);
 - API p50 / p95 / p99 at concurrency 1 over one HTTP keep-alive connection (http.client),
-  with server_ms (time inside the view) beside it;
+  with server_ms (time inside the view) and GET /healthz p50 (the floor: HTTP, gunicorn, Django
+  middleware and the client, with no view work) beside it;
 - API requests/s at concurrency 8 (8 keep-alive connections) on cache misses (every body new)
   and on cache hits (the same 8 bodies again).
 
@@ -173,6 +174,11 @@ class Client:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
+    def get(self, path: str) -> None:
+        self.connection.request("GET", path)
+        response = self.connection.getresponse()
+        response.read()
+
     def post(self, model: str, body: bytes) -> dict[str, Any]:
         self.connection.request("POST", f"/api/v1/models/{model}/predict", body=body, headers=self.headers)
         response = self.connection.getresponse()
@@ -197,6 +203,19 @@ def latency(port: int, token: str, bodies: list[bytes], count: int, cap_s: float
         server.append(answer["server_ms"])
     return {"p50": statistics.median(times), "p95": _percentile(times, 95), "p99": _percentile(times, 99),
             "server_p50": statistics.median(server), "n": len(times)}
+
+
+def floor_p50(port: int, count: int) -> float:
+    """p50 of GET /healthz over keep-alive: what HTTP + gunicorn + Django cost before any view work."""
+    client = Client(port, "")
+    for _ in range(50):
+        client.get("/healthz")
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        client.get("/healthz")
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 def throughput(port: int, token: str, bodies_per_thread: list[list[bytes]], cap_s: float,
@@ -298,6 +317,7 @@ def main() -> int:
         bodies = [orjson.dumps({"inputs": {"features": rows[i:i + 1]}}, option=orjson.OPT_SERIALIZE_NUMPY)
                   for i in range(len(rows))]
         lat = latency(port, info["token"], bodies, args.requests, args.seconds)
+        floor = floor_p50(port, min(args.requests, 1000))
 
         rng = np.random.default_rng(1)
         fresh = [[orjson.dumps({"inputs": {"features": rng.random((1, rows.shape[1]), dtype=np.float32)}},
@@ -319,6 +339,7 @@ def main() -> int:
             ("API p95, concurrency 1 (ms)", f"{lat['p95']:.3f}"),
             ("API p99, concurrency 1 (ms)", f"{lat['p99']:.3f}"),
             ("  server_ms p50 (inside the view)", f"{lat['server_p50']:.3f}"),
+            ("  GET /healthz p50 (HTTP + Django floor, ms)", f"{floor:.3f}"),
             ("API p50 - raw p50 (ms)  [target <= 1.0]", f"{overhead:.3f}"),
             (f"req/s, concurrency 8, cache miss (n={miss_n})", f"{miss_rps:.0f}"),
             (f"req/s, concurrency 8, cache hit (n={hit_n})", f"{hit_rps:.0f}"),

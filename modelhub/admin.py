@@ -7,6 +7,7 @@ pages (``modelhub.dashboard``), where the verdict and the signature diff are sho
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django import forms
@@ -116,7 +117,7 @@ class VersionUploadForm(ServiceForm):
         upload = self.cleaned_data["file"]
         version, _ = services.version_upload(model=self.cleaned_data["model"], stream=upload, filename=upload.name,
                                              user=self.request.user)
-        version.refresh_from_db()
+        version = _inspected(version)
         if version.status == ModelVersion.Status.FAILED:
             raise ServiceError(f"The model was refused: {version.status_reason}")
         return version
@@ -136,6 +137,19 @@ class VersionUploadForm(ServiceForm):
 
 
 DATASET_PURPOSES = [Dataset.Purpose.VALIDATION, Dataset.Purpose.CALIBRATION, Dataset.Purpose.TRAINING]
+INSPECTION_WAIT_S = 60.0
+
+
+def _inspected(version: ModelVersion, timeout_s: float = INSPECTION_WAIT_S) -> ModelVersion:
+    """The version once a worker has inspected it (READY or FAILED), or still PENDING after
+    ``timeout_s``: the form can then name a refused file, and add datasets to a ready version.
+    With local eager tasks the inspection has already run when the upload returns."""
+    deadline = time.monotonic() + timeout_s
+    version.refresh_from_db()
+    while version.status == ModelVersion.Status.PENDING and time.monotonic() < deadline:
+        time.sleep(0.25)
+        version.refresh_from_db()
+    return version
 
 
 class DatasetUploadForm(ServiceForm):
@@ -241,8 +255,20 @@ class ModelVersionAdmin(VisibleChoicesMixin, ServiceFormAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
 
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # The admin wraps a POST in one transaction; the upload service commits the version itself
+        # and queues its inspection on commit, which inside that transaction would wait for the end
+        # of the request: too late to name a refused file or to add the datasets to a ready version.
+        if object_id is None and request.method == "POST":
+            return self._changeform_view(request, object_id, form_url, extra_context)
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
     def response_add(self, request: HttpRequest, obj: ModelVersion, post_url_continue: Any = None) -> HttpResponse:
-        messages.success(request, f"{obj} is ready. Choose a readiness profile and optimize it.")
+        if obj.status == ModelVersion.Status.READY:
+            messages.success(request, f"{obj} is ready. Choose a readiness profile and optimize it.")
+        else:
+            messages.warning(request, f"{obj} is still being inspected; this page shows the outcome when you reload it.")
         return redirect("dashboard:version", name=obj.model.name, number=obj.number)
 
     @admin.display(description="Dashboard")
@@ -349,7 +375,7 @@ class PromotionEventAdmin(ReadOnlyAdmin):
 class RegressionAdmin(ReadOnlyAdmin):
     """Nightly regressions, open ones first; "acknowledge" marks them seen (they leave the open gauge)."""
 
-    list_display = ["model", "variant", "metric", "night", "last_night", "nights", "baseline_ms", "tonight_ms",
+    list_display = ["model_name", "variant", "metric", "night", "last_night", "nights", "baseline_ms", "tonight_ms",
                     "change", "summary", "acknowledged", "acknowledged_by", "acknowledged_at"]
     list_filter = ["acknowledged", "metric", "night"]
     list_select_related = ["variant__version__model", "acknowledged_by"]
@@ -359,7 +385,7 @@ class RegressionAdmin(ReadOnlyAdmin):
         return super().get_queryset(request).filter(variant__version__model__in=selectors.model_visible_to(request.user))
 
     @admin.display(description="Model", ordering="variant__version__model__name")
-    def model(self, obj: Regression) -> str:
+    def model_name(self, obj: Regression) -> str:
         return obj.variant.version.model.name
 
     @admin.display(description="Baseline p95 (ms)", ordering="baseline")

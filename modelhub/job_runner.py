@@ -105,7 +105,8 @@ def _run_plan(context: JobContext) -> None:
             continue
         services.job_event(job=context.job, message=f"{step.name}: running {step.pass_name}", progress=progress,
                            step=step.name)
-        context.variants[step.name] = _run_step(context, step, source)
+        # The runner names the output directory: a step's name is the client's and never a path.
+        context.variants[step.name] = _run_step(context, step, source, context.scratch / f"step-{index}")
 
 
 def _step_options(context: JobContext, step: planner.PlanStep) -> dict[str, Any]:
@@ -119,7 +120,7 @@ def _step_options(context: JobContext, step: planner.PlanStep) -> dict[str, Any]
     return options
 
 
-def _run_step(context: JobContext, step: planner.PlanStep, source: Variant) -> Variant:
+def _run_step(context: JobContext, step: planner.PlanStep, source: Variant, dst: Path) -> Variant:
     config = make_config(step.pass_name, _step_options(context, step), validation_data=context.data("validation"),
                          calibration_data=context.data("calibration"), train_data=context.data("training"))
     config_json = base.config_to_json(config)
@@ -130,8 +131,7 @@ def _run_step(context: JobContext, step: planner.PlanStep, source: Variant) -> V
         return existing
     started = time.monotonic()
     try:
-        result = get_pass(step.pass_name).run(artifacts.local_path(source.storage_key),
-                                              context.scratch / step.name, config)
+        result = get_pass(step.pass_name).run(artifacts.local_path(source.storage_key), dst, config)
     except base.PassError as exc:
         services.job_event(job=context.job, message=f"{step.name}: failed: {exc}", level="error")
         return _save_variant(context, step, source, key, config_json, status=Variant.Status.FAILED, reason=str(exc))

@@ -8,6 +8,7 @@ rolled back. Views, admin actions, commands and tasks all come through here.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 300
 EXTENSIONS = {"onnx": "onnx", "torchscript": "pt", "archive": "zip"}
+# Names a client chooses that travel in URLs and name variants (plan steps): letters, digits, "_",
+# "-" and single inner dots. The API routes use the same pattern, so "..", "/", "\\", ":", "#" or
+# "%" never reach a lookup, a directory name or a header.
+NAME_PATTERN = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
+NAME_MAX_LENGTH = 100
 
 
 def _require(user: Any, role: str, action: str) -> None:
@@ -266,7 +272,16 @@ def _plan_for(version: ModelVersion, profile: ReadinessProfile | None, plan: lis
         planner.validate_plan(steps)
     except (planner.PlanError, KeyError, TypeError, ValueError) as exc:
         raise Invalid(f"The plan is not valid: {exc}") from None
+    for step in steps:
+        if not name_is_valid(step.name):
+            raise Invalid(f"The plan is not valid: step name {step.name!r} must be 1-{NAME_MAX_LENGTH} letters, "
+                          "digits, '_', '-' or inner dots (it names the variant).")
     return [step.to_dict() for step in steps]
+
+
+def name_is_valid(name: Any) -> bool:
+    """True for a name that may travel in a URL and name a variant (see NAME_PATTERN)."""
+    return isinstance(name, str) and len(name) <= NAME_MAX_LENGTH and re.fullmatch(NAME_PATTERN, name) is not None
 
 
 def benchmark_request(*, variant: Variant, user: Any, profile: ReadinessProfile | None = None,
@@ -446,6 +461,7 @@ def deployment_promote(*, model: RegisteredModel, variant: Variant, by: Any, ali
 
 def deployment_rollback(*, model: RegisteredModel, by: Any, alias: str = "production", reason: str = "") -> PromotionEvent:
     """Promote back the variant that served before the current one (one click in the admin)."""
+    _require(by, roles.APPROVER, "promote or roll back variants")  # before saying whether there is one
     last = model.promotions.filter(alias=alias).first()
     if last is None or last.from_variant is None:
         raise Invalid(f"{model.name}@{alias} has no earlier variant to roll back to.")

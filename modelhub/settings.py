@@ -8,6 +8,7 @@ production: it refuses to start without SECRET_KEY and ALLOWED_HOSTS.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -86,8 +87,9 @@ DATABASES = {
     else {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "modelhub.sqlite3",
           # WAL and a long busy timeout let a worker thread or process write while pages read.
           "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
-          # A file-backed test database lets a real worker process see the test's rows.
-          "TEST": {"NAME": str(DATA_DIR / "test-modelhub.sqlite3")}}
+          # A file-backed test database lets a real worker process see the test's rows; one per
+          # test run so that two runs on one machine never share it.
+          "TEST": {"NAME": str(DATA_DIR / f"test-modelhub-{os.getpid()}.sqlite3")}}
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

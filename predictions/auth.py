@@ -7,8 +7,9 @@ viewer role or above may also predict on the models they can see, with their DRF
 process for ``MODELHUB_SERVING_AUTH_CACHE_S`` seconds so that the hot path needs no database;
 when the database is down a caller already known keeps its answer.
 
-Throttling: a fixed one-minute window per caller, counted in Redis (one pipelined round trip),
-or in this process while Redis is unavailable. Over the limit: 429 with ``Retry-After``.
+Throttling: a fixed one-minute window per caller, shared through Redis (each process adds its
+count in batches, see ``throttle``), or counted in this process while Redis is unavailable.
+Over the limit: 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from rest_framework.authentication import BaseAuthentication
 
 from modelhub import roles, selectors
 from modelhub.errors import Forbidden, Invalid, ServiceError
-from predictions import cache, metrics
+from predictions import cache
 from predictions.models import PredictToken
 
 TOKEN_PREFIX = "mhp_"
@@ -277,7 +278,6 @@ def throttle(caller: Caller) -> None:
                 window.shared = max(window.shared, total)
     if window.shared + window.pending > limit:
         retry_after = max(1, int(60 - now % 60) + 1)
-        metrics.count_error("throttled")
         raise Throttled(f"Rate limit of {limit} predictions per minute reached; retry in {retry_after} s.",
                         retry_after)
 

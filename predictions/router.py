@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 clock = time.monotonic
 NEGATIVE_TTL_S = 2.0  # a route that does not exist is asked again after this long
+MAX_ROUTES = 10_000  # per process; beyond it the table starts over (e.g. a client trying every ?version=)
 
 
 class Unavailable(ServiceError):
@@ -107,10 +108,6 @@ def selector_for(*, alias: str | None = None, version: int | None = None) -> str
 # --- building routes from the database -----------------------------------------------------------
 
 
-def _spec(variant: Variant) -> VariantSpec:
-    return VariantSpec.from_variant(variant)
-
-
 def _variants() -> Any:
     return Variant.objects.select_related("version__model", "job__profile", "parent")
 
@@ -134,9 +131,10 @@ def _version_variant(model: RegisteredModel, number: int) -> Variant:
 
 
 def _previous_production(model: RegisteredModel, alias: str, current: Variant) -> Variant | None:
-    event = PromotionEvent.objects.filter(model=model, alias=alias, to_variant=current).select_related(
-        "from_variant").first()
-    return event.from_variant if event else None
+    """The variant that served ``alias`` before ``current`` was last promoted to it."""
+    previous_id = PromotionEvent.objects.filter(model=model, alias=alias, to_variant=current).values_list(
+        "from_variant_id", flat=True).first()
+    return _variants().filter(pk=previous_id).first() if previous_id else None
 
 
 def _chain(primary: Variant, previous: Variant | None) -> list[Variant]:
@@ -178,13 +176,12 @@ def build_route(model_name: str, selector: str) -> Route:
             raise NotFound(f"Model {model_name} has no variant deployed under alias {value!r}.")
         primary = _variants().get(pk=deployment.variant_id)
         previous = _previous_production(model, value, primary)
-        previous = _variants().get(pk=previous.pk) if previous else None
     chain = _chain(primary, previous)
     if not chain:
         raise Unavailable(f"No variant of {model_name} ({selector}) can be served by this server.")
     config = _serving_config(model)
     ttl = config.cache_ttl_s if config is not None and config.cache_responses else 0
-    return Route(model_id=model.pk, model=model.name, selector=selector, chain=tuple(_spec(v) for v in chain),
+    return Route(model_id=model.pk, model=model.name, selector=selector, chain=tuple(VariantSpec.from_variant(v) for v in chain),
                  cache_ttl_s=ttl)
 
 
@@ -257,6 +254,8 @@ class RoutingTable:
                 return self._give(known[1])
             raise Unavailable("The model registry is unavailable; try again shortly.") from None
         if generation == self._generation:
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()
             self._routes[(model_name, selector)] = (expires, found)
         return self._give(found)
 
@@ -425,13 +424,14 @@ def render_outputs(outputs: dict[str, np.ndarray]) -> bytes:
     return orjson.dumps(jsonable_outputs(outputs), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-_NATIVE = {"float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16",
-           "uint8", "bool"}
+# Element types orjson serializes natively (compared as dtypes: dtype.name is slow on the hot path).
+_NATIVE = {np.dtype(name) for name in ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64",
+                                       "uint32", "uint16", "uint8", "bool")}
 
 
 def _jsonable(array: np.ndarray) -> Any:
-    if array.dtype.name in _NATIVE:
-        return np.ascontiguousarray(array)
+    if array.dtype in _NATIVE:
+        return array if array.flags.c_contiguous else np.ascontiguousarray(array)
     return array.tolist()
 
 

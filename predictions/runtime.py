@@ -15,6 +15,7 @@ import io
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,43 +86,46 @@ class VariantSpec:
         return cls(**{**data, "files": tuple(tuple(f) for f in data["files"])})
 
 
-class Runtime:
+class Runtime(ABC):
     """A loaded model: ``run(feeds)`` maps input arrays to named output arrays."""
 
     kind = ""
 
-    def __init__(self, spec: VariantSpec, input_types: dict[str, Any], output_names: list[str],
-                 memory_bytes: int, provider: str) -> None:
+    def __init__(self, spec: VariantSpec, input_types: dict[str, Any], input_shapes: dict[str, list[Any]],
+                 output_names: list[str], memory_bytes: int, provider: str) -> None:
         self.spec = spec
         self.input_types = input_types
+        self.input_shapes = input_shapes
         self.output_names = output_names
         self.memory_bytes = memory_bytes
         self.provider = provider
 
+    @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """Outputs by name for inputs by name (thread-safe)."""
 
     def _cast(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Inputs in the element types this file expects (an fp16 variant may take float16)."""
         return {name: feeds[name].astype(dtype, copy=False) for name, dtype in self.input_types.items()}
+
+    def synthetic_feeds(self) -> dict[str, np.ndarray]:
+        """A batch of one of zeros (symbolic dimensions set to 1), for warming up."""
+        return {name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in self.input_shapes[name]], dtype)
+                for name, dtype in self.input_types.items()}
 
 
 class OnnxRuntime(Runtime):
     kind = ONNX
 
     def __init__(self, spec: VariantSpec, session: Any, memory_bytes: int) -> None:
-        inputs = {i.name: ORT_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
-        super().__init__(spec, inputs, [o.name for o in session.get_outputs()], memory_bytes,
-                         session.get_providers()[0])
+        inputs = session.get_inputs()
+        super().__init__(spec, {i.name: ORT_TYPES.get(i.type, np.float32) for i in inputs},
+                         {i.name: list(i.shape) for i in inputs}, [o.name for o in session.get_outputs()],
+                         memory_bytes, session.get_providers()[0])
         self.session = session
-        self._shapes = {i.name: i.shape for i in session.get_inputs()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(self.output_names, self._cast(feeds)), strict=True))
-
-    def synthetic_feeds(self) -> dict[str, np.ndarray]:
-        return {name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in self._shapes[name]], dtype=dtype)
-                for name, dtype in self.input_types.items()}
 
 
 class TorchRuntime(Runtime):
@@ -129,10 +133,10 @@ class TorchRuntime(Runtime):
 
     def __init__(self, spec: VariantSpec, module: Any, memory_bytes: int) -> None:
         signature = spec.signature or {"inputs": [], "outputs": []}
-        inputs = {t["name"]: np.dtype(t["dtype"]) for t in signature["inputs"]}
-        super().__init__(spec, inputs, [t["name"] for t in signature["outputs"]], memory_bytes, "torch-cpu")
+        super().__init__(spec, {t["name"]: np.dtype(t["dtype"]) for t in signature["inputs"]},
+                         {t["name"]: list(t["shape"]) for t in signature["inputs"]},
+                         [t["name"] for t in signature["outputs"]], memory_bytes, "torch-cpu")
         self.module = module
-        self._shapes = {t["name"]: t["shape"] for t in signature["inputs"]}
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -142,10 +146,6 @@ class TorchRuntime(Runtime):
             out = self.module(*tensors)
         outs = out if isinstance(out, list | tuple) else [out]
         return {name: t.detach().cpu().numpy() for name, t in zip(self.output_names, outs, strict=False)}
-
-    def synthetic_feeds(self) -> dict[str, np.ndarray]:
-        return {name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in self._shapes[name]], dtype=dtype)
-                for name, dtype in self.input_types.items()}
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def warm(variant: Any) -> Runtime:
     spec = variant if isinstance(variant, VariantSpec) else VariantSpec.from_variant(variant)
     runtime = get(spec)
     try:
-        runtime.run(runtime.synthetic_feeds())  # type: ignore[attr-defined]
+        runtime.run(runtime.synthetic_feeds())
     except Exception as exc:  # noqa: BLE001 - a model that cannot run a zero batch must not be promoted
         raise LoadError(f"{spec.label} loaded but failed on a synthetic batch: {str(exc)[:300]}", "warm") from None
     return runtime

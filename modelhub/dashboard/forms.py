@@ -69,6 +69,13 @@ class OptimizeForm(forms.Form):
         return options
 
 
+def chosen_profile(data: Any) -> ReadinessProfile | None:
+    """The profile named by a request's ``profile`` field (its id), if any: the plan depends on
+    its target before the form is validated."""
+    value = str(data.get("profile") or "")
+    return ReadinessProfile.objects.filter(pk=int(value)).first() if value.isdigit() else None
+
+
 def _describe(step: dict[str, Any]) -> str:
     options = ", ".join(f"{key}={value}" for key, value in step.get("options", {}).items())
     source = "" if step.get("source", "original") == "original" else f", from {step['source']}"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelhub import artifacts, roles, selectors
-from modelhub.dashboard import svg
+from modelhub.dashboard import numbers, svg
 from modelhub.models import (
     BenchmarkResult,
     ModelVersion,
@@ -75,8 +75,8 @@ def _model_status(latest: ModelVersion | None, production: Variant | None, job: 
     """A short status and its tone (ok, warn, bad, idle) for the models list."""
     if job is not None:
         what = "optimizing" if job.kind == OptimizationJob.Kind.OPTIMIZE else "benchmarking"
-        return (f"{what} v{job.version.number}: {job.progress:.0f} %", "warn") if job.status == "RUNNING" else (
-            f"{what} v{job.version.number}: queued", "warn")
+        where = f"{job.progress:.0f} %" if job.status == OptimizationJob.Status.RUNNING else "queued"
+        return f"{what} v{job.version.number}: {where}", "warn"
     if latest is None:
         return "no versions yet", "idle"
     if latest.status == ModelVersion.Status.PENDING:
@@ -104,6 +104,7 @@ def model_rows(*, user: Any) -> list[dict[str, Any]]:
             "last_result": last, "nights": len(nights),
             "sparkline": svg.sparkline([p95 for _, p95 in nights], title=f"{model.name} nightly p95"),
             "last_night_p95": nights[-1][1] if nights else None,
+            "open_regressions": selectors.model_regressions(model=model, open_only=True).count(),
             **serving_counts(model.name),
         })
     return rows
@@ -282,6 +283,18 @@ def _tensor_rows(signature: formats.Signature) -> list[dict[str, str]]:
             for kind, tensors in (("input", signature.inputs), ("output", signature.outputs)) for t in tensors]
 
 
+RULE_NAMES = {"target": "Target hardware", "size_mb": "Size (MB)", "latency": "Latency", "p95_ms": "p95 latency (ms)",
+              "p99_ms": "p99 latency (ms)", "peak_memory_mb": "Peak memory (MB)", "finite": "Finite outputs",
+              "accuracy": "Accuracy", "min_accuracy": "Minimum accuracy", "accuracy_drop": "Accuracy drop",
+              "speedup": "Speed-up over parent (×)"}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "—" if value is None else str(value)
+    return numbers.significant(value, 4)
+
+
 def promotion_preview(*, variant: Variant, alias: str = "production") -> dict[str, Any]:
     """What the confirmation page shows: the verdict, production now, and the signature changes
     that would break production's callers."""
@@ -290,9 +303,13 @@ def promotion_preview(*, variant: Variant, alias: str = "production") -> dict[st
     result = variant.latest_result()
     candidate = variant_signature(variant)
     current = variant_signature(production) if production else None
+    verdict = result.verdict if result else {}
+    checks = [{**check, "name": RULE_NAMES.get(check.get("rule"), check.get("rule")),
+               "measured_text": _shown(check.get("measured")), "limit_text": _shown(check.get("limit"))}
+              for check in verdict.get("checks", [])]
     return {
-        "variant": variant, "production": production, "result": result,
-        "verdict": result.verdict if result else {}, "passed": bool(result and result.passed is True),
+        "variant": variant, "production": production, "result": result, "verdict": verdict, "checks": checks,
+        "passed": bool(result and result.passed is True),
         "measured": result is not None, "same": production is not None and production.pk == variant.pk,
         "breaking": readiness.compatibility(candidate, current) if current else [],
         "candidate_signature": _tensor_rows(candidate), "production_signature": _tensor_rows(current) if current else [],
@@ -324,7 +341,7 @@ def compare(*, model: RegisteredModel) -> dict[str, Any]:
         base = original.latest_result() if original else None
         columns.append({"version": version, "variant": variant, "why": why, "result": result,
                         "original": base, "accuracy": _headline_accuracy(result)})
-    labels = [f"v{c['version'].number}" for c in columns]
+    labels = [f"v{c['version'].number} · {c['version'].created_at:%b %d}" for c in columns]
     latency = svg.lines([svg.Series("chosen variant", [_p95(c["result"]) for c in columns]),
                          svg.Series("original", [_p95(c["original"]) for c in columns])],
                         x_labels=labels, y_label="p95 latency", unit="ms", title="p95 latency by version")

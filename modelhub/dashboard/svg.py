@@ -21,6 +21,8 @@ LIMIT = "#ef6c00"
 GRID = "#e0e0e0"
 INK = "#333333"
 SERIES_COLORS = ("#1565c0", "#6a1b9a", "#00838f", "#ef6c00", "#2e7d32", "#ad1457")
+_INSET = 12
+LOG_RATIO = 30.0
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
 
 
@@ -57,17 +59,26 @@ class Series:
 
 @dataclass
 class _Scale:
-    """Maps a data interval onto a pixel interval (``start`` may be above ``end``: an inverted axis)."""
+    """Maps a data interval onto a pixel interval (``start`` may be above ``end``: an inverted axis),
+    linearly or by the logarithm of the value."""
 
     lo: float
     hi: float
     start: float
     end: float
     ticks: list[float] = field(default_factory=list)
+    log: bool = False
 
     def __call__(self, value: float) -> float:
-        span = (self.hi - self.lo) or 1.0
-        return self.start + (value - self.lo) / span * (self.end - self.start)
+        if self.log:
+            lo, hi, value = math.log10(self.lo), math.log10(self.hi), math.log10(max(value, self.lo))
+        else:
+            lo, hi = self.lo, self.hi
+        span = (hi - lo) or 1.0
+        return self.start + (value - lo) / span * (self.end - self.start)
+
+    def contains(self, value: float | None) -> bool:
+        return _finite(value) and self.lo <= value <= self.hi
 
 
 def _finite(value: float | None) -> bool:
@@ -90,8 +101,24 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks at 1, 2 and 5 times the powers of ten covering ``lo``..``hi`` (> 0); decades only when
+    they are many."""
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    steps = (1,) if last - first > 3 else (1, 2, 5)
+    ticks = [m * 10.0**e for e in range(first, last + 1) for m in steps]
+    below = [t for t in ticks if t <= lo]
+    above = [t for t in ticks if t >= hi]
+    return [t for t in ticks if (below[-1] if below else ticks[0]) <= t <= (above[0] if above else ticks[-1])]
+
+
 def _scale(values: Sequence[float], start: float, end: float, *, from_zero: bool = False) -> _Scale:
+    """A linear scale over round ticks; a logarithmic one when the values are positive and span
+    more than a factor of LOG_RATIO (latencies of 0.2 ms and 70 ms both stay readable)."""
     lo, hi = min(values), max(values)
+    if lo > 0 and hi / lo > LOG_RATIO:
+        ticks = log_ticks(lo, hi)
+        return _Scale(ticks[0], ticks[-1], start, end, ticks, log=True)
     if from_zero:
         lo = min(0.0, lo)
     ticks = nice_ticks(lo, hi)
@@ -154,7 +181,8 @@ def _limit_in_view(limit: float | None, values: Sequence[float]) -> bool:
 
 def _scatter_scales(drawn: list[Point], box: tuple[float, float, float, float], x_limit: float | None,
                     y_limit: float | None, higher_is_better: bool) -> tuple[_Scale, _Scale]:
-    left, top, right, bottom = box
+    # Points on the outermost ticks stay clear of the frame and of each other's labels.
+    left, top, right, bottom = box[0] + _INSET, box[1] + 2 * _INSET, box[2] - 3 * _INSET, box[3] - _INSET
     xs = [p.x for p in drawn]
     ys = [p.y for p in drawn]
     xs_domain = xs + ([x_limit] if _limit_in_view(x_limit, xs) else [])
@@ -181,11 +209,11 @@ def _axes(x: _Scale, y: _Scale, box: tuple[float, float, float, float], fmt_x: C
 
 
 def _limits(x: _Scale, y: _Scale, box: tuple[float, float, float, float], x_limit: float | None,
-            y_limit: float | None, x_caption: str, y_caption: str) -> list[str]:
+            y_limit: float | None, x_caption: str, y_caption: str, notes: list[str]) -> list[str]:
+    """The limit lines and the region meeting both; a limit beyond the axis becomes a note."""
     left, top, right, bottom = box
     parts = []
-    x_in = _finite(x_limit) and x.lo <= x_limit <= x.hi
-    y_in = _finite(y_limit) and min(y.lo, y.hi) <= y_limit <= max(y.lo, y.hi)
+    x_in, y_in = x.contains(x_limit), y.contains(y_limit)
     # The region that meets every drawn limit, shaded: a point inside it passes on these two axes.
     region_right = x(x_limit) if x_in else right
     region_top, region_bottom = top, (y(y_limit) if y_in else bottom)
@@ -194,14 +222,14 @@ def _limits(x: _Scale, y: _Scale, box: tuple[float, float, float, float], x_limi
     dash = f'stroke="{LIMIT}" stroke-width="1.5" stroke-dasharray="6 4"'
     if x_in:
         parts.append(f'<line class="limit" x1="{x(x_limit):.1f}" y1="{top}" x2="{x(x_limit):.1f}" y2="{bottom}" {dash}/>')
-        parts.append(_text(x(x_limit) - 4, top + 12, x_caption, anchor="end", color=LIMIT, size=10))
+        parts.append(_text(x(x_limit) - 4, bottom - 6, x_caption, anchor="end", color=LIMIT, size=10))
     elif _finite(x_limit):
-        parts.append(_text(right - 4, top + 12, f"{x_caption} (off the chart) →", anchor="end", color=LIMIT, size=10))
+        notes.append(f"{x_caption} is off the chart (every point is {'within' if x_limit > x.hi else 'beyond'} it)")
     if y_in:
         parts.append(f'<line class="limit" x1="{left}" y1="{y(y_limit):.1f}" x2="{right}" y2="{y(y_limit):.1f}" {dash}/>')
         parts.append(_text(right - 4, y(y_limit) - 4, y_caption, anchor="end", color=LIMIT, size=10))
     elif _finite(y_limit):
-        parts.append(_text(right - 4, top + 26, f"{y_caption} (off the chart)", anchor="end", color=LIMIT, size=10))
+        notes.append(f"{y_caption} is off the chart")
     return parts
 
 
@@ -213,21 +241,31 @@ def _points(drawn: list[Point], x: _Scale, y: _Scale, fmt_x: Callable[[float], s
         line = " ".join(f"{x(p.x):.1f},{y(p.y):.1f}" for p in frontier)
         parts.append(f'<polyline class="pareto" points="{line}" fill="none" stroke="{FRONTIER}" stroke-width="2" '
                      f'stroke-opacity="0.6"/>')
-    placed: list[tuple[float, float]] = []
-    for point in sorted(drawn, key=lambda p: p.x):
+    placed: list[tuple[float, float, float]] = []
+    for point in sorted(drawn, key=lambda p: (p.x, p.label)):
         px, py = x(point.x), y(point.y)
         tooltip = f"{point.label}: {fmt_x(point.x)}, {fmt_y(point.y)}, {_verdict_word(point.passed)}"
         ring = f'stroke="{FRONTIER}" stroke-width="3"' if point.pareto else 'stroke="white" stroke-width="1.5"'
         parts.append(f'<circle class="point" cx="{px:.1f}" cy="{py:.1f}" r="{7 if point.production else 6}" '
                      f'fill="{_color(point.passed)}" {ring}><title>{escape(tooltip)}</title></circle>')
-        label_y = py - 10
-        # Neighbouring labels would print over each other: move this one below its point.
-        if any(abs(label_y - ly) < 12 and abs(px - lx) < 90 for lx, ly in placed):
-            label_y = py + 20
-        placed.append((px, label_y))
         name = point.label + (" (production)" if point.production else "")
-        parts.append(_text(px + 8, label_y, name, size=11, weight="bold" if point.production else "normal"))
+        label_x, label_y = _label_spot(px, py, _text_width(name), placed)
+        placed.append((label_x, label_y, _text_width(name)))
+        parts.append(_text(label_x, label_y, name, size=11, weight="bold" if point.production else "normal"))
     return parts
+
+
+def _text_width(text: str, size: int = 11) -> float:
+    return 0.6 * size * len(text)
+
+
+def _label_spot(px: float, py: float, width: float, placed: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """The first spot near the point whose label box overlaps no label drawn before it."""
+    for dx, dy in ((8, -9), (8, 17), (8, -23), (8, 31), (8, -37), (8, 45), (-8 - width, -9), (-8 - width, 17)):
+        x0, y0 = px + dx, py + dy
+        if not any(x0 < lx + lw and lx < x0 + width and abs(y0 - ly) < 13 for lx, ly, lw in placed):
+            return x0, y0
+    return px + 8, py - 9
 
 
 def _verdict_word(passed: bool | None) -> str:
@@ -251,7 +289,7 @@ def _legend(x0: float, y0: float, entries: list[tuple[str, str]]) -> list[str]:
 
 
 def scatter(points: Sequence[Point], *, x_label: str, y_label: str, x_limit: float | None = None,
-            y_limit: float | None = None, higher_is_better: bool = True, width: int = 640, height: int = 380,
+            y_limit: float | None = None, higher_is_better: bool = True, width: int = 640, height: int = 420,
             title: str = "Latency against accuracy", x_unit: str = "ms") -> str:
     """Variants by latency (x) and accuracy (y, better up), the Pareto frontier joined, the
     profile's limits dashed and the region meeting both shaded; unmeasured variants are listed."""
@@ -259,7 +297,7 @@ def scatter(points: Sequence[Point], *, x_label: str, y_label: str, x_limit: flo
     missing = [p.label for p in points if p not in drawn]
     if not drawn:
         return _empty(width, height, title, "No variant has both a latency and an accuracy yet.", "scatter")
-    box = (70.0, 20.0, width - 20.0, height - 74.0)
+    box = (70.0, 20.0, width - 20.0, height - 104.0)
     x, y = _scatter_scales(drawn, box, x_limit, y_limit, higher_is_better)
 
     def fmt_x(v: float) -> str:
@@ -270,16 +308,19 @@ def scatter(points: Sequence[Point], *, x_label: str, y_label: str, x_limit: flo
 
     limit_x = f"limit {fmt_x(x_limit)}" if _finite(x_limit) else ""
     limit_y = f"limit {fmt_y(y_limit)}" if _finite(y_limit) else ""
+    notes: list[str] = []
     parts = [_open(width, height, title, "scatter"), *_axes(x, y, box, fmt_x, fmt_y),
-             *_limits(x, y, box, x_limit, y_limit, limit_x, limit_y), *_points(drawn, x, y, fmt_x, fmt_y)]
-    parts.append(_text((box[0] + box[2]) / 2, box[3] + 34, x_label, anchor="middle", size=12))
+             *_limits(x, y, box, x_limit, y_limit, limit_x, limit_y, notes), *_points(drawn, x, y, fmt_x, fmt_y)]
+    parts.append(_text((box[0] + box[2]) / 2, box[3] + 34, x_label + (", log scale" if x.log else ""),
+                       anchor="middle", size=12))
     parts.append(_text(16, (box[1] + box[3]) / 2, f"{y_label} (better ↑)", anchor="middle", size=12,
                        extra=f'transform="rotate(-90 16 {(box[1] + box[3]) / 2:.1f})"'))
-    parts += _legend(box[0], height - 14, [(PASS, "passes"), (FAIL, "fails"), ("frontier", "Pareto frontier"),
+    parts += _legend(box[0], height - 52, [(PASS, "passes"), (FAIL, "fails"), ("frontier", "Pareto frontier"),
                                            ("limit", "profile limit")])
     if missing:
-        parts.append(_text(box[2], height - 14, "not drawn (not measured): " + ", ".join(missing), anchor="end",
-                           size=10, color=UNKNOWN))
+        notes.append("not drawn (not measured): " + ", ".join(missing))
+    for line, note in enumerate(notes):
+        parts.append(_text(box[0], height - 34 + 14 * line, note, size=10, color=LIMIT if "limit" in note else UNKNOWN))
     return "".join(parts) + "</svg>"
 
 
@@ -329,7 +370,8 @@ def lines(series: Sequence[Series], *, x_labels: Sequence[str], y_label: str, un
         return _empty(width, height, title or y_label, "Nothing measured yet.", "lines")
     box = (70.0, 16.0, width - 20.0, height - 64.0)
     left, top, right, bottom = box
-    x = _Scale(0, max(1, len(x_labels) - 1), left + 20, right - 20)
+    # One position is drawn in the middle; more spread over the width.
+    x = _Scale(0, len(x_labels) - 1, left + 20, right - 20) if len(x_labels) > 1 else _Scale(-1, 1, left, right)
     y = _scale(known, bottom, top, from_zero=True)
     parts = [_open(width, height, title or y_label, "lines")]
     parts += _axes(_Scale(0, 1, left, right), y, box, lambda v: "", lambda v: f"{numbers.significant(v)}")
@@ -340,7 +382,7 @@ def lines(series: Sequence[Series], *, x_labels: Sequence[str], y_label: str, un
     for number, line in enumerate(series):
         color = line.color or SERIES_COLORS[number % len(SERIES_COLORS)]
         parts += _series(line, x, y, color, unit)
-    parts.append(_text(16, (top + bottom) / 2, f"{y_label} ({unit})", anchor="middle", size=12,
+    parts.append(_text(16, (top + bottom) / 2, f"{y_label} ({unit}{', log scale' if y.log else ''})", anchor="middle", size=12,
                        extra=f'transform="rotate(-90 16 {(top + bottom) / 2:.1f})"'))
     cursor = left
     for number, line in enumerate(series):

@@ -2,10 +2,11 @@
 
 from django.urls import path
 
+from modelhub import converters  # noqa: F401 - registers <name:...>
 from modelhub.dashboard import views as v
 
 app_name = "dashboard"
-VARIANT = "models/<slug:name>/versions/<int:number>/variants/<str:variant>"
+VARIANT = "models/<slug:name>/versions/<int:number>/variants/<name:variant>"
 
 urlpatterns = [
     path("", v.models_list, name="models"),

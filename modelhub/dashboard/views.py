@@ -23,7 +23,7 @@ from modelhub import bundles, selectors, services
 from modelhub.dashboard import forms
 from modelhub.dashboard import selectors as pages
 from modelhub.errors import Forbidden, NotFound, ServiceError
-from modelhub.models import ModelVersion, OptimizationJob, ReadinessProfile
+from modelhub.models import ModelVersion, OptimizationJob
 
 
 def dashboard_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -58,8 +58,8 @@ def _safe(charts: dict[str, str]) -> dict[str, str]:
 # --- models ----------------------------------------------------------------------------------
 
 
-@require_GET
 @dashboard_view
+@require_GET
 def models_list(request: HttpRequest) -> HttpResponse:
     """Every visible model: production variant, status, last benchmark, nightly trend, serving."""
     rows = pages.model_rows(user=request.user)
@@ -69,8 +69,8 @@ def models_list(request: HttpRequest) -> HttpResponse:
                  add_model_url=reverse("admin:modelhub_registeredmodel_add"))
 
 
-@require_GET
 @dashboard_view
+@require_GET
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     """A model's versions, production variant, rollback and promotion history."""
     model = selectors.model_get(user=request.user, name=name)
@@ -80,8 +80,8 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
                  upload_url=reverse("admin:modelhub_modelversion_add") + f"?model={model.pk}")
 
 
-@require_GET
 @dashboard_view
+@require_GET
 def compare(request: HttpRequest, name: str) -> HttpResponse:
     """The versions of a model side by side, and their numbers over time."""
     model = selectors.model_get(user=request.user, name=name)
@@ -90,8 +90,8 @@ def compare(request: HttpRequest, name: str) -> HttpResponse:
     return _page(request, "compare.html", f"Compare versions of {model.name}", model=model, **data, **charts)
 
 
-@require_POST
 @dashboard_view
+@require_POST
 def rollback(request: HttpRequest, name: str) -> HttpResponse:
     """Put the previous production variant back, with a reason (approvers)."""
     model = selectors.model_get(user=request.user, name=name)
@@ -111,8 +111,8 @@ def rollback(request: HttpRequest, name: str) -> HttpResponse:
 # --- versions --------------------------------------------------------------------------------
 
 
-@require_GET
 @dashboard_view
+@require_GET
 def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse:
     """Variants with their numbers and verdicts, lineage, charts, advice, jobs and downloads."""
     version = _version(request, name, number)
@@ -123,19 +123,17 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
         measured=measured, charts=_safe(pages.charts(results)) if measured else {},
         datasets=version.datasets.order_by("purpose"), jobs=version.jobs.all()[:10],
         active_job=version.jobs.filter(status__in=pages.ACTIVE).first(),
-        quick_form=forms.OptimizeForm(plan=[]), production=selectors.deployment_variant(model=version.model),
+        quick_form=forms.OptimizeForm(plan=[], initial={"profile": results.profile}), production=selectors.deployment_variant(model=version.model),
         dataset_url=reverse("admin:modelhub_dataset_add") + f"?version={version.pk}",
     )
 
 
-@require_http_methods(["GET", "POST"])
 @dashboard_view
+@require_http_methods(["GET", "POST"])
 def optimize(request: HttpRequest, name: str, number: int) -> HttpResponse:
     """Choose a profile and the passes of the default plan, then start the job (maintainers)."""
     version = _version(request, name, number)
-    source = request.POST if request.method == "POST" else request.GET
-    profile = ReadinessProfile.objects.filter(pk=source.get("profile") or None).first() if (
-        source.get("profile") or "").isdigit() else None
+    profile = forms.chosen_profile(request.POST if request.method == "POST" else request.GET)
     plan = pages.default_plan(version=version, profile=profile)
     if request.method == "GET":
         form = forms.OptimizeForm(initial={"profile": profile, "custom": True}, plan=plan)
@@ -155,8 +153,8 @@ def optimize(request: HttpRequest, name: str, number: int) -> HttpResponse:
     return _page(request, "optimize.html", f"Optimize {version}", status=400, version=version, form=form, plan=plan)
 
 
-@require_GET
 @dashboard_view
+@require_GET
 def bundle(request: HttpRequest, name: str, number: int, variant: str) -> HttpResponse | FileResponse:
     """Download a variant's deployment bundle with the session's login."""
     target = pages.bundle_variant(user=request.user, name=name, number=number, variant=variant)
@@ -167,8 +165,8 @@ def bundle(request: HttpRequest, name: str, number: int, variant: str) -> HttpRe
         return redirect("dashboard:version", name=name, number=number)
 
 
-@require_http_methods(["GET", "POST"])
 @dashboard_view
+@require_http_methods(["GET", "POST"])
 def promote(request: HttpRequest, name: str, number: int, variant: str) -> HttpResponse:
     """Confirm a promotion: the verdict, production now and the signature diff; then promote."""
     target = pages.bundle_variant(user=request.user, name=name, number=number, variant=variant)
@@ -184,7 +182,7 @@ def promote(request: HttpRequest, name: str, number: int, variant: str) -> HttpR
         except ServiceError as exc:
             form.add_error(None, exc.message)
         else:
-            messages.success(request, f"{target.label} now serves {target.version.model.name}.")
+            messages.success(request, f"Promoted: {target.label} now serves {target.version.model.name}.")
             return redirect("dashboard:model", name=name)
     status = 400 if request.method == "POST" else 200
     return _page(request, "promote.html", f"Promote {target.label}", status=status, form=form, failing=failing,
@@ -194,16 +192,16 @@ def promote(request: HttpRequest, name: str, number: int, variant: str) -> HttpR
 # --- jobs ------------------------------------------------------------------------------------
 
 
-@require_GET
 @dashboard_view
+@require_GET
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     """A job's progress bar and event log, updated in place while it runs."""
     job = selectors.job_get(user=request.user, job_id=job_id)
     return _page(request, "job.html", f"Job {job.pk}", job=job, version=job.version)
 
 
-@require_GET
 @dashboard_view
+@require_GET
 def job_progress(request: HttpRequest, job_id: int) -> JsonResponse:
     """The job's state as JSON for the job page's poller."""
     job = selectors.job_get(user=request.user, job_id=job_id)
@@ -217,8 +215,8 @@ def job_progress(request: HttpRequest, job_id: int) -> JsonResponse:
     })
 
 
-@require_POST
 @dashboard_view
+@require_POST
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     """Cancel a job: a queued one at once, a running one at its next step (maintainers)."""
     job = selectors.job_get(user=request.user, job_id=job_id)

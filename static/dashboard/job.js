@@ -48,6 +48,10 @@
       if (cancel) {
         cancel.remove();
       }
+      if (job.best) {
+        document.getElementById("job-best-name").textContent = job.best;
+        document.getElementById("job-best").hidden = false;
+      }
       if (job.error) {
         document.getElementById("job-error-text").textContent = job.error;
         document.getElementById("job-error").hidden = false;

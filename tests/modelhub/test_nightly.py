@@ -19,7 +19,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY
 
 from modelhub import nightly, services, webhooks
 from modelhub.errors import Forbidden
@@ -232,7 +232,7 @@ def test_a_variant_that_cannot_be_measured_is_recorded_as_failed_and_flips_its_v
 
 
 def test_a_regression_is_recorded_logged_counted_and_sent_signed(
-        production: Production, hook: Hook, caplog: pytest.LogCaptureFixture) -> None:
+        production: Production, hook: Hook, caplog: pytest.LogCaptureFixture, settings: Any) -> None:
     dynamic = production.variants["int8-dynamic"]
     seed_nights(dynamic, [0.0010, 0.0011, 0.0010, 0.0009, 0.0010])  # far faster than any real run
     with caplog.at_level(logging.WARNING, logger="modelhub.nightly"):
@@ -246,6 +246,10 @@ def test_a_regression_is_recorded_logged_counted_and_sent_signed(
     warning = next(r for r in caplog.records if r.name == "modelhub.nightly" and r.levelno == logging.WARNING)
     assert "v1/int8-dynamic" in warning.getMessage() and "baseline median 0.001 ms" in warning.getMessage()
     assert open_gauge("mlp", "v1/int8-dynamic") == 1.0
+    settings.MODELHUB_METRICS_TOKEN = "scrape-token"
+    scraped = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token").content.decode()
+    assert 'modelhub_regressions_open{model="mlp",variant="v1/int8-dynamic"} 1.0' in scraped
+    assert "modelhub_nightly_last_result_timestamp_seconds " in scraped
 
     assert len(hook.received) == 1
     headers, body = hook.received[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -131,3 +132,18 @@ def test_tokens_are_made_only_for_models_the_maker_can_see(registry: Any, other_
         auth.token_create(name="x", models=[other_model.model], by=stranger)
     with pytest.raises(Forbidden):
         auth.token_create(name="x", models=[other_model.model], by=make_user("val", "viewer"))
+
+
+def test_the_throttle_window_is_shared_between_processes_through_the_cache() -> None:
+    caller = auth.Caller(ident="token:shared", model_names=frozenset({"mlp"}), rate_per_minute=100)
+    if time.time() % 60 > 55:  # keep the test inside one minute window
+        time.sleep(60 - time.time() % 60 + 0.1)
+    for _ in range(60):
+        auth.throttle(caller)
+    auth.forget()  # another process: nothing counted locally, only the shared counter
+    admitted = 0
+    with pytest.raises(auth.Throttled):
+        for _ in range(100):
+            auth.throttle(caller)
+            admitted += 1
+    assert 35 <= admitted <= 45  # counts are synced in batches of at most 5 % of the limit per process

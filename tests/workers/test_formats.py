@@ -223,7 +223,7 @@ def test_an_onnx_sample_is_inspected_in_a_child_process(quality_mlp: SampleModel
 def test_the_torchscript_sample_gives_the_schema_input_names(digits_cnn: SampleModel, tiny_transformer: SampleModel) -> None:
     digits = formats.inspect_in_subprocess(digits_cnn.torchscript, max_bytes=10 * MB)
     assert digits.format == "torchscript"
-    assert digits.signature.inputs == (TensorSpec("input", "float32", ("batch", "?")),)  # nn.Sequential.forward(input)
+    assert digits.signature.inputs == (TensorSpec("image", "float32", ("batch", "?")),)  # forward(self, image)
     assert digits.signature.outputs == (TensorSpec("output", "float32", ("batch", "?")),)
     assert any("dataset" in note for note in digits.notes)
     assert digits.files == [("model.pt", formats.sha256_file(digits_cnn.torchscript), digits_cnn.torchscript.stat().st_size)]

@@ -256,14 +256,20 @@ def synthetic_error(src: Path, out: Path, signature: Signature,
         references = [reference_session.run(None, feed) for feed in feeds]
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         return None, 0.0, f"Outputs not checked: the source model does not run on synthetic inputs ({str(exc)[:200]})."
-    candidate_session = ort_session(out, level="disable")
-    candidate_signature = signature_from_onnx(out)
-    worst, scale = 0.0, 0.0
-    for feed, reference in zip(feeds, references, strict=True):
-        candidate = candidate_session.run(None, cast_feeds(feed, candidate_signature))
-        worst = max(worst, max_abs_error(reference, candidate))
-        scale = max(scale, max_abs_value(reference))
-    return worst, scale, None
+    candidates = run_produced(out, [cast_feeds(feed, signature_from_onnx(out)) for feed in feeds], level="disable")
+    worst = max(max_abs_error(r, c) for r, c in zip(references, candidates, strict=True))
+    return worst, max(max_abs_value(r) for r in references), None
+
+
+def run_produced(path: Path, feeds: list[dict[str, np.ndarray]], *, level: str = "all") -> list[list[np.ndarray]]:
+    """Run a model a pass produced on each feed; onnxruntime failing on it is an UnsupportedModelError."""
+    from workers.passes.base import ort_session
+
+    try:
+        session = ort_session(path, level=level)
+        return [session.run(None, feed) for feed in feeds]
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
+        raise UnsupportedModelError(f"onnxruntime cannot run the produced model: {str(exc)[:500]}") from exc
 
 
 # Ops that onnxruntime's graph pass creates and its quantizer does not know: their weights stay float.

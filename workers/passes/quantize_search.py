@@ -45,7 +45,6 @@ import numpy as np
 from workers.passes import _onnx_util as util
 from workers.passes import quantize_dynamic, quantize_static
 from workers.passes.base import (
-    PassError,
     PassInputError,
     PassResult,
     UnsupportedModelError,
@@ -217,8 +216,8 @@ class _Search:
             candidate.passed = self.bound.passes(candidate.value, candidate.finite)
             candidate.size = util.file_size(target)
             candidate.path = target
-        except (PassError, OSError, RuntimeError, ValueError) as exc:
-            candidate.error = str(exc)[:300]
+        except Exception as exc:  # noqa: BLE001 - one failing recipe (any onnxruntime error) must not end the search
+            candidate.error = f"{type(exc).__name__}: {str(exc)[:300]}"
         candidate.seconds = time.perf_counter() - started
         self.candidates.append(candidate)
         if candidate.path is not None and (self.best is None or self._better(candidate, self.best)):
@@ -335,8 +334,11 @@ def _setup(src: Path, config: Config, signature: util.Signature, notes: list[str
     if config.calibration_data is not None:
         calibration_feeds = quantize_static.load_calibration(config.calibration_data, signature,
                                                              quantize_static.Config().max_samples)
-    session = ort_session(src, threads=max(1, min(4, os.cpu_count() or 1)))
-    reference = util.run_batched(session, feeds, batch=_EVAL_BATCH, fixed=util.fixed_batch(signature))
+    try:
+        session = ort_session(src, threads=max(1, min(4, os.cpu_count() or 1)))
+        reference = util.run_batched(session, feeds, batch=_EVAL_BATCH, fixed=util.fixed_batch(signature))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
+        raise PassInputError(f"The model does not run on the validation data: {str(exc)[:500]}") from exc
     task = infer_task(reference, labels) if config.task == "auto" else config.task
     own = compare_outputs(reference, reference, task=task, labels=labels)  # the float model's own scores
     bound = _bound(config, task, own.metrics, notes)

@@ -147,7 +147,10 @@ class _Reader:
 
 def _measure_sample(calibrator: Any, feeds: dict[str, np.ndarray], rows: int) -> int:
     """Bytes of the collected activations of one sample (one ``rows``-row batch / rows)."""
-    outputs = calibrator.infer_session.run(None, {name: value[:rows] for name, value in feeds.items()})
+    try:
+        outputs = calibrator.infer_session.run(None, {name: value[:rows] for name, value in feeds.items()})
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
+        raise UnsupportedModelError(f"The model does not run on the calibration data: {str(exc)[:500]}") from exc
     names = [o.name for o in calibrator.infer_session.get_outputs()]
     wanted = set(getattr(calibrator, "tensors_to_calibrate", None) or names)
     total = sum(int(out.nbytes) for name, out in zip(names, outputs, strict=True) if name in wanted)
@@ -260,7 +263,7 @@ def quantize(model_path: Path, out_path: Path, calibration: Calibration, config:
 def _sanity_error(src: Path, out_path: Path, feeds: dict[str, np.ndarray], fixed: int | None) -> float:
     """Max abs error on a few calibration rows (the accuracy claim belongs to quantize_search)."""
     sample = {name: value[: fixed or 16] for name, value in feeds.items()}
-    return util.max_abs_error(ort_session(src).run(None, sample), ort_session(out_path).run(None, sample))
+    return util.max_abs_error(ort_session(src).run(None, sample), util.run_produced(out_path, [sample])[0])
 
 
 def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:

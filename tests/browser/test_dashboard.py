@@ -1,0 +1,236 @@
+"""The admin and the dashboard in a real browser: upload, optimize with live progress, charts,
+promote, force, roll back, history, the models list and the comparison of versions."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from django.db import connection
+from playwright.sync_api import expect
+
+from modelhub import job_runner, nightly, services
+from modelhub.models import ModelVersion, OptimizationJob, PromotionEvent
+from tests.modelhub.dashboard.factories import (
+    MODEL,
+    QUICK_BENCH,
+    QUICK_PLAN,
+    optimized_version,
+    profile,
+    renamed_copy,
+    staff,
+    uploaded_version,
+)
+from workers.samples import SampleModel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+JOB_TIMEOUT_MS = 240_000
+
+
+def _run_job(job_id: int) -> None:
+    """Run a queued job to its end in this thread, as a worker would."""
+    try:
+        job_runner.job_run(job_id=job_id, worker="browser-test")
+    finally:
+        connection.close()
+
+
+def test_a_maintainer_registers_a_model_and_uploads_it_with_its_data_through_the_admin(
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        quality_mlp: SampleModel, media_root: Path, tmp_path: Path) -> None:
+    maintainer = staff(make_user, "maria", "maintainer")
+    log_in(maintainer)
+    expect(page.locator(".empty")).to_contain_text("No models yet.")
+    page.click("text=Register a model")
+    page.fill("#id_name", MODEL)
+    page.select_option("#id_task", "regression")
+    page.click("input[name=_save]")
+    expect(page.locator("h1")).to_have_text(MODEL)
+
+    page.click("text=Upload a version")
+    not_a_model = tmp_path / "model.onnx"
+    not_a_model.write_bytes(b"these bytes are no model at all")
+    page.set_input_files("#id_file", str(not_a_model))
+    page.click("input[name=_save]")
+    expect(page.locator(".field-file .errorlist")).to_be_visible()
+    assert not ModelVersion.objects.exists()
+
+    wrong_data = tmp_path / "validation.npz"
+    np.savez(wrong_data, pixels=np.zeros((4, 3), dtype=np.float32))
+    page.set_input_files("#id_file", str(quality_mlp.onnx))
+    page.set_input_files("#id_validation_data", str(wrong_data))
+    page.click("input[name=_save]")
+    expect(page.locator(".field-validation_data .errorlist")).to_contain_text("features")
+    expect(page.locator(".errornote, .errorlist.nonfield")).to_contain_text(["Version 1 was saved"])
+    shoot("01-upload-dataset-refused")
+
+    page.set_input_files("#id_file", str(quality_mlp.onnx))
+    page.set_input_files("#id_validation_data", str(quality_mlp.validation))
+    page.set_input_files("#id_calibration_data", str(quality_mlp.calibration))
+    page.click("input[name=_save]")
+    expect(page.locator("h1")).to_have_text(f"{MODEL} v1")
+    expect(page.locator("#datasets")).to_contain_text("512 samples with labels")
+    expect(page.locator("#optimize-form")).to_be_visible()
+    shoot("02-version-uploaded")
+    assert ModelVersion.objects.get().datasets.count() == 2
+
+
+def test_an_optimization_shows_its_progress_live_until_100_percent(
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        queue_tasks: Callable[[], Any], quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = staff(make_user, "maria", "maintainer")
+    version = uploaded_version(maintainer, quality_mlp)
+    profile()
+    log_in(maintainer, f"/dashboard/models/{MODEL}/versions/{version.number}/")
+    page.click("text=or choose the passes…")
+    page.select_option("#id_profile", label=f"{MODEL}-profile")
+    page.wait_for_url("**/optimize/?profile=*")
+    for step in ("graph", "int8-static"):
+        page.uncheck(f"input[name=steps][value={step}]")
+    page.fill("#id_bench_budget_s", str(QUICK_BENCH["time_budget_s"]))
+    page.fill("#id_batch_sizes", "1")
+    shoot("03-choose-passes")
+
+    with queue_tasks():
+        page.click("input[value='Start the optimization']")
+        page.wait_for_url("**/dashboard/jobs/*/")
+        expect(page.locator("#job-status")).to_have_text("queued")
+        expect(page.locator("#job-events")).to_contain_text("Waiting for a worker")
+        page.evaluate("window.stillTheSamePage = true")
+        job = OptimizationJob.objects.get()
+        assert [step["name"] for step in job.plan] == ["int8-dynamic", "prune-structured"]
+        runner = threading.Thread(target=_run_job, args=(job.pk,), daemon=True)
+        runner.start()
+        try:
+            expect(page.locator("#job-percent")).to_have_text("100 %", timeout=JOB_TIMEOUT_MS)
+        finally:
+            runner.join(timeout=JOB_TIMEOUT_MS / 1000)
+    expect(page.locator("#job-status")).to_have_text("succeeded")
+    expect(page.locator("#job-events")).to_contain_text("prune-structured: running prune_structured")
+    expect(page.locator("#job-results")).to_be_visible()
+    assert page.evaluate("window.stillTheSamePage") is True  # updated in place: never reloaded
+    shoot("04-job-progress-100")
+    page.click("#job-results")
+    expect(page.locator("#best-variant")).to_have_text("int8-dynamic")
+
+
+def test_a_maintainer_cancels_a_queued_job(
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        queue_tasks: Callable[[], Any], quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = staff(make_user, "maria", "maintainer")
+    version = uploaded_version(maintainer, quality_mlp)
+    with queue_tasks():
+        job = services.optimization_request(version=version, user=maintainer, profile=profile(), plan=QUICK_PLAN,
+                                            bench=QUICK_BENCH)
+    log_in(maintainer, f"/dashboard/jobs/{job.pk}/")
+    page.click("input[value='Cancel the job']")
+    expect(page.locator(".messagelist")).to_contain_text("Job cancelled.")
+    expect(page.locator("#job-status")).to_have_text("cancelled")
+    expect(page.locator("#cancel-form")).to_have_count(0)
+    shoot("05-job-cancelled")
+    job.refresh_from_db()
+    assert job.status == OptimizationJob.Status.CANCELLED
+
+
+def test_the_version_page_shows_verdicts_lineage_charts_and_downloads_a_bundle(
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        quality_mlp: SampleModel, media_root: Path, tmp_path: Path) -> None:
+    maintainer = staff(make_user, "maria", "maintainer")
+    version = optimized_version(maintainer, quality_mlp)
+    log_in(maintainer, f"/dashboard/models/{MODEL}/versions/{version.number}/")
+    expect(page.locator("#best-variant")).to_have_text("int8-dynamic")
+    expect(page.locator("tr[data-variant='original']")).to_contain_text("size 10.5 MB > 5 MB")
+    expect(page.locator("tr[data-variant='prune-structured']")).to_contain_text("accuracy drop")
+    expect(page.locator("#chart-scatter svg circle.point")).to_have_count(3)
+    expect(page.locator("#chart-scatter svg")).to_contain_text("limit 0.02")  # the accuracy limit: drop ≤ 0.02
+    expect(page.locator("#chart-sizes svg rect.bar")).to_have_count(3)
+    expect(page.locator("#lineage")).to_contain_text("quantize_dynamic")
+    expect(page.locator("#advice li").first).to_contain_text("int8-dynamic")
+    shoot("06-version-charts")
+
+    with page.expect_download() as download:
+        page.locator("tr[data-variant='int8-dynamic'] a", has_text="bundle").click()
+    bundle = tmp_path / download.value.suggested_filename
+    download.value.save_as(bundle)
+    assert bundle.name == f"{MODEL}-v1-int8-dynamic.zip"
+    assert "model.onnx" in zipfile.ZipFile(bundle).namelist()
+
+
+def test_an_approver_promotes_forces_a_failing_variant_rolls_back_and_finds_it_all_in_the_history(
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = staff(make_user, "maria", "maintainer")
+    approver = staff(make_user, "abe", "approver")
+    version = optimized_version(maintainer, quality_mlp)
+    log_in(approver, f"/dashboard/models/{MODEL}/versions/{version.number}/")
+    page.locator("tr[data-variant='int8-dynamic'] a", has_text="promote").click()
+    expect(page.locator("#verdict")).to_contain_text("passes")
+    expect(page.locator("#signature-diff")).to_contain_text("First promotion")
+    page.fill("#id_reason", "fastest passing variant")
+    page.click("input[value='Promote v1/int8-dynamic to production']")
+    expect(page.locator(".messagelist")).to_contain_text("Promoted: v1/int8-dynamic now serves quality-mlp")
+
+    page.goto(page.url.split("/dashboard/")[0] + f"/dashboard/models/{MODEL}/versions/1/variants/prune-structured/promote/")
+    expect(page.locator("#verdict")).to_contain_text("accuracy drop")
+    expect(page.locator("#signature-diff")).to_contain_text("Compatible signature")
+    page.click("input[value='Force the promotion of v1/prune-structured']")
+    expect(page.locator("#promote-form .errorlist").first).to_contain_text("A forced promotion needs a written reason.")
+    shoot("07-forced-promotion-needs-a-reason")
+    page.fill("#id_reason", "smaller model for the edge trial")
+    page.check("#id_force")
+    page.click("input[value='Force the promotion of v1/prune-structured']")
+    expect(page.locator("#production")).to_contain_text("v1/prune-structured serves")
+
+    page.fill("#rollback-form input[name=reason]", "trial lost too much accuracy")
+    page.click("input[value='Roll back to v1/int8-dynamic']")
+    expect(page.locator(".messagelist")).to_contain_text("v1/int8-dynamic serves quality-mlp again")
+    rows = page.locator("#history-table tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0)).to_contain_text("rollback")
+    expect(rows.nth(0)).to_contain_text("trial lost too much accuracy")
+    expect(rows.nth(1)).to_contain_text("forced")
+    expect(rows.nth(1)).to_contain_text("smaller model for the edge trial")
+    expect(rows.nth(2)).to_contain_text("fastest passing variant")
+    shoot("08-promotion-history")
+    kinds = [(e.kind, e.to_variant.name, e.forced, e.by.username) for e in PromotionEvent.objects.all()]
+    assert kinds == [("rollback", "int8-dynamic", False, "abe"), ("promote", "prune-structured", True, "abe"),
+                     ("promote", "int8-dynamic", False, "abe")]
+
+
+def test_the_models_list_and_the_comparison_show_production_trends_and_versions(
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        quality_mlp: SampleModel, media_root: Path, tmp_path: Path) -> None:
+    maintainer = staff(make_user, "maria", "maintainer")
+    approver = staff(make_user, "abe", "approver")
+    viewer = staff(make_user, "vic", "viewer")
+    optimized_version(maintainer, quality_mlp)
+    retrained = renamed_copy(quality_mlp.onnx, tmp_path / "model.onnx", "retrained")
+    second = optimized_version(maintainer, quality_mlp, plan=QUICK_PLAN[:1], model_file=retrained)
+    services.deployment_promote(model=second.model, variant=second.variants.get(name="int8-dynamic"), by=approver,
+                                reason="v2 retrained")
+    first_night = datetime.date(2026, 1, 10)
+    for offset in range(3):
+        nightly.nightly_run(night=first_night + datetime.timedelta(days=offset), model=MODEL)
+
+    log_in(viewer)
+    row = page.locator("#models tbody tr")
+    expect(row).to_contain_text("v2/int8-dynamic")
+    expect(row).to_contain_text("serving")
+    expect(row.locator("svg.sparkline")).to_have_count(1)
+    expect(row).to_contain_text("3 nights")
+    expect(page.locator("text=Register a model")).to_have_count(0)  # a viewer registers nothing
+    shoot("09-models-list")
+
+    page.click(f"text={MODEL}")
+    expect(page.locator("text=Upload a version")).to_have_count(0)
+    page.click("text=Compare versions")
+    expect(page.locator("#compare thead th")).to_have_count(3)
+    expect(page.locator("#chart-latency svg circle")).to_have_count(4)
+    expect(page.locator("#chart-nightly svg")).to_be_visible()
+    shoot("10-compare-versions")

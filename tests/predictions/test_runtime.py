@@ -1,0 +1,99 @@
+"""Loaded runtimes: one load per file, a memory budget, explicit threads, warm-up, and the admin of tokens."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+from predictions import runtime
+from tests.predictions.conftest import sample
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _loads() -> float:
+    return sample("modelhub_runtime_load_seconds_count", {"kind": "onnxruntime"})
+
+
+def test_many_threads_asking_at_once_load_a_file_once(registry: Any, mlp: Any) -> None:
+    spec = runtime.VariantSpec.from_variant(registry.original(mlp))
+    runtime.RUNTIMES.clear()
+    before = _loads()
+    got: list[Any] = []
+    threads = [threading.Thread(target=lambda: got.append(runtime.get(spec))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(got) == 8 and len({id(r) for r in got}) == 1
+    assert _loads() == before + 1
+
+
+def test_the_least_recently_used_runtime_leaves_beyond_the_budget_and_a_held_one_still_runs(
+        registry: Any, mlp: Any, settings: Any, features: np.ndarray) -> None:
+    first = runtime.VariantSpec.from_variant(registry.original(mlp))
+    second = runtime.VariantSpec.from_variant(registry.copy_variant(mlp, name="graph"))
+    settings.MODELHUB_SERVING_MAX_RUNTIME_MB = int((first.size_bytes * 1.5) // (1024 * 1024)) + 1
+    runtime.RUNTIMES.clear()
+    held = runtime.get(first)
+    runtime.get(second)
+    assert not runtime.RUNTIMES.loaded(first.sha256) and runtime.RUNTIMES.loaded(second.sha256)
+    assert sample("modelhub_runtimes_loaded") == 1
+    assert held.run({"features": features[:1]})["quality"].shape == (1, 1)  # a request holding it finishes
+
+
+def test_sessions_use_the_configured_threads_and_the_cpu_unless_cuda_is_targeted_and_present(
+        registry: Any, mlp: Any, settings: Any) -> None:
+    settings.MODELHUB_SERVING_INTRA_OP_THREADS = 2
+    runtime.RUNTIMES.clear()
+    loaded = runtime.get(runtime.VariantSpec.from_variant(registry.original(mlp)))
+    assert loaded.session.get_session_options().intra_op_num_threads == 2
+    assert loaded.provider == "CPUExecutionProvider"
+    assert runtime.providers_for("cpu") == ["CPUExecutionProvider"]
+    cuda = "CUDAExecutionProvider" in runtime.available_providers()
+    assert runtime.providers_for("cuda")[0] == ("CUDAExecutionProvider" if cuda else "CPUExecutionProvider")
+
+
+def test_warm_loads_and_runs_a_synthetic_batch(registry: Any, mlp: Any) -> None:
+    variant = registry.copy_variant(mlp, name="graph")
+    runtime.RUNTIMES.clear()
+    warmed = runtime.warm(variant)
+    assert runtime.RUNTIMES.loaded(variant.sha256) and warmed.synthetic_feeds()["features"].shape == (1, 2056)
+
+
+def test_a_variant_that_cannot_load_is_not_promoted(registry: Any, mlp: Any) -> None:
+    from modelhub import artifacts
+    from modelhub.errors import Invalid
+    from modelhub.models import Deployment
+
+    variant = registry.copy_variant(mlp, name="graph")
+    artifacts.local_path(variant.storage_key).write_bytes(b"not a model")
+    with pytest.raises(Invalid, match="could not be loaded"):
+        registry.promote(variant)
+    assert Deployment.objects.get(model=mlp.model).variant.name == "original"
+
+
+def test_the_admin_makes_a_token_and_shows_it_once(mlp: Any, make_user: Any) -> None:
+    from django.test import Client
+
+    from predictions import auth
+    from predictions.models import PredictToken
+
+    admin = make_user("root", superuser=True)
+    client = Client()
+    client.force_login(admin)
+    response = client.post("/admin/predictions/predicttoken/add/",
+                           {"name": "scoring-service", "allowed_models": [mlp.model.pk],
+                            "rate_limit_per_minute": 120}, follow=True)
+    assert response.status_code == 200
+    token = PredictToken.objects.get()
+    messages = [str(m) for m in response.context["messages"]]
+    shown = [m for m in messages if m.startswith("Predict token")]
+    assert len(shown) == 1
+    raw = shown[0].split(": ", 1)[1].split(" ")[0]
+    assert auth.hash_token(raw) == token.token_hash
+    assert sum(raw in m for m in messages) == 1  # shown once, then only its prefix
+    assert list(token.allowed_models.values_list("name", flat=True)) == ["mlp"]

@@ -1,0 +1,62 @@
+"""The nightly re-benchmark through a real Celery worker on a real Redis."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelhub import services
+from modelhub.celery import app
+from modelhub.models import BenchmarkResult
+from tests.workers.test_worker import _register_eagerly, _wait, shared_data_dir, worker  # noqa: F401 - fixtures
+from workers import tasks
+from workers.samples import SampleModel
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.redis, pytest.mark.slow]
+BENCH = {"time_budget_s": 0.2, "batch_sizes": [1]}
+NIGHT = date(2025, 6, 10)
+
+
+def _promote_after_a_job(maintainer: Any, approver: Any, sample: SampleModel) -> None:
+    """Register, optimize (in this process) and promote int8-dynamic over the original."""
+    version = _register_eagerly(maintainer, sample)
+    app.conf.task_always_eager = True
+    try:
+        job = services.optimization_request(version=version, user=maintainer, bench=BENCH,
+                                            plan=[{"name": "int8-dynamic", "pass_name": "quantize_dynamic", "options": {}}])
+    finally:
+        app.conf.task_always_eager = False
+    job.refresh_from_db()
+    assert job.status == "SUCCEEDED", job.error
+    for name in ("original", "int8-dynamic"):
+        services.deployment_promote(model=version.model, variant=version.variants.get(name=name), by=approver)
+
+
+def _finished_nightly() -> list[BenchmarkResult]:
+    return list(BenchmarkResult.objects.filter(kind="nightly", night=NIGHT, passed__isnull=False))
+
+
+def test_the_nightly_task_runs_on_a_real_worker_and_twice_sent_measures_each_variant_once(
+        worker: subprocess.Popen[bytes], maintainer: Any, approver: Any, quality_mlp: SampleModel,  # noqa: F811
+        shared_data_dir: Path) -> None:  # noqa: F811
+    _promote_after_a_job(maintainer, approver, quality_mlp)
+    # Two beat processes (or a beat and a retry) send the same night twice.
+    for _ in range(2):
+        tasks.nightly_rebenchmark_task.apply_async(kwargs={"night": NIGHT.isoformat()})
+    log = shared_data_dir / "worker.log"
+    _wait(lambda: len(_finished_nightly()) == 2, 240, "two nightly results", log)
+    _wait(lambda: _succeeded(log) == 2, 120, "both tasks to end", log)
+    results = BenchmarkResult.objects.filter(kind="nightly", night=NIGHT)
+    assert sorted(results.values_list("variant__name", flat=True)) == ["int8-dynamic", "original"]
+    for result in results:
+        assert result.p95_ms > 0 and result.passed is True
+        assert result.report["config"]["time_budget_s"] == 0.2
+    assert _succeeded(log) == 2
+
+
+def _succeeded(log: Path) -> int:
+    return sum("nightly_rebenchmark_task" in line and "succeeded" in line for line in log.read_text().splitlines())
