@@ -308,7 +308,7 @@ def main() -> int:
             [str(Path(sys.executable).parent / "gunicorn"), "modelhub.wsgi:application", "--bind", f"127.0.0.1:{port}",
              "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
              "--keep-alive", "30", "--log-level", "warning"],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp / "gunicorn.log").open("wb")))
+            env={**env, "MODELHUB_PLANE": "serving"}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp / "gunicorn.log").open("wb")))
         _wait_for(port)
         for _ in range(args.workers * 4):  # each worker loads its runtime on its first request
             Client(port, info["token"]).post("mlp", orjson.dumps({"inputs": {"features": rows[:1]}},
@@ -330,7 +330,7 @@ def main() -> int:
 
         overhead = lat["p50"] - raw
         print(f"\nmodelhub serving benchmark — quality_mlp, variant {info['variant']!r} ({info['note']})")
-        print(f"gunicorn gthread {args.workers} workers x {args.threads} threads, DEBUG=0, Redis, SQLite; "
+        print(f"gunicorn gthread {args.workers} workers x {args.threads} threads, serving plane, DEBUG=0, Redis, SQLite; "
               f"{os.cpu_count()} CPU(s) shared by client and server\n")
         print(f"{'measure':<44}{'value':>12}")
         table = [

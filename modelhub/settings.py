@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from modelhub.env import database_from_url, env_bool, env_int, env_list, env_str
+from modelhub.env import database_from_url, env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -62,6 +62,14 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "modelhub.urls"
+
+# MODELHUB_PLANE=serving makes a process answer predictions and health checks only, with the
+# least middleware and no sessions (token auth only): the inference plane runs on its own
+# listener, and the management plane (admin, API) is not reachable through it.
+MODELHUB_PLANE = env_choice("MODELHUB_PLANE", "all", {"all", "serving"})
+if MODELHUB_PLANE == "serving":
+    ROOT_URLCONF = "predictions.urls"
+    MIDDLEWARE = ["django.middleware.security.SecurityMiddleware"]
 WSGI_APPLICATION = "modelhub.wsgi.application"
 TEMPLATES = [
     {

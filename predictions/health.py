@@ -68,6 +68,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     token = settings.MODELHUB_METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     by_token = bool(token) and hmac.compare_digest(header, f"Bearer {token}")
-    if not by_token and not (request.user.is_authenticated and request.user.is_staff):
+    user = getattr(request, "user", None)  # the serving plane has no sessions: token only
+    if not by_token and not (user is not None and user.is_authenticated and user.is_staff):
         return JsonResponse({"error": "Metrics need a staff login or the metrics bearer token."}, status=401)
     return ExportToDjangoView(request)

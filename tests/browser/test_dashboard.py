@@ -108,6 +108,9 @@ def test_an_optimization_shows_its_progress_live_until_100_percent(
         runner = threading.Thread(target=_run_job, args=(job.pk,), daemon=True)
         runner.start()
         try:
+            page.wait_for_function("document.querySelectorAll('#job-events tbody tr:not(.placeholder)').length > 0",
+                                   timeout=JOB_TIMEOUT_MS)
+            shoot("04-job-running")  # wherever the job is by now: the log grew without a reload
             expect(page.locator("#job-percent")).to_have_text("100 %", timeout=JOB_TIMEOUT_MS)
         finally:
             runner.join(timeout=JOB_TIMEOUT_MS / 1000)
@@ -115,7 +118,7 @@ def test_an_optimization_shows_its_progress_live_until_100_percent(
     expect(page.locator("#job-events")).to_contain_text("prune-structured: running prune_structured")
     expect(page.locator("#job-results")).to_be_visible()
     assert page.evaluate("window.stillTheSamePage") is True  # updated in place: never reloaded
-    shoot("04-job-progress-100")
+    shoot("05-job-progress-100")
     page.click("#job-results")
     expect(page.locator("#best-variant")).to_have_text("int8-dynamic")
 
@@ -133,7 +136,7 @@ def test_a_maintainer_cancels_a_queued_job(
     expect(page.locator(".messagelist")).to_contain_text("Job cancelled.")
     expect(page.locator("#job-status")).to_have_text("cancelled")
     expect(page.locator("#cancel-form")).to_have_count(0)
-    shoot("05-job-cancelled")
+    shoot("06-job-cancelled")
     job.refresh_from_db()
     assert job.status == OptimizationJob.Status.CANCELLED
 
@@ -152,7 +155,7 @@ def test_the_version_page_shows_verdicts_lineage_charts_and_downloads_a_bundle(
     expect(page.locator("#chart-sizes svg rect.bar")).to_have_count(3)
     expect(page.locator("#lineage")).to_contain_text("quantize_dynamic")
     expect(page.locator("#advice li").first).to_contain_text("int8-dynamic")
-    shoot("06-version-charts")
+    shoot("07-version-charts")
 
     with page.expect_download() as download:
         page.locator("tr[data-variant='int8-dynamic'] a", has_text="bundle").click()
@@ -181,7 +184,7 @@ def test_an_approver_promotes_forces_a_failing_variant_rolls_back_and_finds_it_a
     expect(page.locator("#signature-diff")).to_contain_text("Compatible signature")
     page.click("input[value='Force the promotion of v1/prune-structured']")
     expect(page.locator("#promote-form .errorlist").first).to_contain_text("A forced promotion needs a written reason.")
-    shoot("07-forced-promotion-needs-a-reason")
+    shoot("08-forced-promotion-needs-a-reason")
     page.fill("#id_reason", "smaller model for the edge trial")
     page.check("#id_force")
     page.click("input[value='Force the promotion of v1/prune-structured']")
@@ -197,7 +200,7 @@ def test_an_approver_promotes_forces_a_failing_variant_rolls_back_and_finds_it_a
     expect(rows.nth(1)).to_contain_text("forced")
     expect(rows.nth(1)).to_contain_text("smaller model for the edge trial")
     expect(rows.nth(2)).to_contain_text("fastest passing variant")
-    shoot("08-promotion-history")
+    shoot("09-promotion-history")
     kinds = [(e.kind, e.to_variant.name, e.forced, e.by.username) for e in PromotionEvent.objects.all()]
     assert kinds == [("rollback", "int8-dynamic", False, "abe"), ("promote", "prune-structured", True, "abe"),
                      ("promote", "int8-dynamic", False, "abe")]
@@ -225,7 +228,7 @@ def test_the_models_list_and_the_comparison_show_production_trends_and_versions(
     expect(row.locator("svg.sparkline")).to_have_count(1)
     expect(row).to_contain_text("3 nights")
     expect(page.locator("text=Register a model")).to_have_count(0)  # a viewer registers nothing
-    shoot("09-models-list")
+    shoot("10-models-list")
 
     page.click(f"text={MODEL}")
     expect(page.locator("text=Upload a version")).to_have_count(0)
@@ -233,4 +236,4 @@ def test_the_models_list_and_the_comparison_show_production_trends_and_versions(
     expect(page.locator("#compare thead th")).to_have_count(3)
     expect(page.locator("#chart-latency svg circle")).to_have_count(4)
     expect(page.locator("#chart-nightly svg")).to_be_visible()
-    shoot("10-compare-versions")
+    shoot("11-compare-versions")
