@@ -62,9 +62,16 @@ def receive(stream: IO[bytes], *, max_bytes: int, what: str = "file") -> Receive
 
 
 def save_file(local: Path, key: str) -> str:
-    """Save a local file under an exact storage key; an existing key (same content) is kept."""
+    """Save a local file under an exact storage key; an existing key (same content) is kept.
+
+    Keys are content-addressed, so a file already there is this content, unless a process was
+    killed while writing it (storage writes in place): a file of another size is that remnant and
+    is replaced, never recorded as the artifact.
+    """
     if default_storage.exists(key):
-        return key
+        if default_storage.size(key) == local.stat().st_size:
+            return key
+        default_storage.delete(key)
     with local.open("rb") as handle:
         saved = default_storage.save(key, File(handle))
     if saved != key:  # another process stored the same content meanwhile: keep one copy

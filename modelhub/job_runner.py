@@ -41,6 +41,7 @@ class JobContext:
     job: OptimizationJob
     scratch: Path
     variants: dict[str, Variant] = field(default_factory=dict)
+    deadline: float | None = None  # time.monotonic() at the task's soft time limit
 
     @property
     def version(self) -> Any:
@@ -51,20 +52,30 @@ class JobContext:
         return artifacts.local_path(dataset.storage_key) if dataset else None
 
     def check_cancel(self) -> None:
+        """Stop between steps when a user cancelled, or when the soft time limit has passed: Celery
+        raises SoftTimeLimitExceeded only once, and a pass that catches every exception swallows it."""
         if OptimizationJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
             raise JobCancelled
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise SoftTimeLimitExceeded
 
 
-def job_run(*, job_id: int, worker: str, task_id: str = "") -> None:
-    """Claim the job and run it to an end state (SUCCEEDED, FAILED with a reason, or CANCELLED)."""
+def job_run(*, job_id: int, worker: str, task_id: str = "", soft_limit_s: float | None = None) -> None:
+    """Claim the job and run it to an end state (SUCCEEDED, FAILED with a reason, or CANCELLED).
+
+    ``soft_limit_s``: the task's soft time limit; the job also stops at the first step boundary
+    after it, in case a pass swallowed Celery's SoftTimeLimitExceeded.
+    """
     job = services.job_claim(job_id=job_id, worker=worker, task_id=task_id)
     if job is None:
         return
     started = time.monotonic()
+    limit = soft_limit_s or settings.CELERY_TASK_SOFT_TIME_LIMIT
     services.job_event(job=job, message=f"started on {worker} (attempt {job.attempts})", progress=0)
     try:
         with artifacts.scratch(f"job-{job.pk}") as scratch:
-            context = JobContext(job=job, scratch=scratch, variants=_original_variants(job))
+            context = JobContext(job=job, scratch=scratch, variants=_original_variants(job),
+                                 deadline=started + limit if soft_limit_s else None)
             if job.kind == OptimizationJob.Kind.OPTIMIZE:
                 _run_plan(context)
             result = _evaluate(context)
@@ -73,7 +84,7 @@ def job_run(*, job_id: int, worker: str, task_id: str = "") -> None:
         return
     except SoftTimeLimitExceeded:
         services.job_finish(job=job, status=OptimizationJob.Status.FAILED,
-                            error=f"Stopped at the time limit ({settings.CELERY_TASK_SOFT_TIME_LIMIT} s); "
+                            error=f"Stopped at the time limit ({limit:g} s); "
                                   "run fewer passes or raise MODELHUB_TASK_SOFT_LIMIT_S.")
         return
     except (base.PassError, bench.BenchError, formats.FormatError, ServiceError) as exc:
@@ -133,6 +144,7 @@ def _run_step(context: JobContext, step: planner.PlanStep, source: Variant, dst:
     try:
         result = get_pass(step.pass_name).run(artifacts.local_path(source.storage_key), dst, config)
     except base.PassError as exc:
+        context.check_cancel()  # a pass that turned the time limit into its own error is not a failed variant
         services.job_event(job=context.job, message=f"{step.name}: failed: {exc}", level="error")
         return _save_variant(context, step, source, key, config_json, status=Variant.Status.FAILED, reason=str(exc))
     duration = round(time.monotonic() - started, 3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
 
 
 class JobTask(Task):
@@ -19,13 +20,24 @@ class JobTask(Task):
 
         job_id = args[0] if args else kwargs.get("job_id")
         if job_id is not None:
-            services.job_fail(job_id=job_id, reason=f"The worker hit an unexpected error: {exc!r}")
+            services.job_fail(job_id=job_id, reason=_failure_reason(exc))
+
+
+def _failure_reason(exc: Exception) -> str:
+    if isinstance(exc, TimeLimitExceeded):
+        # The pool killed the child at the hard limit: the job's own soft-limit handling never ran.
+        return (f"Stopped at the hard time limit ({exc.args[0] if exc.args else '?'} s): the worker process "
+                "running it was replaced. Run fewer passes or raise MODELHUB_TASK_SOFT_LIMIT_S.")
+    return f"The worker hit an unexpected error: {exc!r}"
 
 
 def _run_job(task: Task, job_id: int) -> None:
     from modelhub import job_runner
 
-    job_runner.job_run(job_id=job_id, worker=task.request.hostname or "local", task_id=task.request.id or "")
+    # Limits travel in the message (the publisher's settings); the worker's own are the fallback.
+    _hard, soft = task.request.timelimit or (None, None)
+    job_runner.job_run(job_id=job_id, worker=task.request.hostname or "local", task_id=task.request.id or "",
+                       soft_limit_s=None if task.request.is_eager else soft or task.soft_time_limit)
 
 
 @shared_task(name="workers.tasks.intake_version_task")

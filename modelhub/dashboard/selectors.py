@@ -196,15 +196,10 @@ def version_results(*, version: ModelVersion) -> VersionResults:
     rows = selectors.variant_rows(version=version)
     task = result.get("task") or next((r["accuracy"].get("task") for r in rows if r["accuracy"]), version.model.task)
     metric = _metric(spec, task)
-    ranking = result.get("ranking", {})
     production = selectors.deployment_variant(model=version.model)
+    serving = production.name if production is not None and production.version_id == version.pk else None
     for row in rows:
-        metrics = (row["accuracy"] or {}).get("metrics", {})
-        row.update(metric_value=metrics.get(metric) if metric else None, pareto=row["name"] in ranking.get("pareto", []),
-                   rejected=ranking.get("rejected", {}).get(row["name"]), best=row["name"] == result.get("best"),
-                   production=production is not None and production.version_id == version.pk
-                   and production.name == row["name"],
-                   bundle=row["status"] == Variant.Status.READY and row["sha256"] != "" and _is_onnx(version, row))
+        row.update(_row_flags(row, version=version, metric=metric, result=result, serving=serving))
     reference = next((r["accuracy"] for r in rows if r["name"] == Variant.ORIGINAL and r["accuracy"]), {})
     return VersionResults(
         rows=rows, job=job, profile=profile, metric=metric, higher_is_better=HIGHER_IS_BETTER.get(metric or "", True),
@@ -214,8 +209,19 @@ def version_results(*, version: ModelVersion) -> VersionResults:
     )
 
 
-def _is_onnx(version: ModelVersion, row: dict[str, Any]) -> bool:
-    return row["name"] != Variant.ORIGINAL or version.format == "onnx"
+def _row_flags(row: dict[str, Any], *, version: ModelVersion, metric: str | None, result: dict[str, Any],
+               serving: str | None) -> dict[str, Any]:
+    """What the page adds to a variant row: the profile's metric, ranking flags, and downloads."""
+    ranking = result.get("ranking", {})
+    onnx = row["name"] != Variant.ORIGINAL or version.format == "onnx"  # a TorchScript upload has no bundle
+    return {
+        "metric_value": (row["accuracy"] or {}).get("metrics", {}).get(metric) if metric else None,
+        "pareto": row["name"] in ranking.get("pareto", []),
+        "rejected": ranking.get("rejected", {}).get(row["name"]),
+        "best": row["name"] == result.get("best"),
+        "production": row["name"] == serving,
+        "bundle": row["status"] == Variant.Status.READY and bool(row["sha256"]) and onnx,
+    }
 
 
 def _lineage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -244,7 +250,7 @@ def charts(results: VersionResults) -> dict[str, str]:
     return {"scatter": scatter, "sizes": sizes}
 
 
-def bundle_variant(*, user: Any, name: str, number: int, variant: str) -> Variant:
+def variant_visible(*, user: Any, name: str, number: int, variant: str) -> Variant:
     """A visible variant by model name, version number and variant name, else NotFound."""
     model = selectors.model_get(user=user, name=name)
     return selectors.variant_get(version=selectors.version_get(model=model, number=number), name=variant)

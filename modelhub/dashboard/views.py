@@ -22,8 +22,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from modelhub import bundles, selectors, services
 from modelhub.dashboard import forms
 from modelhub.dashboard import selectors as pages
-from modelhub.errors import Forbidden, NotFound, ServiceError
+from modelhub.errors import Conflict, Forbidden, Invalid, NotFound
 from modelhub.models import ModelVersion, OptimizationJob
+
+# A request the services refuse for the state it finds: shown on the page (role and visibility
+# refusals become 403 and 404 pages instead).
+REFUSED = (Invalid, Conflict)
 
 
 def dashboard_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -52,7 +56,7 @@ def _version(request: HttpRequest, name: str, number: int) -> ModelVersion:
 
 def _safe(charts: dict[str, str]) -> dict[str, str]:
     # dashboard.svg escapes every text it draws; its markup goes into the page as it is.
-    return {key: mark_safe(value) for key, value in charts.items()}  # noqa: S308
+    return {key: mark_safe(value) for key, value in charts.items()}
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -64,7 +68,7 @@ def models_list(request: HttpRequest) -> HttpResponse:
     """Every visible model: production variant, status, last benchmark, nightly trend, serving."""
     rows = pages.model_rows(user=request.user)
     for row in rows:
-        row["sparkline"] = mark_safe(row["sparkline"])  # noqa: S308 - drawn and escaped by dashboard.svg
+        row["sparkline"] = mark_safe(row["sparkline"])  # drawn and escaped by dashboard.svg
     return _page(request, "models.html", "Models", rows=rows,
                  add_model_url=reverse("admin:modelhub_registeredmodel_add"))
 
@@ -96,12 +100,12 @@ def rollback(request: HttpRequest, name: str) -> HttpResponse:
     """Put the previous production variant back, with a reason (approvers)."""
     model = selectors.model_get(user=request.user, name=name)
     form = forms.RollbackForm(request.POST)
-    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    if not form.is_valid():
+        messages.error(request, "The reason is too long: keep it under 2,000 characters.")
+        return redirect("dashboard:model", name=model.name)
     try:
-        event = services.deployment_rollback(model=model, by=request.user, reason=reason)
-    except Forbidden:
-        raise
-    except ServiceError as exc:
+        event = services.deployment_rollback(model=model, by=request.user, reason=form.cleaned_data["reason"])
+    except REFUSED as exc:
         messages.error(request, exc.message)
     else:
         messages.success(request, f"Rolled back: {event.to_variant.label} serves {model.name} again.")
@@ -123,7 +127,8 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
         measured=measured, charts=_safe(pages.charts(results)) if measured else {},
         datasets=version.datasets.order_by("purpose"), jobs=version.jobs.all()[:10],
         active_job=version.jobs.filter(status__in=pages.ACTIVE).first(),
-        quick_form=forms.OptimizeForm(plan=[], initial={"profile": results.profile}), production=selectors.deployment_variant(model=version.model),
+        quick_form=forms.OptimizeForm(plan=[], initial={"profile": results.profile}),
+        production=selectors.deployment_variant(model=version.model),
         dataset_url=reverse("admin:modelhub_dataset_add") + f"?version={version.pk}",
     )
 
@@ -144,9 +149,7 @@ def optimize(request: HttpRequest, name: str, number: int) -> HttpResponse:
             job = services.optimization_request(version=version, user=request.user,
                                                 profile=form.cleaned_data["profile"], plan=form.chosen_plan(),
                                                 bench=form.bench_options())
-        except Forbidden:
-            raise
-        except ServiceError as exc:
+        except REFUSED as exc:
             form.add_error(None, exc.message)
         else:
             return redirect("dashboard:job", job_id=job.pk)
@@ -157,10 +160,10 @@ def optimize(request: HttpRequest, name: str, number: int) -> HttpResponse:
 @require_GET
 def bundle(request: HttpRequest, name: str, number: int, variant: str) -> HttpResponse | FileResponse:
     """Download a variant's deployment bundle with the session's login."""
-    target = pages.bundle_variant(user=request.user, name=name, number=number, variant=variant)
+    target = pages.variant_visible(user=request.user, name=name, number=number, variant=variant)
     try:
         return bundles.bundle_response(target)
-    except ServiceError as exc:
+    except REFUSED as exc:
         messages.error(request, exc.message)
         return redirect("dashboard:version", name=name, number=number)
 
@@ -169,7 +172,7 @@ def bundle(request: HttpRequest, name: str, number: int, variant: str) -> HttpRe
 @require_http_methods(["GET", "POST"])
 def promote(request: HttpRequest, name: str, number: int, variant: str) -> HttpResponse:
     """Confirm a promotion: the verdict, production now and the signature diff; then promote."""
-    target = pages.bundle_variant(user=request.user, name=name, number=number, variant=variant)
+    target = pages.variant_visible(user=request.user, name=name, number=number, variant=variant)
     preview = pages.promotion_preview(variant=target)
     failing = not preview["passed"]
     form = forms.PromoteForm(request.POST or None, failing=failing)
@@ -177,9 +180,7 @@ def promote(request: HttpRequest, name: str, number: int, variant: str) -> HttpR
         try:
             services.deployment_promote(model=target.version.model, variant=target, by=request.user,
                                         reason=form.cleaned_data["reason"], force=failing)
-        except Forbidden:
-            raise
-        except ServiceError as exc:
+        except REFUSED as exc:
             form.add_error(None, exc.message)
         else:
             messages.success(request, f"Promoted: {target.label} now serves {target.version.model.name}.")
@@ -222,9 +223,7 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     job = selectors.job_get(user=request.user, job_id=job_id)
     try:
         job = services.job_cancel(job=job, user=request.user)
-    except Forbidden:
-        raise
-    except ServiceError as exc:
+    except REFUSED as exc:
         messages.error(request, exc.message)
     else:
         done = job.status == OptimizationJob.Status.CANCELLED

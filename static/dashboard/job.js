@@ -43,7 +43,11 @@
     }
     shown = Math.max(shown, job.events.length);
     if (job.finished) {
-      document.getElementById("job-results").hidden = false;
+      const results = document.getElementById("job-results");
+      if (job.status !== "SUCCEEDED") {
+        results.textContent = "Back to the version";
+      }
+      results.hidden = false;
       const cancel = document.getElementById("cancel-form");
       if (cancel) {
         cancel.remove();

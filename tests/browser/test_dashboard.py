@@ -102,6 +102,7 @@ def test_an_optimization_shows_its_progress_live_until_100_percent(
         page.wait_for_url("**/dashboard/jobs/*/")
         expect(page.locator("#job-status")).to_have_text("queued")
         expect(page.locator("#job-events")).to_contain_text("Waiting for a worker")
+        expect(page.locator("#job-results")).to_be_hidden()
         page.evaluate("window.stillTheSamePage = true")
         job = OptimizationJob.objects.get()
         assert [step["name"] for step in job.plan] == ["int8-dynamic", "prune-structured"]

@@ -73,12 +73,18 @@ def celery_broker(url: str) -> Iterator[None]:
 
     previous = app.conf.broker_url, app.conf.task_always_eager
     app.conf.broker_url, app.conf.task_always_eager = url, False
-    app.close()  # drop pooled connections to the previous broker
+    _forget_connections(app)
     try:
         yield
     finally:
         app.conf.broker_url, app.conf.task_always_eager = previous
-        app.close()
+        _forget_connections(app)
+
+
+def _forget_connections(app: Any) -> None:
+    """Drop pooled connections to the previous broker: app.close() keeps the producer pool."""
+    app.close()
+    app.amqp._producer_pool = None
 
 
 @pytest.fixture

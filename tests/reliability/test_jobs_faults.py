@@ -196,12 +196,19 @@ def test_a_poison_job_that_kills_its_worker_child_each_time_ends_failed_and_its_
 @pytest.mark.slow
 def test_a_job_over_the_soft_time_limit_fails_with_a_clear_reason_and_leaves_no_temp_files(
         maintainer: Any, quality_mlp: SampleModel, data_dir: Path, broker: RedisServer) -> None:
-    """D5 (soft): MODELHUB_TASK_SOFT_LIMIT_S=2 and a plan of many seconds: FAILED naming the limit and
-    the setting, no scratch directory left in the work dir, and the worker takes the next job."""
+    """D5 (soft): a 2 s soft limit and a plan of many seconds: FAILED naming the limit and the setting,
+    no scratch directory left in the work dir, and the worker takes the next job.
+
+    Celery 5.7 puts the publisher's limits into each message, so the message carries them here (web and
+    worker share MODELHUB_TASK_SOFT_LIMIT_S in a deployment)."""
+    from workers import tasks
+
     version = _register_quality(maintainer, quality_mlp)
     log = data_dir / "worker.log"
     with running_worker(broker.url, data_dir, MODELHUB_TASK_SOFT_LIMIT_S="2"):
-        job = services.optimization_request(version=version, user=maintainer, plan=LONG_PLAN, bench=FAST_BENCH)
+        job = OptimizationJob.objects.create(version=version, plan=LONG_PLAN, options={"bench": FAST_BENCH},
+                                             created_by=maintainer)
+        tasks.optimize_version_task.apply_async((job.pk,), soft_time_limit=2, time_limit=100)
         job = wait_for(lambda: _finished(job.pk), 110, "the job to stop at the soft limit", log)
         assert job.status == "FAILED", job.status
         assert "time limit (2 s)" in job.error and "MODELHUB_TASK_SOFT_LIMIT_S" in job.error
@@ -216,20 +223,23 @@ def test_a_job_over_the_soft_time_limit_fails_with_a_clear_reason_and_leaves_no_
 @pytest.mark.slow
 def test_a_job_killed_at_the_hard_time_limit_is_failed_and_the_next_task_still_runs(
         maintainer: Any, quality_mlp: SampleModel, data_dir: Path, broker: RedisServer) -> None:
-    """D5 (hard): a message with a 3 s hard limit (and no earlier soft one) has its child killed by the
-    pool; the job is FAILED naming the hard limit, the pool starts a new child, the next job succeeds."""
+    """D5 (hard): the child is stuck where no Python runs (SIGSTOP stands in for a hang in native code),
+    so the soft limit cannot stop it; at the hard limit the pool kills it, the job is FAILED naming the
+    hard limit, a new child starts and the next job succeeds."""
     from workers import tasks
 
     version = _register_quality(maintainer, quality_mlp)
     log = data_dir / "worker.log"
     with running_worker(broker.url, data_dir) as worker:
-        first_child = wait_for(lambda: _child_pids(worker.pid), 60, "the pool child", log)
         job = OptimizationJob.objects.create(version=version, plan=LONG_PLAN, options={"bench": FAST_BENCH},
                                              created_by=maintainer)
-        tasks.optimize_version_task.apply_async((job.pk,), time_limit=3)
+        tasks.optimize_version_task.apply_async((job.pk,), soft_time_limit=3, time_limit=6)
+        wait_for(lambda: _status(job.pk).status == "RUNNING", 120, "the job to start", log)
+        stuck = wait_for(lambda: _child_pids(worker.pid), 30, "the pool child", log)
+        os.kill(stuck[0], signal.SIGSTOP)
         job = wait_for(lambda: _finished(job.pk), 120, "the job to be killed at the hard limit", log)
-        assert job.status == "FAILED" and "hard time limit" in job.error, job.error
-        wait_for(lambda: _child_pids(worker.pid) and _child_pids(worker.pid) != first_child, 60, "a new child", log)
+        assert job.status == "FAILED" and "hard time limit (6" in job.error, job.error
+        wait_for(lambda: _child_pids(worker.pid) and _child_pids(worker.pid) != stuck, 60, "a new child", log)
         quick = services.optimization_request(version=version, user=maintainer, plan=[], bench=FAST_BENCH)
         quick = wait_for(lambda: _finished(quick.pk), 120, "the next job", log)
         assert quick.status == "SUCCEEDED", quick.error

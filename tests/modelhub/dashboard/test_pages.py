@@ -143,3 +143,15 @@ def test_a_rollback_with_a_reason_puts_the_previous_variant_back(make_user: Call
     assert "serves quality-mlp again" in response.content.decode()
     latest = PromotionEvent.objects.first()
     assert (latest.kind, latest.to_variant.name, latest.reason) == ("rollback", "int8-dynamic", "trial lost accuracy")
+
+
+def test_the_admin_promote_action_leads_to_the_confirmation_page(make_user: Callable[..., Any],
+                                                                 quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = staff(make_user, "maria", "maintainer")
+    approver = staff(make_user, "abe", "approver")
+    original = uploaded_version(maintainer, quality_mlp).variants.get()
+    response = _client(approver).post(reverse("admin:modelhub_variant_changelist"),
+                                      {"action": "promote", "_selected_action": [original.pk]})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("dashboard:promote", args=[MODEL, 1, "original"])
+    assert not PromotionEvent.objects.exists()

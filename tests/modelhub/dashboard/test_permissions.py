@@ -31,7 +31,7 @@ def _dashboard_routes() -> list[str]:
         assert isinstance(entry, URLPattern)
         route = str(entry.pattern)
         for key, value in SAMPLE_KWARGS.items():
-            for converter in ("slug", "int", "str"):
+            for converter in ("slug", "int", "str", "name"):
                 route = route.replace(f"<{converter}:{key}>", value)
         routes.append(f"/dashboard/{route}")
     return routes
@@ -109,3 +109,21 @@ def test_promote_and_rollback_refuse_a_post_without_the_csrf_token(make_user: Ca
     response = client.post(promote, {"reason": "ship it", "csrfmiddlewaretoken": token})
     assert response.status_code == 302
     assert PromotionEvent.objects.get().to_variant.name == "int8-dynamic"
+
+
+def test_staff_outside_the_team_find_no_model_and_no_job(make_user: Callable[..., Any], quality_mlp: SampleModel,
+                                                         media_root: Path) -> None:
+    maintainer = staff(make_user, "maria", "maintainer")
+    version = optimized_version(maintainer, quality_mlp)
+    outsider = make_user("otto", "maintainer", "approver")
+    outsider.is_staff = True
+    outsider.save(update_fields=["is_staff"])
+    client = _client(outsider)
+    assert MODEL not in client.get("/dashboard/").content.decode()
+    for url in (reverse("dashboard:model", args=[MODEL]), reverse("dashboard:version", args=[MODEL, 1]),
+                reverse("dashboard:bundle", args=[MODEL, 1, "int8-dynamic"]),
+                reverse("dashboard:job-progress", args=[version.jobs.get().pk])):
+        assert client.get(url).status_code == 404, url
+    assert client.post(reverse("dashboard:promote", args=[MODEL, 1, "int8-dynamic"]),
+                       {"reason": "mine now"}).status_code == 404
+    assert not PromotionEvent.objects.exists()
