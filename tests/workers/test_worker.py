@@ -55,6 +55,7 @@ def worker(redis_url: str, shared_data_dir: Path) -> Iterator[subprocess.Popen[b
     app.conf.task_always_eager = False
     app.conf.broker_url = redis_url
     app.close()  # drop connections to the previous broker
+    app.amqp._producer_pool = None  # and producers bound to it (any eager send made some): else sends go there
     env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": _database_url(), "DEBUG": "1",
            "MODELHUB_DATA_DIR": str(shared_data_dir)}
     log = (shared_data_dir / "worker.log").open("wb")
@@ -70,6 +71,7 @@ def worker(redis_url: str, shared_data_dir: Path) -> Iterator[subprocess.Popen[b
         process.kill()
     app.conf.broker_url = previous
     app.close()
+    app.amqp._producer_pool = None
 
 
 def _wait(predicate: Callable[[], Any], timeout: float, what: str, log: Path) -> Any:
