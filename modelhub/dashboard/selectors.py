@@ -250,6 +250,20 @@ def charts(results: VersionResults) -> dict[str, str]:
     return {"scatter": scatter, "sizes": sizes}
 
 
+def nightly_charts(*, version: ModelVersion) -> list[tuple[str, str]]:
+    """(variant name, SVG of p50 / p95 / p99 over nights) for each variant measured at night."""
+    charts = []
+    for variant in version.variants.order_by("created_at", "id"):
+        nights = selectors.variant_history(variant=variant)
+        if not nights:
+            continue
+        series = [svg.Series(name, [night[f"{name}_ms"] for night in nights]) for name in ("p50", "p95", "p99")]
+        labels = [night["night"].strftime("%b %d") for night in nights]
+        charts.append((variant.name, svg.lines(series, x_labels=labels, y_label="latency", unit="ms",
+                                               title=f"{variant.name}: latency per night")))
+    return charts
+
+
 def variant_visible(*, user: Any, name: str, number: int, variant: str) -> Variant:
     """A visible variant by model name, version number and variant name, else NotFound."""
     model = selectors.model_get(user=user, name=name)

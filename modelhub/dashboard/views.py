@@ -125,6 +125,7 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
     return _page(
         request, "version.html", f"{version.model.name} v{version.number}", version=version, results=results,
         measured=measured, charts=_safe(pages.charts(results)) if measured else {},
+        nightly_charts=[(name, mark_safe(chart)) for name, chart in pages.nightly_charts(version=version)],
         datasets=version.datasets.order_by("purpose"), jobs=version.jobs.all()[:10],
         active_job=version.jobs.filter(status__in=pages.ACTIVE).first(),
         quick_form=forms.OptimizeForm(plan=[], initial={"profile": results.profile}),

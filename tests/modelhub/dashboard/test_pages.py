@@ -155,3 +155,21 @@ def test_the_admin_promote_action_leads_to_the_confirmation_page(make_user: Call
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboard:promote", args=[MODEL, 1, "original"])
     assert not PromotionEvent.objects.exists()
+
+
+def test_the_version_page_draws_each_nightly_measured_variant_over_the_nights(
+        make_user: Callable[..., Any], quality_mlp: SampleModel, media_root: Path) -> None:
+    import datetime
+
+    from modelhub import nightly
+
+    maintainer = staff(make_user, "maria", "maintainer", "approver")
+    version = optimized_version(maintainer, quality_mlp)
+    services.deployment_promote(model=version.model, variant=version.variants.get(name="original"), by=maintainer,
+                                force=True, reason="baseline for the nightly chart")
+    for day in (1, 2):
+        nightly.nightly_run(night=datetime.date(2026, 1, day))
+    page = _client(maintainer).get(reverse("dashboard:version", args=[MODEL, version.number])).content.decode()
+    history = page.split('id="nightly-history"')[1].split("</div>\n</div>")[0]
+    assert "original: p50 / p95 / p99 per night" in history
+    assert "Jan 01" in history and "Jan 02" in history
