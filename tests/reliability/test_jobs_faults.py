@@ -40,7 +40,7 @@ from tests.workers.test_worker import _child_pids
 from workers import formats
 from workers.samples import SampleModel
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
+pytestmark = pytest.mark.django_db(transaction=True)
 FAST_BENCH = {"time_budget_s": 0.1, "batch_sizes": [1]}
 LONG_PLAN = [  # about ten seconds of passes on quality_mlp: long enough to be interrupted
     {"name": "int8-dynamic", "pass_name": "quantize_dynamic", "options": {}},
@@ -166,6 +166,7 @@ def test_a_job_whose_worker_dies_every_time_ends_failed_after_the_attempt_limit(
     assert _status(job.pk).status == "FAILED"
 
 
+@pytest.mark.redis
 @pytest.mark.worker
 @pytest.mark.slow
 def test_a_poison_job_that_kills_its_worker_child_each_time_ends_failed_and_its_message_stops(
@@ -192,6 +193,7 @@ def test_a_poison_job_that_kills_its_worker_child_each_time_ends_failed_and_its_
 # --- D5: time limits ------------------------------------------------------------------------------
 
 
+@pytest.mark.redis
 @pytest.mark.worker
 @pytest.mark.slow
 def test_a_job_over_the_soft_time_limit_fails_with_a_clear_reason_and_leaves_no_temp_files(
@@ -219,6 +221,7 @@ def test_a_job_over_the_soft_time_limit_fails_with_a_clear_reason_and_leaves_no_
         assert quick.status == "SUCCEEDED", quick.error
 
 
+@pytest.mark.redis
 @pytest.mark.worker
 @pytest.mark.slow
 def test_a_job_killed_at_the_hard_time_limit_is_failed_and_the_next_task_still_runs(
@@ -248,6 +251,7 @@ def test_a_job_killed_at_the_hard_time_limit_is_failed_and_the_next_task_still_r
 # --- D6 / D7: the broker is not the record of work -------------------------------------------------
 
 
+@pytest.mark.redis
 def test_with_redis_down_an_optimize_request_answers_202_at_once_and_is_sent_when_redis_returns(
         maintainer: Any, api: APIClient, data_dir: Path, broker: RedisServer, clock: Clock) -> None:
     """D6: no hung request: 202 within seconds, the job stored QUEUED with dispatched_at empty (the database
@@ -274,6 +278,7 @@ def test_with_redis_down_an_optimize_request_answers_202_at_once_and_is_sent_whe
                                              "args": [ModelVersion.objects.get(number=2).pk]}]
 
 
+@pytest.mark.redis
 @pytest.mark.worker
 @pytest.mark.slow
 def test_after_flushall_the_reconciler_resends_stale_queued_jobs_and_none_is_lost(
@@ -300,6 +305,7 @@ def test_after_flushall_the_reconciler_resends_stale_queued_jobs_and_none_is_los
 # --- D9: transactions -----------------------------------------------------------------------------
 
 
+@pytest.mark.redis
 def test_a_job_requested_in_a_rolled_back_transaction_sends_nothing(
         maintainer: Any, data_dir: Path, broker: RedisServer) -> None:
     """D9: the task is sent on commit only: a rollback leaves no row and no message; before the commit
@@ -377,6 +383,7 @@ class _Canary:
         return (exec, (f"open({str(self.path)!r}, 'w').write('pwned')",))
 
 
+@pytest.mark.redis
 @pytest.mark.worker
 @pytest.mark.slow
 def test_a_pickle_message_published_straight_to_redis_is_refused_by_the_worker(
@@ -421,6 +428,7 @@ def test_a_pickle_message_published_straight_to_redis_is_refused_by_the_worker(
 # --- D13: deploys -----------------------------------------------------------------------------------
 
 
+@pytest.mark.redis
 @pytest.mark.worker
 @pytest.mark.slow
 def test_sigterm_during_a_job_lets_it_finish_before_the_worker_exits(
