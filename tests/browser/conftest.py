@@ -15,10 +15,6 @@ from typing import Any
 
 import pytest
 
-# Playwright's sync API keeps an event loop in the test thread; the test's own ORM calls are
-# still plain synchronous calls, which Django would otherwise refuse next to a running loop.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -40,12 +36,17 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Any]:
+    """Playwright's sync API keeps an event loop in the test thread; the tests' own ORM calls are
+    still plain synchronous calls, which Django refuses next to a running loop unless told. The
+    permission lasts only while the driver runs, so it never reaches other tests' processes."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as driver:
-        yield driver
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as driver:
+            yield driver
 
 
 @pytest.fixture
