@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.real_services import RedisServer
 from workers.samples import SampleModel, build_sample
 
 
@@ -43,34 +40,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("needs Redis: install redis-server or set REDIS_URL")
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                                "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    _wait_for_port(port)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
@@ -115,13 +88,20 @@ def api(maintainer: Any) -> Any:
 
 
 @pytest.fixture
-def media_root(settings: Any, tmp_path: Path) -> Path:
-    """Private storage and work dir for one test, so tests never see each other's files."""
+def data_dir(settings: Any, tmp_path: Path) -> Path:
+    """One data directory for the test (and any worker it starts): storage in media/, work in work/,
+    so tests never see each other's files."""
     settings.MODELHUB_WORK_DIR = tmp_path / "work"
     settings.STORAGES = {**settings.STORAGES, "default": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(tmp_path / "media")}}}
-    return tmp_path / "media"
+    return tmp_path
+
+
+@pytest.fixture
+def media_root(data_dir: Path) -> Path:
+    """The test's private storage directory."""
+    return data_dir / "media"
 
 
 @pytest.fixture(autouse=True)

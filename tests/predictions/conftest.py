@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import _free_port, _wait_for_port
+from tests.real_services import free_port, wait_for_port
 
 
 @pytest.fixture(autouse=True)
@@ -215,11 +215,11 @@ def private_redis(tmp_path: Path, settings: Any) -> Iterator[dict[str, Any]]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("needs redis-server")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
                                 "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_port(port)
+        wait_for_port(port)
         url = f"redis://127.0.0.1:{port}/0"
         settings.CACHES = {**settings.CACHES, "serving": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,

@@ -26,17 +26,8 @@ from rest_framework.test import APIClient
 
 from modelhub import artifacts, services
 from modelhub.models import ModelVersion, OptimizationJob, Variant
-from tests.reliability.conftest import (
-    QUEUES,
-    ROOT,
-    RedisServer,
-    register,
-    running_worker,
-    stop_worker,
-    tiny_onnx_bytes,
-    wait_for,
-)
-from tests.workers.test_worker import _child_pids
+from tests.real_services import QUEUES, ROOT, RedisServer, child_pids, running_worker, stop_worker, wait_for
+from tests.reliability.conftest import register, tiny_onnx_bytes
 from workers import formats
 from workers.samples import SampleModel
 
@@ -181,7 +172,7 @@ def test_a_poison_job_that_kills_its_worker_child_each_time_ends_failed_and_its_
         for attempt in (1, 2):
             wait_for(lambda a=attempt: _status(job.pk).status == "RUNNING" and _status(job.pk).attempts == a,
                      180, f"attempt {attempt} to start", log)
-            child = wait_for(lambda: _child_pids(worker.pid), 30, "the pool child", log)
+            child = wait_for(lambda: child_pids(worker.pid), 30, "the pool child", log)
             os.kill(child[0], signal.SIGKILL)
         job = wait_for(lambda: _finished(job.pk), 180, "the job to give up", log)
         assert job.status == "FAILED" and "Gave up after 2 attempts" in job.error
@@ -238,11 +229,11 @@ def test_a_job_killed_at_the_hard_time_limit_is_failed_and_the_next_task_still_r
                                              created_by=maintainer)
         tasks.optimize_version_task.apply_async((job.pk,), soft_time_limit=3, time_limit=6)
         wait_for(lambda: _status(job.pk).status == "RUNNING", 120, "the job to start", log)
-        stuck = wait_for(lambda: _child_pids(worker.pid), 30, "the pool child", log)
+        stuck = wait_for(lambda: child_pids(worker.pid), 30, "the pool child", log)
         os.kill(stuck[0], signal.SIGSTOP)
         job = wait_for(lambda: _finished(job.pk), 120, "the job to be killed at the hard limit", log)
         assert job.status == "FAILED" and "hard time limit (6" in job.error, job.error
-        wait_for(lambda: _child_pids(worker.pid) and _child_pids(worker.pid) != stuck, 60, "a new child", log)
+        wait_for(lambda: child_pids(worker.pid) and child_pids(worker.pid) != stuck, 60, "a new child", log)
         quick = services.optimization_request(version=version, user=maintainer, plan=[], bench=FAST_BENCH)
         quick = wait_for(lambda: _finished(quick.pk), 120, "the next job", log)
         assert quick.status == "SUCCEEDED", quick.error

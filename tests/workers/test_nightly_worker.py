@@ -12,7 +12,8 @@ import pytest
 from modelhub import services
 from modelhub.celery import app
 from modelhub.models import BenchmarkResult
-from tests.workers.test_worker import _register_eagerly, _wait, shared_data_dir, worker  # noqa: F401 - fixtures
+from tests.real_services import wait_for
+from tests.workers.test_worker import _register_eagerly, worker  # noqa: F401 - the worker fixture
 from workers import tasks
 from workers.samples import SampleModel
 
@@ -42,14 +43,14 @@ def _finished_nightly() -> list[BenchmarkResult]:
 
 def test_the_nightly_task_runs_on_a_real_worker_and_twice_sent_measures_each_variant_once(
         worker: subprocess.Popen[bytes], maintainer: Any, approver: Any, quality_mlp: SampleModel,  # noqa: F811
-        shared_data_dir: Path) -> None:  # noqa: F811
+        data_dir: Path) -> None:
     _promote_after_a_job(maintainer, approver, quality_mlp)
     # Two beat processes (or a beat and a retry) send the same night twice.
     for _ in range(2):
         tasks.nightly_rebenchmark_task.apply_async(kwargs={"night": NIGHT.isoformat()})
-    log = shared_data_dir / "worker.log"
-    _wait(lambda: len(_finished_nightly()) == 2, 240, "two nightly results", log)
-    _wait(lambda: _succeeded(log) == 2, 120, "both tasks to end", log)
+    log = data_dir / "worker.log"
+    wait_for(lambda: len(_finished_nightly()) == 2, 240, "two nightly results", log)
+    wait_for(lambda: _succeeded(log) == 2, 120, "both tasks to end", log)
     results = BenchmarkResult.objects.filter(kind="nightly", night=NIGHT)
     assert sorted(results.values_list("variant__name", flat=True)) == ["int8-dynamic", "original"]
     for result in results:

@@ -1,0 +1,152 @@
+"""Real services for tests: a private redis-server, loopback ports, the test database as a URL,
+a switch of this process's Celery broker, and a real `celery worker` process.
+
+Shared by the whole suite (fixtures live in the conftest files); nothing here is a fake.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUES = ("optimize", "benchmark", "default")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    """Return once something accepts connections on 127.0.0.1:port; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def database_url() -> str:
+    """The test database as a URL a worker process can open."""
+    from django.db import connection
+
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    host, port = params["HOST"] or "127.0.0.1", params["PORT"] or 5432
+    return f"postgres://{params['USER']}:{params['PASSWORD']}@{host}:{port}/{params['NAME']}"
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (a worker's pool children)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(line) for line in out.split()]
+
+
+class RedisServer:
+    """A redis-server of this test only (loopback, no persistence) that the test may stop and restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("needs redis-server")
+        self.binary, self.workdir, self.port = binary, workdir, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    def queued(self, queue: str | None = None) -> int:
+        """Messages waiting in one queue (or in all of modelhub's queues)."""
+        client = self.client()
+        return sum(client.llen(name) for name in ([queue] if queue else QUEUES))
+
+
+@contextmanager
+def celery_broker(url: str) -> Iterator[None]:
+    """Send this process's tasks to ``url`` instead of running them eagerly."""
+    from modelhub.celery import app
+
+    previous = app.conf.broker_url, app.conf.task_always_eager
+    app.conf.broker_url, app.conf.task_always_eager = url, False
+    _forget_connections(app)
+    try:
+        yield
+    finally:
+        app.conf.broker_url, app.conf.task_always_eager = previous
+        _forget_connections(app)
+
+
+def _forget_connections(app: Any) -> None:
+    """Drop pooled connections to the previous broker: app.close() keeps the producer pool."""
+    app.close()
+    app.amqp._producer_pool = None
+
+
+@contextmanager
+def running_worker(redis_url: str, data: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `celery worker` (prefork, one child) on every queue, with extra environment variables."""
+    full = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url(), "DEBUG": "1",
+            "MODELHUB_DATA_DIR": str(data), **env}
+    with (data / "worker.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "modelhub", "worker", "-Q", ",".join(QUEUES), "--concurrency", "1",
+             "--pool", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"],
+            cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        stop_worker(process)
+
+
+def stop_worker(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:
+    """Poll ``predicate`` every 0.1 s until it is truthy; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tail}")
