@@ -25,126 +25,17 @@ Bounded: request counts and a time cap per phase; every process started here is 
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
-import secrets
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-# --- setup, run in a child process with the server's settings ------------------------------------
-
-
-def setup(samples: Path) -> dict[str, Any]:
-    """Register quality_mlp twice ("mlp", "mlp-cached"), promote an INT8 variant, make a token."""
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modelhub.settings")
-    django.setup()
-    from django.contrib.auth.models import User
-    from django.core.management import call_command
-
-    from modelhub.celery import app
-
-    app.conf.task_always_eager = True  # intake runs here: there is no worker in this benchmark
-    call_command("migrate", verbosity=0)
-    from workers.samples import build_sample
-
-    sample = build_sample("quality_mlp", samples)
-    admin = User.objects.create_superuser("bench", password=secrets.token_urlsafe(16))
-    int8, note = _int8(sample.onnx, Path(os.environ["MODELHUB_DATA_DIR"]) / "int8")
-    out: dict[str, Any] = {"note": note, "validation": str(sample.validation)}
-    models = []
-    for name, cached in (("mlp", False), ("mlp-cached", True)):
-        variant = _register(name, sample.onnx, int8, admin)
-        models.append(variant.version.model)
-        if cached:
-            from predictions import cache
-
-            cache.config_set(model=variant.version.model, cache_responses=True, cache_ttl_s=600)
-        out["variant"], out["artifact"] = variant.name, str(_local(variant))
-    from predictions import auth
-
-    out["token"] = auth.token_create(name="bench", models=models, by=admin, rate_limit_per_minute=0)[1]
-    return out
-
-
-def _int8(onnx_path: Path, dst: Path) -> tuple[Path | None, str]:
-    try:
-        from workers.passes import quantize_dynamic
-    except ImportError as exc:
-        return None, f"quantize_dynamic unavailable ({exc}); the original is served"
-    try:
-        result = quantize_dynamic.run(onnx_path, dst, quantize_dynamic.Config())
-    except Exception as exc:  # noqa: BLE001 - a bench reports what it could not do and goes on
-        return None, f"quantize_dynamic failed ({exc}); the original is served"
-    return Path(result.artifact), "INT8 variant from quantize_dynamic"
-
-
-def _register(name: str, onnx_path: Path, int8: Path | None, admin: Any) -> Any:
-    import io
-
-    from modelhub import artifacts, services
-    from modelhub.models import Variant
-    from workers import formats
-
-    model = services.model_create(name=name, owner=admin)
-    version, _ = services.version_upload(model=model, stream=io.BytesIO(onnx_path.read_bytes()),
-                                         filename="model.onnx", user=admin)
-    version.refresh_from_db()
-    original = version.variants.get(name=Variant.ORIGINAL)
-    variant = original
-    if int8 is not None:
-        sha = formats.sha256_file(int8)
-        key = artifacts.save_file(int8, f"variants/{sha}/model.onnx")
-        size = int8.stat().st_size
-        variant = Variant.objects.create(
-            version=version, name="int8", parent=original, pass_name="quantize_dynamic", config={},
-            config_hash=sha[:16], storage_key=key, sha256=sha, size_bytes=size,
-            files=[{"path": "model.onnx", "key": key, "sha256": sha, "size": size}])
-    services.deployment_promote(model=model, variant=variant, by=admin, force=True,
-                                reason="bench/serving.py: no optimization job in this benchmark")
-    return variant
-
-
-def _local(variant: Any) -> Path:
-    from modelhub import artifacts
-
-    return artifacts.local_path(variant.storage_key)
-
+from _server import ROOT, Client, Stack, percentile  # noqa: E402 - bench/ is a folder of scripts
 
 # --- measurements ----------------------------------------------------------------------------------
 
@@ -167,27 +58,6 @@ def raw_p50(artifact: Path, row: Any, count: int) -> float:
     return statistics.median(times)
 
 
-class Client:
-    """One keep-alive HTTP connection posting prepared bodies."""
-
-    def __init__(self, port: int, token: str) -> None:
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    def get(self, path: str) -> None:
-        self.connection.request("GET", path)
-        response = self.connection.getresponse()
-        response.read()
-
-    def post(self, model: str, body: bytes) -> dict[str, Any]:
-        self.connection.request("POST", f"/api/v1/models/{model}/predict", body=body, headers=self.headers)
-        response = self.connection.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}: {data[:300]!r}")
-        return json.loads(data)
-
-
 def latency(port: int, token: str, bodies: list[bytes], count: int, cap_s: float) -> dict[str, float]:
     client = Client(port, token)
     for body in bodies[:50]:
@@ -201,7 +71,7 @@ def latency(port: int, token: str, bodies: list[bytes], count: int, cap_s: float
         answer = client.post("mlp", bodies[i % len(bodies)])
         times.append((time.perf_counter() - started) * 1000)
         server.append(answer["server_ms"])
-    return {"p50": statistics.median(times), "p95": _percentile(times, 95), "p99": _percentile(times, 99),
+    return {"p50": statistics.median(times), "p95": percentile(times, 95), "p99": percentile(times, 99),
             "server_p50": statistics.median(server), "n": len(times)}
 
 
@@ -265,51 +135,27 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000, help="requests of the concurrency-1 phase")
     parser.add_argument("--per-thread", type=int, default=1500, help="cap of requests per client thread at c=8")
     parser.add_argument("--seconds", type=float, default=15.0, help="time cap of each phase")
-    parser.add_argument("--setup", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.setup is not None:  # the child that prepares the database
-        print(json.dumps(setup(args.setup)))
-        return 0
 
     import numpy as np
     import orjson
 
-    started: list[subprocess.Popen] = []
-    tmp = Path(tempfile.mkdtemp(prefix="modelhub-bench-serving-"))
+    stack = Stack(prefix="modelhub-bench-serving-")
     try:
-        env = {**os.environ, "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(60), "ALLOWED_HOSTS": "127.0.0.1",
-               "SECURE_SSL_REDIRECT": "0", "MODELHUB_DATA_DIR": str(tmp), "LOG_LEVEL": "WARNING",
-               "PYTHONPATH": str(ROOT)}
-        env.pop("DATABASE_URL", None)
-        if not env.get("REDIS_URL"):
-            redis_port = _free_port()
-            started.append(subprocess.Popen(
-                [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            _wait_for(redis_port)
-            env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-        args.samples.mkdir(parents=True, exist_ok=True)
+        stack.start_redis()
         print("preparing: sample model, INT8 variant, registration (a first run builds the sample) ...",
               file=sys.stderr)
-        prepared = subprocess.run([sys.executable, __file__, "--setup", str(args.samples)], env=env, cwd=ROOT,
-                                  capture_output=True, text=True, timeout=900)
-        if prepared.returncode != 0:
-            print(prepared.stderr[-3000:], file=sys.stderr)
+        try:
+            info = stack.prepare(args.samples)
+        except RuntimeError as exc:
+            print(str(exc)[-3000:], file=sys.stderr)
             return 1
-        info = json.loads(prepared.stdout.strip().splitlines()[-1])
 
         with np.load(info["validation"]) as data:
             rows = data["features"].astype(np.float32)
         raw = raw_p50(Path(info["artifact"]), rows[:1], args.requests)
 
-        port = _free_port()
-        started.append(subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "modelhub.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
-             "--keep-alive", "30", "--log-level", "warning"],
-            env={**env, "MODELHUB_PLANE": "serving"}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp / "gunicorn.log").open("wb")))
-        _wait_for(port)
+        port = stack.start_gunicorn(workers=args.workers, threads=args.threads)
         for _ in range(args.workers * 4):  # each worker loads its runtime on its first request
             Client(port, info["token"]).post("mlp", orjson.dumps({"inputs": {"features": rows[:1]}},
                                                                  option=orjson.OPT_SERIALIZE_NUMPY))
@@ -353,15 +199,7 @@ def main() -> int:
               f"cache target {'met' if hit_rps >= 3 * miss_rps else 'NOT met'}")
         return 0
     finally:
-        for process in reversed(started):
-            if process.poll() is None:
-                process.terminate()  # gunicorn's master stops its workers on SIGTERM
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=5)
-        shutil.rmtree(tmp, ignore_errors=True)
+        stack.stop()
 
 
 if __name__ == "__main__":
