@@ -477,7 +477,7 @@ def test_a_stored_job_whose_step_name_is_a_path_still_writes_only_in_its_scratch
     """A6: a job row from before the name check (or written by hand) cannot steer a pass either: each
     step's output directory is chosen by the runner, not by the step's name."""
     version = register(maintainer, tiny_onnx_bytes(), name=MODEL)
-    escape = tmp_path / "escaped"  # scratch is <tmp_path>/work/job-<id>-<random>
+    escape = tmp_path / "escaped"  # the scratch dir is job-<id>-<random> in the work dir under tmp_path
     plan = [{"name": f"../../{escape.name}", "pass_name": "graph", "options": {}, "source": "original"},
             {"name": str(escape / "abs"), "pass_name": "fp16", "options": {}, "source": "original"}]
     job = OptimizationJob.objects.create(version=version, plan=plan, options={"bench": {"time_budget_s": 0.1,
