@@ -472,26 +472,19 @@ def deployment_rollback(*, model: RegisteredModel, by: Any, alias: str = "produc
 
 def _warm(variant: Variant) -> None:
     """Load the variant's runtime before the switch so the first request after it is not slow."""
+    from predictions import runtime
+
     try:
-        from predictions import runtime
-    except ImportError:  # serving not installed in this process
-        return
-    warm = getattr(runtime, "warm", None)
-    if warm is not None:
-        try:
-            warm(variant)
-        except Exception as exc:  # noqa: BLE001 - a variant that cannot load must not be promoted
-            raise Invalid(f"Variant {variant.label} could not be loaded: {exc}") from None
+        runtime.warm(variant)
+    except Exception as exc:  # noqa: BLE001 - a variant that cannot load must not be promoted
+        raise Invalid(f"Variant {variant.label} could not be loaded: {exc}") from None
 
 
 def _routing_changed(model: RegisteredModel) -> None:
-    try:
-        from predictions import cache
-    except ImportError:
-        return
-    bump = getattr(cache, "bump_generation", None)
-    if bump is not None:
-        bump(model.name)
+    """Tell every web process (through the routing generation counter) that the alias moved."""
+    from predictions import cache
+
+    cache.bump_generation(model.name)
 
 
 def ensure_visible(*, user: Any, model: RegisteredModel) -> None:
