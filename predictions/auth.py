@@ -70,9 +70,10 @@ class Caller:
     label: str = ""
     refusal: str = ""  # set for a known user who may not predict at all (403)
     is_authenticated: bool = True  # lets DRF permission classes treat it as a logged-in principal
+    all_models: bool = False  # superusers: every model, including ones registered after this was remembered
 
     def may_predict(self, model_name: str) -> bool:
-        return model_name in self.model_names
+        return self.all_models or model_name in self.model_names
 
 
 def hash_token(raw: str) -> str:
@@ -121,7 +122,7 @@ def _user_caller(user: Any) -> Caller:
         return Caller(ident=f"user:{user.pk}", model_names=frozenset(), rate_per_minute=0,
                       refusal="You need the viewer role or above to predict.")
     names = frozenset(selectors.model_visible_to(user).values_list("name", flat=True))
-    return Caller(ident=f"user:{user.pk}", model_names=names,
+    return Caller(ident=f"user:{user.pk}", model_names=names, all_models=user.is_superuser,
                   rate_per_minute=settings.MODELHUB_SERVING_USER_RATE_PER_MIN, label=user.get_username())
 
 

@@ -147,3 +147,15 @@ def test_the_throttle_window_is_shared_between_processes_through_the_cache() -> 
             auth.throttle(caller)
             admitted += 1
     assert 35 <= admitted <= 45  # counts are synced in batches of at most 5 % of the limit per process
+
+
+def test_a_superuser_predicts_on_a_model_registered_after_their_first_request(
+        registry: Any, mlp: Any, quality_mlp: Any, make_user: Any, body: dict[str, Any], make_caller: Any) -> None:
+    admin = make_user("ada", superuser=True)
+    key = Token.objects.create(user=admin).key
+    caller = make_caller(None)
+    assert caller.post("mlp", body, HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
+    version = registry.register(onnx_copy(quality_mlp.onnx, registry.tmp / "late.onnx", note="late"), name="late")
+    registry.promote(registry.original(version))
+    # The caller is remembered for a few seconds; a superuser's reach must not be a stale list.
+    assert caller.post("late", body, HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
