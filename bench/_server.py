@@ -2,11 +2,12 @@
 
     python bench/_server.py SAMPLES_DIR    (the setup child: prints one JSON line)
 
-``Stack`` starts a redis-server, prepares a temporary data directory with a fresh SQLite database
-(the quality_mlp sample registered as "mlp" without the response cache and "mlp-cached" with it,
-an INT8 variant promoted on both, a predict token), starts gunicorn (gthread) with production-like
-settings (DEBUG=0, SECRET_KEY / ALLOWED_HOSTS given, SECURE_SSL_REDIRECT=0), runs ``manage.py``
-commands in the same environment, and stops every process it started.
+``Stack`` starts a redis-server, prepares a temporary data directory with a fresh SQLite database,
+or the empty database it is given (the quality_mlp sample registered as "mlp" without the response
+cache and "mlp-cached" with it, an INT8 variant promoted on both, a predict token), starts
+gunicorn (gthread) with production-like settings (DEBUG=0, SECRET_KEY / ALLOWED_HOSTS given,
+SECURE_SSL_REDIRECT=0), runs ``manage.py`` commands in the same environment, and stops every
+process it started.
 """
 
 from __future__ import annotations
@@ -174,13 +175,16 @@ class Client:
 class Stack:
     """redis-server, a prepared database and gunicorn on loopback; ``stop`` ends all of them."""
 
-    def __init__(self, prefix: str = "modelhub-bench-") -> None:
+    def __init__(self, prefix: str = "modelhub-bench-", database_url: str | None = None) -> None:
+        """``database_url``: an empty database to prepare and serve from (default: a fresh SQLite file)."""
         self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
         self.started: list[subprocess.Popen] = []
         self.env = {**os.environ, "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(60),
                     "ALLOWED_HOSTS": "127.0.0.1", "SECURE_SSL_REDIRECT": "0", "MODELHUB_DATA_DIR": str(self.tmp),
                     "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
         self.env.pop("DATABASE_URL", None)
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
 
     def __enter__(self) -> Stack:
         return self

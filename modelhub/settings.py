@@ -213,6 +213,11 @@ MODELHUB_SERVING_TORCHSCRIPT = env_bool("MODELHUB_SERVING_TORCHSCRIPT", False)
 # Input caps, enforced before anything runs (the body cap is DATA_UPLOAD_MAX_MEMORY_SIZE).
 MODELHUB_SERVING_MAX_BATCH = env_int("MODELHUB_SERVING_MAX_BATCH", 1024, minimum=1)
 MODELHUB_SERVING_MAX_ELEMENTS = env_int("MODELHUB_SERVING_MAX_ELEMENTS", 4_000_000, minimum=1)
+# Admission: predictions at work at once per process, how many more may wait and for how long;
+# beyond that 503 + Retry-After (run more gunicorn threads than MAX_ACTIVE so the queue is here).
+MODELHUB_SERVING_MAX_ACTIVE = env_int("MODELHUB_SERVING_MAX_ACTIVE", 4, minimum=1)
+MODELHUB_SERVING_MAX_QUEUED = env_int("MODELHUB_SERVING_MAX_QUEUED", 32, minimum=0)
+MODELHUB_SERVING_QUEUE_WAIT_MS = env_int("MODELHUB_SERVING_QUEUE_WAIT_MS", 100, minimum=0)
 # Routing: each process checks the Redis generation counter at most this often; a route also
 # expires after ROUTE_TTL_S (a new job's "best" variant for ?version=N needs no promotion).
 MODELHUB_SERVING_ROUTING_CHECK_MS = env_int("MODELHUB_SERVING_ROUTING_CHECK_MS", 500, minimum=0)

@@ -11,3 +11,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("", include("predictions.urls")),
 ]
+
+# With DEBUG off: 503 + Retry-After while the database is down, a 500 without a traceback otherwise
+# (modelhub/server_errors.py says why this is a handler and not a middleware).
+handler500 = "modelhub.server_errors.server_error"

@@ -34,6 +34,8 @@ FALLBACKS = _metric(Counter, "modelhub_predict_fallbacks", "Predictions answered
 ERRORS = _metric(Counter, "modelhub_predict_errors", "Refused or failed predictions, by reason.", ("reason",))
 NON_FINITE = _metric(Counter, "modelhub_predict_non_finite_outputs",
                      "Runs whose outputs held NaN or Infinity (never returned to a client).", ("model", "variant"))
+PREDICT_ACTIVE = _metric(Gauge, "modelhub_predict_active", "Predictions at work in this process.")
+PREDICT_QUEUED = _metric(Gauge, "modelhub_predict_queued", "Predictions waiting for a place to work in this process.")
 RUNTIMES_LOADED = _metric(Gauge, "modelhub_runtimes_loaded", "Runtimes loaded in this process.")
 RUNTIME_MEMORY = _metric(Gauge, "modelhub_runtime_memory_bytes", "Estimated bytes held by loaded runtimes.")
 RUNTIME_LOAD = _metric(Histogram, "modelhub_runtime_load_seconds", "Time to verify, load and warm a runtime.",

@@ -10,3 +10,5 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
 ]
+
+handler500 = "modelhub.server_errors.server_error"  # the serving plane's root URLconf is this one

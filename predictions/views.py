@@ -1,4 +1,4 @@
-"""The predict endpoint: authenticate → throttle → route → validate → run → serialize, nothing else.
+"""The predict endpoint: admit → authenticate → throttle → route → validate → run → serialize.
 
 A plain Django view rather than a DRF APIView: the request is parsed and the answer rendered with
 orjson (stdlib json costs more than a small model's inference). Measured on the INT8 quality_mlp,
@@ -7,7 +7,9 @@ DRF's JSONParser / JSONRenderer. Authentication is ``predictions.auth.authentica
 tokens, DRF tokens, sessions with CSRF).
 
 Every refusal is JSON ``{"error": "..."}`` with a 4xx status (503 when no variant can answer or
-the registry is down, with Retry-After); an unexpected error is a JSON 500 without a stack trace.
+the registry is down or the process is at capacity, with Retry-After); an unexpected error is a
+JSON 500 without a stack trace. On the serving plane ``predictions.wsgi`` calls this view
+directly, without Django's handler.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from modelhub.errors import Invalid, NotFound, ServiceError, TooLarge
-from predictions import auth, metrics, router
+from predictions import admission, auth, metrics, router
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +70,18 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
         metrics.count_error("method")
         return _json({"error": "Use POST."}, 405, {"Allow": "POST"})
     try:
-        caller = auth.authenticate(request)
-        if not caller.may_predict(name):
-            raise NotFound(f"No model named {name!r}.")
-        auth.throttle(caller)
-        route = router.route(name, _selector(request))
-        answer = router.answer(route, _body(request), request.content_type or "")
+        with admission.ADMISSION.slot():
+            caller = auth.authenticate(request)
+            if not caller.may_predict(name):
+                raise NotFound(f"No model named {name!r}.")
+            auth.throttle(caller)
+            route = router.route(name, _selector(request))
+            answer = router.answer(route, _body(request), request.content_type or "")
     except ServiceError as exc:
-        return _error(exc, _REASONS.get(exc.status, "error"))
-    except DatabaseError:
-        log.exception("predict %s: the database is unavailable", name)
+        return _error(exc, getattr(exc, "reason", None) or _REASONS.get(exc.status, "error"))
+    except DatabaseError as exc:
+        # one line per refused request: during an outage a traceback each time would drown the log
+        log.warning("predict %s: the database is unavailable (%s)", name, type(exc).__name__)
         metrics.count_error("database")
         return _json({"error": "The model registry is unavailable; try again shortly."}, 503, {"Retry-After": "5"})
     except Exception:

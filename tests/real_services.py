@@ -1,5 +1,5 @@
-"""Real services for tests: a private redis-server, loopback ports, the test database as a URL,
-a switch of this process's Celery broker, and a real `celery worker` process.
+"""Real services for tests: a private redis-server, a private PostgreSQL server, loopback ports, the
+test database as a URL, a switch of this process's Celery broker, and a real `celery worker` process.
 
 Shared by the whole suite (fixtures live in the conftest files); nothing here is a fake.
 """
@@ -7,11 +7,13 @@ Shared by the whole suite (fixtures live in the conftest files); nothing here is
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -91,6 +93,76 @@ class RedisServer:
         """Messages waiting in one queue (or in all of modelhub's queues)."""
         client = self.client()
         return sum(client.llen(name) for name in ([queue] if queue else QUEUES))
+
+
+class PostgresServer:
+    """A PostgreSQL 15 cluster of this test only: loopback, trust authentication, its own data directory.
+
+    ``start`` / ``stop`` / ``restart`` act on this cluster alone (never on a shared one). initdb
+    refuses to run as root, so under root the server runs as the ``postgres`` user, in a temporary
+    directory that user owns. fsync is off for speed: a stop, even ``immediate``, ends the server's
+    processes, not the machine, so a committed transaction's WAL, written at commit, is still in the
+    OS's cache and replayed at the next start (synchronous_commit stays on: without it, the last
+    commits before a crash are lost by design).
+    """
+
+    BIN = Path("/usr/lib/postgresql/15/bin")
+    USER = "modelhub"
+    DATABASE = "modelhub"
+
+    def __init__(self) -> None:
+        if not all((self.BIN / name).is_file() for name in ("initdb", "pg_ctl", "createdb", "postgres")):
+            pytest.skip(f"needs the PostgreSQL 15 server binaries (initdb, pg_ctl, postgres) in {self.BIN}")
+        self.owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+        self.root = Path(tempfile.mkdtemp(prefix="modelhub-pg-"))
+        if self.owner is not None:
+            os.chown(self.root, self.owner.pw_uid, self.owner.pw_gid)
+        self.data, self.log = self.root / "data", self.root / "server.log"
+        self.port = free_port()
+        self.url = f"postgres://{self.USER}@127.0.0.1:{self.port}/{self.DATABASE}"
+        self._initialized = False
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        command = [str(self.BIN / args[0]), *args[1:]]
+        if self.owner is not None:
+            command = ["runuser", "-u", self.owner.pw_name, "--", *command]
+        done = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise RuntimeError(f"{args[0]} failed ({done.returncode}): {done.stderr[-2000:]}\n{tail}")
+
+    def _initialize(self) -> None:
+        self._run("initdb", "-D", str(self.data), "--auth=trust", f"--username={self.USER}", "--encoding=UTF8",
+                  "--locale=C", "--no-sync", timeout=120)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.root}'\n"
+                       "fsync = off\nfull_page_writes = off\nmax_connections = 50\n")
+
+    def start(self) -> None:
+        """Start the server (the first time: create the cluster and its database); return once it accepts."""
+        if not self._initialized:
+            self._initialize()
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start", timeout=90)
+        if not self._initialized:
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.USER, self.DATABASE)
+            self._initialized = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` ends sessions cleanly, ``immediate`` kills them as a crash would."""
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop", timeout=90)
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop the server (see ``stop``) and start it again on the same port and data."""
+        self.stop(mode)
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its files."""
+        try:
+            self.stop("immediate")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextmanager
