@@ -10,21 +10,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from modelhub import artifacts, services
 from modelhub.errors import ServiceError
 from modelhub.models import BenchmarkResult, OptimizationJob, Variant
 from workers import formats, planner
 from workers.evaluation import accuracy, advisor, bench, readiness
-from workers.passes import base, get_pass, make_config
+from workers.passes import base, get_pass, isolated, make_config
 
 log = logging.getLogger(__name__)
 PLAN_SHARE = 60.0  # percent of the progress bar given to the passes; evaluation gets the rest
@@ -73,7 +76,7 @@ def job_run(*, job_id: int, worker: str, task_id: str = "", soft_limit_s: float 
     limit = soft_limit_s or settings.CELERY_TASK_SOFT_TIME_LIMIT
     services.job_event(job=job, message=f"started on {worker} (attempt {job.attempts})", progress=0)
     try:
-        with artifacts.scratch(f"job-{job.pk}") as scratch:
+        with _lease_heartbeat(job), artifacts.scratch(f"job-{job.pk}") as scratch:
             context = JobContext(job=job, scratch=scratch, variants=_original_variants(job),
                                  deadline=started + limit if soft_limit_s else None)
             if job.kind == OptimizationJob.Kind.OPTIMIZE:
@@ -94,6 +97,31 @@ def job_run(*, job_id: int, worker: str, task_id: str = "", soft_limit_s: float 
     services.job_event(job=job, message=f"finished in {result['wall_s']} s", progress=100)
     if services.job_finish(job=job, status=OptimizationJob.Status.SUCCEEDED, result=result):
         _auto_promote(job, result)
+
+
+@contextmanager
+def _lease_heartbeat(job: OptimizationJob) -> Iterator[None]:
+    """Renew the job's lease from a thread while it runs. One pass (a long distillation) may outlast
+    the lease, and the reconciler would then hand the job to a second worker while this one works on."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(services.LEASE_SECONDS / 4):
+                try:
+                    services.job_renew_lease(job_id=job.pk, owner=job.lease_owner)
+                except DatabaseError as exc:  # a database blip: the next beat tries again
+                    log.warning("could not renew the lease of job %s: %s", job.pk, exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"lease-job-{job.pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _original_variants(job: OptimizationJob) -> dict[str, Variant]:
@@ -142,7 +170,7 @@ def _run_step(context: JobContext, step: planner.PlanStep, source: Variant, dst:
         return existing
     started = time.monotonic()
     try:
-        result = get_pass(step.pass_name).run(artifacts.local_path(source.storage_key), dst, config)
+        result = _run_pass(context, step.pass_name, artifacts.local_path(source.storage_key), dst, config)
     except base.PassError as exc:
         context.check_cancel()  # a pass that turned the time limit into its own error is not a failed variant
         services.job_event(job=context.job, message=f"{step.name}: failed: {exc}", level="error")
@@ -152,6 +180,16 @@ def _run_step(context: JobContext, step: planner.PlanStep, source: Variant, dst:
     services.job_event(job=context.job, message=f"{step.name}: {variant.size_bytes / 1e6:.2f} MB in {duration} s",
                        duration_s=duration)
     return variant
+
+
+def _run_pass(context: JobContext, pass_name: str, src: Path, dst: Path, config: Any) -> base.PassResult:
+    """Run one pass; one that would load TorchScript (code) runs in the sandboxed child, never here."""
+    if not isolated.needs_isolation(pass_name, src):
+        return get_pass(pass_name).run(src, dst, config)
+    # The child stops at the job's deadline; with none, Celery's soft limit interrupts the wait (and kills it).
+    wall = context.deadline - time.monotonic() if context.deadline is not None else settings.CELERY_TASK_SOFT_TIME_LIMIT
+    return isolated.run_isolated(pass_name, src, dst, config, memory_mb=settings.MODELHUB_PASS_MEMORY_MB,
+                                 wall_seconds=wall, sandbox=settings.MODELHUB_SANDBOX != "off")
 
 
 def _save_variant(context: JobContext, step: planner.PlanStep, source: Variant, key: str, config: dict[str, Any], *,

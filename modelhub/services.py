@@ -144,7 +144,8 @@ def _inspect(version: ModelVersion, scratch: Path) -> tuple[Path, Any]:
     Returns the directory the inspection's file paths are relative to, and the inspection."""
     source = artifacts.local_path(version.storage_key)
     inspection = formats.inspect_in_subprocess(source, workdir=scratch, max_bytes=settings.MODELHUB_MAX_MODEL_BYTES,
-                                               memory_mb=settings.MODELHUB_INTAKE_MEMORY_MB)
+                                               memory_mb=settings.MODELHUB_INTAKE_MEMORY_MB,
+                                               sandbox=settings.MODELHUB_SANDBOX != "off")
     return (Path(inspection.root) if inspection.root else source.parent), inspection
 
 
@@ -364,6 +365,13 @@ def job_event(*, job: OptimizationJob, message: str, progress: float | None = No
     if step is not None:
         job.current_step = fields["current_step"] = step[:200]
     OptimizationJob.objects.filter(pk=job.pk).update(**fields)
+
+
+def job_renew_lease(*, job_id: int, owner: str) -> bool:
+    """Extend a RUNNING job's lease while ``owner`` still holds it (the heartbeat of a running job)."""
+    until = timezone.now() + timezone.timedelta(seconds=LEASE_SECONDS)
+    return bool(OptimizationJob.objects.filter(pk=job_id, status=OptimizationJob.Status.RUNNING, lease_owner=owner)
+                .update(lease_expires_at=until))
 
 
 def job_finish(*, job: OptimizationJob, status: str, error: str = "", result: dict[str, Any] | None = None) -> bool:

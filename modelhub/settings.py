@@ -131,6 +131,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MODELHUB_MAX_BODY_MB", 10, minimum=1) * 1
 MODELHUB_MAX_MODEL_BYTES = env_int("MODELHUB_MAX_MODEL_MB", 1024, minimum=1) * 1024 * 1024
 MODELHUB_MAX_DATASET_BYTES = env_int("MODELHUB_MAX_DATASET_MB", 512, minimum=1) * 1024 * 1024
 MODELHUB_INTAKE_MEMORY_MB = env_int("MODELHUB_INTAKE_MEMORY_MB", 4096, minimum=256)
+# TorchScript is code: uploads are inspected, and passes that load one run, only in a child with no
+# network and a read-only file system (workers/sandbox.py; needs unprivileged user namespaces).
+# "off" keeps only the resource limits, for hosts that forbid namespaces: weaker, a model's code
+# can then reach the network and write wherever the worker can.
+MODELHUB_SANDBOX = env_choice("MODELHUB_SANDBOX", "required", {"required", "off"})
+MODELHUB_PASS_MEMORY_MB = env_int("MODELHUB_PASS_MEMORY_MB", 8192, minimum=256)
 MODELHUB_JOB_MAX_ATTEMPTS = env_int("MODELHUB_JOB_MAX_ATTEMPTS", 3, minimum=1)
 MODELHUB_WORK_DIR = DATA_DIR / "work"
 MODELHUB_METRICS_TOKEN = env_str("MODELHUB_METRICS_TOKEN", "")

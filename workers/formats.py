@@ -8,7 +8,8 @@ The intake has three steps of rising cost and risk:
 - ``sniff`` (web process): names the format from the first few KB; refuses pickles, torch.save
   checkpoints, other formats and truncated files.
 - ``inspect_in_subprocess`` (worker): runs ``inspect_model`` in a fresh, resource-limited child
-  with a scrubbed environment (``workers.intake_child``). Every external-data path and archive
+  with a scrubbed environment, sandboxed (``workers.sandbox``: no network, read-only file system
+  but for its scratch directory; ``workers.intake_child``). Every external-data path and archive
   member is checked from metadata before any loader touches a file; only then do the ONNX
   checker and an onnxruntime session (or ``torch.jit.load``, only ever in that child) run.
 - ``check_dataset``: an .npz checked against the model's signature, headers before data.
@@ -1001,8 +1002,7 @@ def _inspect_torchscript(path: Path, *, max_bytes: int) -> Inspection:
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AttributeError, ...
-        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise FormatError(f"torch.jit.load cannot load this TorchScript archive: {text}") from exc
+        raise FormatError(f"torch.jit.load cannot load this TorchScript archive: {torch_error_text(exc)}") from exc
     inputs = _torchscript_inputs(schema, _index_inputs(module))
     outputs = _torchscript_outputs(schema)
     size = path.stat().st_size
@@ -1020,6 +1020,18 @@ def _inspect_torchscript(path: Path, *, max_bytes: int) -> Inspection:
             "TorchScript keeps no shapes or dtypes: they come from the dataset at export.",
         ],
     )
+
+
+_INTERPRETER_ERROR = "The following operation failed in the TorchScript interpreter"
+
+
+def torch_error_text(exc: BaseException, limit: int = 300) -> str:
+    """The line of a torch error that says what went wrong: the first one, except for an error raised
+    by TorchScript code, whose first line is a generic header and whose last names the cause."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return (lines[-1] if lines[0].startswith(_INTERPRETER_ERROR) else lines[0])[:limit]
 
 
 # (op, argument position) that only take integer tensors: an input feeding one of them holds indices.
@@ -1081,7 +1093,8 @@ def _child_env(home: str) -> dict[str, str]:
     }
 
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
+    """The name of a signal number (``SIGSEGV``), or "unknown signal"."""
     try:
         return signal.Signals(number).name
     except ValueError:
@@ -1096,15 +1109,18 @@ def inspect_in_subprocess(
     cpu_seconds: int = 120,
     workdir: Path | None = None,
     wall_seconds: float | None = None,
+    sandbox: bool = True,
     _test_hook: str | None = None,
 ) -> Inspection:
     """Run inspect_model in a fresh child process and return its Inspection.
 
     The child gets an address-space limit (``memory_mb``), a CPU-time limit, no core dumps, a
     scrubbed environment and an empty scratch directory as cwd and HOME; the parent also stops it
-    after ``wall_seconds`` (default: ``cpu_seconds`` + 30). A crash, a timeout or running out of
-    memory becomes a FormatError; the calling process is never at risk. This is the only way
-    TorchScript uploads are ever loaded. ``_test_hook`` exists for the test-suite only.
+    after ``wall_seconds`` (default: ``cpu_seconds`` + 30). With ``sandbox`` (workers.sandbox) it
+    also has no network and a read-only file system except its scratch directory and ``workdir``;
+    when the host cannot give it one, the inspection fails with the reason. A crash, a timeout or
+    running out of memory becomes a FormatError; the calling process is never at risk. This is the
+    only way TorchScript uploads are ever loaded. ``_test_hook`` exists for the test-suite only.
     """
     if _test_hook is not None and _test_hook not in _TEST_HOOKS:
         raise ValueError(f"unknown test hook {_test_hook!r}")
@@ -1116,14 +1132,24 @@ def inspect_in_subprocess(
             "--cpu-seconds", str(int(cpu_seconds)),
         ]
         if workdir is not None:
+            Path(workdir).mkdir(parents=True, exist_ok=True)  # the sandbox makes only existing directories writable
             command += ["--workdir", str(Path(workdir).resolve())]
+        if not sandbox:
+            command.append("--no-sandbox")
         if _test_hook is not None:
             command += ["--test-hook", _test_hook]
-        returncode, stdout, stderr_tail = _run_child(command, scratch, wall)
+        returncode, stdout, stderr_tail = run_child(command, scratch, wall)
     return _child_result(returncode, stdout, stderr_tail, memory_mb=memory_mb, cpu_seconds=cpu_seconds)
 
 
-def _run_child(command: list[str], scratch: str, wall: float) -> tuple[int, bytes, str]:
+def run_child(command: list[str], scratch: str, wall: float, *, what: str = "Inspecting the model") -> tuple[int, bytes, str]:
+    """Run a child (``python -m workers.<child> ...``) in its own session, with the scrubbed
+    environment and ``scratch`` as cwd and HOME; return (exit status, stdout, stderr's last 4 KB).
+
+    The child is killed with its whole process group when it runs past ``wall`` seconds (a
+    FormatError that starts with ``what``) or when this process is interrupted meanwhile (e.g. by
+    Celery's soft time limit), so that no child outlives its caller.
+    """
     stderr_path = Path(scratch) / "stderr.log"
     with open(stderr_path, "wb") as stderr:
         child = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
@@ -1136,9 +1162,13 @@ def _run_child(command: list[str], scratch: str, wall: float) -> tuple[int, byte
             _kill_group(child.pid)  # the child is not reaped yet, so its group id is still its own
             child.communicate()
             raise FormatError(
-                f"Inspecting the model took longer than {wall:.0f} s and was stopped; the model is too large or "
+                f"{what} took longer than {wall:.0f} s and was stopped; the model is too large or "
                 "loading it hangs."
             ) from None
+        except BaseException:
+            _kill_group(child.pid)
+            child.communicate()
+            raise
     with open(stderr_path, "rb") as handle:
         handle.seek(max(0, stderr_path.stat().st_size - 4000))
         tail = handle.read().decode("utf-8", "replace")
@@ -1157,7 +1187,7 @@ def _child_result(returncode: int, stdout: bytes, stderr_tail: str, *, memory_mb
     if returncode < 0:
         error = _signal_error(-returncode, memory_mb=memory_mb, cpu_seconds=cpu_seconds)
     else:
-        payload = _parse_payload(stdout)
+        payload = parse_payload(stdout)
         if payload is None:
             error = FormatError(f"The model loader exited with status {returncode} before reporting a result.")
         elif payload.get("ok"):
@@ -1167,6 +1197,8 @@ def _child_result(returncode: int, stdout: bytes, stderr_tail: str, *, memory_mb
                 f"Loading the model needs more memory than the intake limit of {memory_mb} MB; "
                 "upload a smaller model or ask an administrator to raise the limit."
             )
+        elif payload.get("kind") == "sandbox":
+            error = FormatError(f"The model was not inspected: {str(payload.get('message', ''))[:1000]}")
         elif payload.get("kind") == "format":
             error = FormatError(str(payload.get("message", "The model was refused.")))
         else:
@@ -1176,7 +1208,7 @@ def _child_result(returncode: int, stdout: bytes, stderr_tail: str, *, memory_mb
 
 
 def _signal_error(number: int, *, memory_mb: int, cpu_seconds: int) -> FormatError:
-    label = f"signal {number}: {_signal_name(number)}"
+    label = f"signal {number}: {signal_name(number)}"
     if number == signal.SIGXCPU:
         return FormatError(f"Loading the model used more than {cpu_seconds} s of CPU time ({label}) and was stopped.")
     if number == signal.SIGKILL:
@@ -1190,7 +1222,8 @@ def _signal_error(number: int, *, memory_mb: int, cpu_seconds: int) -> FormatErr
     )
 
 
-def _parse_payload(stdout: bytes) -> dict[str, Any] | None:
+def parse_payload(stdout: bytes) -> dict[str, Any] | None:
+    """The JSON object on the last line a child wrote to its result stream (None if there is none)."""
     lines = stdout.strip().splitlines()
     if not lines or len(stdout) > 16 << 20:
         return None

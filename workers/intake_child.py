@@ -1,9 +1,12 @@
 """The sandboxed child of ``formats.inspect_in_subprocess`` (pure: no Django).
 
-``python -m workers.intake_child PATH --max-bytes N --memory-mb M --cpu-seconds S [--workdir DIR]``
-limits itself (address space, CPU time, file size, no core dumps), runs ``formats.inspect_model``
-and writes one JSON line to the stdout it was started with. Anything the model itself prints
-goes to stderr, so a model cannot forge the result.
+``python -m workers.intake_child PATH --max-bytes N --memory-mb M --cpu-seconds S [--workdir DIR] [--no-sandbox]``
+first enters the sandbox (``workers.sandbox``: no network, read-only file system except its cwd
+and ``--workdir``), then limits itself (address space, CPU time, file size, no core dumps), runs
+``formats.inspect_model`` and writes one JSON line to the stdout it was started with. Anything the
+model itself prints goes to stderr, so a model cannot forge the result. ``workers.formats`` (and
+with it numpy, onnxruntime, torch) is imported only once the sandbox is entered: entering needs a
+process with a single thread.
 """
 
 from __future__ import annotations
@@ -12,23 +15,13 @@ import argparse
 import faulthandler
 import json
 import os
-import resource
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from workers import formats
-
-
-def _limit(memory_mb: int, cpu_seconds: int, max_bytes: int) -> None:
-    memory = memory_mb << 20
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    files = max_bytes + (64 << 20)  # extraction writes at most max_bytes; stderr logs share the margin
-    resource.setrlimit(resource.RLIMIT_FSIZE, (files, files))
+from workers import sandbox
 
 
 def _test_hook(name: str) -> None:
@@ -47,10 +40,15 @@ def _test_hook(name: str) -> None:
     elif name == "forge":
         print(json.dumps({"ok": True, "inspection": {"forged": True}}), flush=True)
     elif name == "env":
+        from workers import formats
+
         raise formats.FormatError("env: " + ",".join(sorted(os.environ)))
 
 
 def _inspect(args: argparse.Namespace) -> dict[str, Any]:
+    from workers import formats
+
+    formats._SANDBOXED = True
     try:
         if args.test_hook:
             _test_hook(args.test_hook)
@@ -65,22 +63,38 @@ def _inspect(args: argparse.Namespace) -> dict[str, Any]:
         return {"ok": False, "kind": "internal", "message": f"{type(exc).__name__}: {exc}"[:500]}
 
 
+def _enter(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Enter the sandbox (writable: the scratch cwd and the workdir); a failure payload if it cannot be."""
+    if args.no_sandbox:
+        return None
+    writable = [Path.cwd()] + ([Path(args.workdir)] if args.workdir else [])
+    try:
+        sandbox.enter(writable)
+    except sandbox.SandboxError as exc:
+        return {"ok": False, "kind": "sandbox", "message": str(exc)}
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the child (see the module docstring); the exit status is 0 whenever a result was written."""
     parser = argparse.ArgumentParser(prog="workers.intake_child")
     parser.add_argument("path")
     parser.add_argument("--max-bytes", type=int, required=True)
     parser.add_argument("--memory-mb", type=int, default=2048)
     parser.add_argument("--cpu-seconds", type=int, default=120)
     parser.add_argument("--workdir")
-    parser.add_argument("--test-hook", choices=sorted(formats._TEST_HOOKS))
+    parser.add_argument("--no-sandbox", action="store_true", help="resource limits only (MODELHUB_SANDBOX=off)")
+    parser.add_argument("--test-hook")  # checked against formats._TEST_HOOKS by inspect_in_subprocess
     args = parser.parse_args(argv)
     result = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # the model's prints land on stderr
-    _limit(args.memory_mb, args.cpu_seconds, args.max_bytes)
-    faulthandler.enable()
-    formats._SANDBOXED = True
-    payload = _inspect(args)
+    payload = _enter(args)
+    if payload is None:
+        # Extraction writes at most max_bytes; stderr logs share the margin.
+        sandbox.limit(memory_mb=args.memory_mb, cpu_seconds=args.cpu_seconds, file_bytes=args.max_bytes + (64 << 20))
+        faulthandler.enable()
+        payload = _inspect(args)
     with result:
         result.write(json.dumps(payload) + "\n")
     return 0

@@ -164,6 +164,7 @@ def test_a_night_measures_each_variant_of_the_chain_once_with_its_baseline_setti
 
 
 def test_two_concurrent_runs_for_the_same_night_produce_one_result_per_variant(production: Production) -> None:
+    """D8: two schedulers firing the same night at once measure each (variant, night) once."""
     start = threading.Barrier(2, timeout=60)
     reports: list[nightly.NightlyReport] = []
     errors: list[BaseException] = []

@@ -20,6 +20,7 @@ print(settings.ROOT_URLCONF, client.get('/healthz').status_code, client.get('/ad
 
 
 def test_the_serving_plane_has_no_admin_and_no_management_api(tmp_path: Path) -> None:
+    """B4: the public (serving) listener has no management routes at all."""
     env = {**os.environ, "MODELHUB_PLANE": "serving", "DEBUG": "1", "MODELHUB_DATA_DIR": str(tmp_path),
            "DJANGO_SETTINGS_MODULE": "modelhub.settings"}
     env.pop("DATABASE_URL", None)

@@ -77,5 +77,6 @@ def test_production_refuses_to_start_without_allowed_hosts(tmp_path: Path) -> No
 
 
 def test_production_settings_pass_the_deployment_checklist(tmp_path: Path) -> None:
+    """B8: check --deploy --fail-level WARNING with production settings reports nothing."""
     result = _manage(["check", "--deploy", "--fail-level", "WARNING"], PRODUCTION, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

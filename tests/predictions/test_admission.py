@@ -31,6 +31,7 @@ def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_process_at_capacity_refuses_a_prediction_with_503_and_retry_after(
         caller: Any, features: np.ndarray, one_at_a_time: Any) -> None:
+    """C6: past capacity a prediction is refused at once with 503 and Retry-After, and counted."""
     one_at_a_time.MODELHUB_SERVING_MAX_QUEUED = 0
     body = {"inputs": {"features": features.tolist()}}
     refused_before = sample("modelhub_predict_errors_total", {"reason": "overloaded"})

@@ -64,13 +64,27 @@ def test_only_the_hash_of_a_token_is_stored(registry: Any, mlp: Any) -> None:
     assert row.token_hash == auth.hash_token(raw) and raw not in (row.token_hash, row.prefix, row.name)
 
 
-def test_a_predict_token_cannot_call_management_routes(registry: Any, mlp: Any) -> None:
+def test_a_predict_token_cannot_call_management_routes(registry: Any, mlp: Any, quality_mlp: Any) -> None:
+    """B4: a predict token cannot list, upload, optimize, benchmark, promote, roll back, delete or use the
+    admin; nothing changes."""
+    from modelhub.models import Deployment, ModelVersion, OptimizationJob
+
     headers = {"HTTP_AUTHORIZATION": f"Bearer {registry.token('mlp')}"}
     client = Client()
+    before = (list(Deployment.objects.values_list("variant_id", flat=True)), ModelVersion.objects.count())
     assert client.get("/api/v1/models", **headers).status_code in (401, 403)
     assert client.get("/api/v1/models/mlp", **headers).status_code in (401, 403)
-    assert client.post("/api/v1/models/mlp/rollback", {}, content_type="application/json",
-                       **headers).status_code in (401, 403)
+    with quality_mlp.onnx.open("rb") as upload:
+        assert client.post("/api/v1/models/mlp/versions", {"file": upload}, **headers).status_code in (401, 403)
+    for path, body in [("rollback", {}), ("promote", {"version": 1, "variant": "original", "force": True,
+                                                     "reason": "x"}),
+                       ("versions/1/optimize", {"plan": []}), ("versions/1/variants/original/benchmark", {})]:
+        response = client.post(f"/api/v1/models/mlp/{path}", body, content_type="application/json", **headers)
+        assert response.status_code in (401, 403), (path, response.status_code)
+    assert client.delete("/api/v1/models/mlp", **headers).status_code in (401, 403)
+    assert client.get("/admin/modelhub/registeredmodel/", **headers).status_code == 302  # to the login page
+    after = (list(Deployment.objects.values_list("variant_id", flat=True)), ModelVersion.objects.count())
+    assert after == before and OptimizationJob.objects.count() == 0
 
 
 def test_a_viewer_may_predict_with_their_api_token_on_a_visible_model(

@@ -32,6 +32,8 @@ def _fallbacks(reason: str) -> float:
 
 def test_a_corrupted_production_file_is_refused_and_its_parent_answers_flagged(
         registry: Any, mlp: Any, caller: Any, features: np.ndarray) -> None:
+    """E1/A13: a flipped byte fails the sha256 check; the parent answers, flagged by header and metric, and
+    /readyz says degraded."""
     child = registry.copy_variant(mlp, name="graph")
     registry.promote(child)
     body = {"inputs": {"features": features[:2]}}
@@ -85,6 +87,7 @@ def test_the_breaker_skips_a_failing_variant_and_tries_it_again_later(
 
 def test_the_previous_production_variant_answers_when_the_new_one_cannot(
         registry: Any, mlp: Any, caller: Any, features: np.ndarray, quality_mlp: Any) -> None:
+    """E1: the previous production version answers when the promoted one fails to load."""
     second = registry.register(onnx_copy(quality_mlp.onnx, registry.tmp / "v2.onnx", note="v2"))
     registry.promote(registry.original(second))
     body = {"inputs": {"features": features[:1]}}
@@ -121,6 +124,7 @@ def test_one_clients_nan_inputs_do_not_switch_a_model_off(registry: Any, make_ca
 
 
 def test_a_tampered_file_is_never_loaded(registry: Any, mlp: Any) -> None:
+    """A13: one flipped byte of a stored model file is a hash mismatch and nothing is loaded."""
     spec = runtime.VariantSpec.from_variant(registry.original(mlp))
     _corrupt(registry.original(mlp))
     runtime.RUNTIMES.clear()
@@ -152,3 +156,38 @@ def test_torchscript_serves_only_when_enabled_and_then_as_the_last_fallback(
     reference = runtime.get(runtime.VariantSpec.from_variant(original)).run({name: features})
     np.testing.assert_allclose(np.array(next(iter(answer["outputs"].values()))),
                                next(iter(reference.values())), rtol=1e-5)
+
+
+def test_a_replaced_external_data_file_is_refused_and_the_previous_version_answers(
+        registry: Any, make_caller: Any, tmp_path: Path) -> None:
+    """A13/E1: the sha256 recorded at upload covers every file of a model, not only the .onnx: swapping the
+    production version's external-data file is a hash mismatch, version 1 answers flagged, /readyz degrades."""
+    from tests.workers.test_formats import WEIGHTS, add_model, external_model_dir, make_zip, write_model
+
+    first = registry.register(write_model(add_model(), tmp_path / "plain" / "model.onnx"), name="adder")
+    registry.promote(registry.original(first))
+    root = external_model_dir(tmp_path / "external")
+    archive = make_zip(tmp_path / "model.zip", {name: (root / name).read_bytes() for name in ("model.onnx",
+                                                                                           "weights.bin")})
+    second = registry.original(registry.register(archive, name="adder"))
+    registry.promote(second)
+    caller = make_caller(registry.token("adder"))
+    body = {"inputs": {"x": [[1.0, 1.0, 1.0, 1.0]]}}
+    healthy = caller.post("adder", body).json()
+    assert (healthy["version"], healthy["fallback"], healthy["outputs"]) == (2, False, {"y": [[1.0, 2.0, 3.0, 4.0]]})
+
+    data = next(f for f in second.files if f["path"] == "weights.bin")
+    artifacts.local_path(data["key"]).write_bytes((WEIGHTS * 1000).tobytes())  # same size, other weights
+    runtime.RUNTIMES.clear()
+    mismatches = sample("modelhub_runtime_load_failures_total", {"reason": "hash_mismatch"})
+    with pytest.raises(runtime.LoadError, match="weights.bin") as caught:
+        runtime.get(runtime.VariantSpec.from_variant(second))
+    assert caught.value.reason == "hash_mismatch"
+    response = caller.post("adder", body)
+    answer = response.json()
+    assert (answer["version"], answer["fallback_reason"], answer["outputs"]) == (1, "load_error",
+                                                                                 {"y": [[1.0, 2.0, 3.0, 4.0]]})
+    assert response["X-Modelhub-Fallback"] == "load_error"
+    assert sample("modelhub_runtime_load_failures_total", {"reason": "hash_mismatch"}) == mismatches + 2
+    ready = Client().get("/readyz").json()
+    assert ready["status"] == "degraded" and ready["models"]["adder"].startswith("fallback: v1/original")

@@ -1,4 +1,5 @@
-"""Every bad input is a 4xx JSON answer naming the input and the problem; never a 500, never a run."""
+"""Every bad input is a 4xx JSON answer naming the input and the problem; never a 500, never a run
+(RELIABILITY.md C1-C5)."""
 
 from __future__ import annotations
 
@@ -142,6 +143,8 @@ def served(serve: Any) -> dict[str, str]:
 def test_a_bad_input_is_a_4xx_json_answer_naming_the_problem(
         serve: Any, make_caller: Any, settings: Any, model: str, body: bytes, content_type: str,
         overrides: dict[str, Any], status: int, words: list[str]) -> None:
+    """C1 (dtype, rank, shape, missing/extra names), C2 (batch and element caps before the run), C3 (body
+    over the cap), C4 (NaN/Infinity literals, non-finite binary tensors), C5 (deep nesting, huge integers)."""
     token = serve(model)
     for name, value in overrides.items():
         setattr(settings, name, value)
@@ -159,6 +162,7 @@ def test_the_good_input_of_those_cases_is_answered(served: dict[str, str], make_
 
 
 def test_a_body_just_under_the_cap_is_answered(served: dict[str, str], make_caller: Any, settings: Any) -> None:
+    """C3: a body of exactly the cap is answered (one byte more is the 413 case above)."""
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
     body = _inputs() + b" " * (256 * 1024 - len(_inputs()))
     assert len(body) == settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -181,6 +185,7 @@ def test_get_is_refused_with_405_json(served: dict[str, str], make_caller: Any) 
 
 def test_a_model_emitting_nan_gets_an_error_and_a_metric_never_a_nan_answer(
         registry: Any, make_caller: Any, tmp_path: Any) -> None:
+    """C4: a non-finite output is a 422 error and a metric, never a NaN prediction."""
     from tests.predictions.conftest import sample
 
     registry.promote(registry.original(registry.register(sqrt_onnx(tmp_path / "nan.onnx", safe=False), name="root")))

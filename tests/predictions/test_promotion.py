@@ -25,6 +25,7 @@ TIME_CAP_S = 60.0
 
 def test_promoting_under_load_fails_no_request(live_server: Any, registry: Any, mlp: Any, features: np.ndarray,
                                                settings: Any) -> None:
+    """E3: no request sees a half-made switch while a promotion happens under load."""
     settings.MODELHUB_SERVING_AUTH_CACHE_S = 5
     token = registry.token("mlp", rate=0)
     child = registry.copy_variant(mlp, name="graph")

@@ -1,14 +1,19 @@
-"""The management plane under attack (RELIABILITY.md B2, B3, B6, B7).
+"""The management plane under attack (RELIABILITY.md B2, B3, B5, B6, B7).
 
 B1 (anonymous callers on every route) is in tests/modelhub/test_api_access.py and B8 (check
 --deploy) in tests/modelhub/test_settings.py. Here a second, fully privileged but unrelated user
-walks every route with the owner's ids, clients send fields they must not set, path-like names
-are thrown at every parameter that takes one, and session requests come without a CSRF token.
+walks every route with the owner's ids, clients send fields they must not set, URLs are offered
+where a model could be fetched from, path-like names are thrown at every parameter that takes one,
+and session requests come without a CSRF token.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -263,6 +268,80 @@ def test_promotion_happens_only_through_promote_by_an_approver_and_is_audited(
     assert response.status_code == 201, response.json()
     event = PromotionEvent.objects.first()
     assert (event.by, event.forced, event.reason, event.kind) == (approver, True, "ship it", "promote")
+
+
+# --- B5: no import from a URL --------------------------------------------------------------------
+
+
+@pytest.fixture
+def listener() -> Iterator[dict[str, Any]]:
+    """An HTTP server on 127.0.0.1 that records every request and redirects it inward (to itself)."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            seen.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/internal")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield {"url": f"http://127.0.0.1:{server.server_port}/model.onnx", "port": server.server_port, "seen": seen}
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+URL_FIELDS = ("url", "uri", "source", "link", "href", "location", "model_url", "file")
+
+
+def test_no_route_fetches_a_model_or_dataset_from_a_url(
+        owned: dict[str, Any], owner_api: APIClient, listener: dict[str, Any]) -> None:
+    """B5: the feature is absent: uploads take file bodies only; a URL offered as JSON or as a form field
+    (metadata address, file://, a loopback server that redirects inward) is refused or ignored, nothing
+    is stored or queued, and the loopback server never sees a request."""
+    before = _snapshot()
+    targets = [listener["url"], "http://169.254.169.254/latest/meta-data/", "file:///etc/passwd",
+               "http://[::1]/model.onnx", "http://2130706433/model.onnx"]
+    for target in targets:
+        fields = {name: target for name in URL_FIELDS}
+        for path in ("/api/v1/models/m/versions", "/api/v1/models/m/versions/1/datasets"):
+            assert owner_api.post(path, fields, format="json").status_code == 415, path  # file bodies only
+            response = owner_api.post(path, {**fields, "purpose": "validation"}, format="multipart")
+            assert response.status_code == 400 and "file" in response.json()["error"], path
+    response = owner_api.post("/api/v1/models", {"name": "fetched", "url": listener["url"]}, format="json")
+    assert response.status_code == 201 and "url" not in response.json()  # an unknown field, ignored
+    assert not ModelVersion.objects.filter(model__name="fetched").exists()
+    after = _snapshot()
+    after["models"] = [m for m in after["models"] if m[0] != "fetched"]
+    assert after == before
+    assert listener["seen"] == []
+    control = http.client.HTTPConnection("127.0.0.1", listener["port"], timeout=10)
+    control.request("GET", "/control")
+    assert control.getresponse().status == 302 and listener["seen"] == ["/control"]  # it was listening
+    control.close()
+
+
+def test_no_input_serializer_of_the_api_takes_a_url() -> None:
+    """B5, for new endpoints too: no serializer field is a URL or hyperlink, or named like one."""
+    from rest_framework import relations, serializers
+
+    from modelhub.api import serializers as api_serializers
+
+    classes = [c for c in vars(api_serializers).values() if isinstance(c, type)
+               and issubclass(c, serializers.BaseSerializer) and c.__module__ == api_serializers.__name__]
+    assert len(classes) >= 10
+    for cls in classes:
+        for name, field in cls().fields.items():
+            assert not isinstance(field, serializers.URLField | relations.HyperlinkedRelatedField), (cls, name)
+            assert not any(word in name.lower() for word in ("url", "uri", "href", "link")), (cls, name)
 
 
 # --- B6: path-like parameters -------------------------------------------------------------------

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
@@ -33,7 +34,7 @@ from modelhub.models import ModelVersion, OptimizationJob, Variant
 from tests.reliability.conftest import register, tiny_onnx_bytes
 from tests.workers.test_formats import WEIGHTS, add_model, externalize, make_zip, one_node_model
 from tests.workers.test_formats_hostile import _patch_declared_size
-from workers.passes import PASS_NAMES, get_pass, make_config
+from workers.passes import PASS_NAMES, get_pass, isolated, make_config
 from workers.passes.base import PassError
 from workers.samples import SampleModel
 
@@ -211,10 +212,26 @@ class Writer(torch.nn.Module):
 '''
 
 
-def _hostile_torchscript(tmp_path: Path, canary: str) -> Path:
+FORWARD_WRITER = '''
+import torch
+
+
+class Writer(torch.nn.Module):
+    """Loads without side effect (the intake passes it); creates a file each time forward runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.ones(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.w + torch.from_file(CANARY, True, 4).sum() * 0.0
+'''
+
+
+def _hostile_torchscript(tmp_path: Path, canary: str, template: str = HOSTILE_TORCHSCRIPT) -> Path:
     """Script the Writer module (its source must be a real file for torch.jit.script) and save it."""
     source = tmp_path / "hostile_writer.py"
-    source.write_text(textwrap.dedent(HOSTILE_TORCHSCRIPT).replace("CANARY", repr(canary)))
+    source.write_text(textwrap.dedent(template).replace("CANARY", repr(canary)))
     out = tmp_path / "writer.pt"
     script = ("import importlib.util, sys, torch\n"
               "spec = importlib.util.spec_from_file_location('hostile_writer', sys.argv[1])\n"
@@ -289,6 +306,80 @@ def test_a_trusted_torchscript_upload_is_loaded_only_in_the_intake_child_and_its
     work = media_root.parent / "work"
     assert not work.exists() or _files_under(work) == []
     assert not list(tmp_path.rglob("canary.bin"))
+
+
+def test_a_trusted_torchscript_writing_by_absolute_path_when_loaded_is_refused_and_writes_nothing(
+        make_user: Any, media_root: Path, tmp_path: Path, torch_load_tripwire: list[str]) -> None:
+    """A3: the intake child's file system is read-only outside its scratch directory, so the load-time
+    write fails inside torch.jit.load; a model that cannot be loaded is refused (400, version FAILED)
+    with torch's reason, and nothing is written."""
+    canary = tmp_path / "canary-abs.bin"
+    archive = _hostile_torchscript(tmp_path, str(canary))
+    error = _refused(_post(_client(make_user("tom", "maintainer", torchscript=True)), archive.read_bytes(), "model.pt"))
+    assert "torch.jit.load cannot load" in error and "Read-only file system" in error
+    assert not canary.exists()
+    assert torch_load_tripwire == []
+    _nothing_kept(media_root)
+
+
+def test_with_the_sandbox_off_the_same_upload_does_write_outside(
+        make_user: Any, media_root: Path, tmp_path: Path, settings: Any) -> None:
+    """A3 control: MODELHUB_SANDBOX=off keeps only the resource limits, and the write lands."""
+    settings.MODELHUB_SANDBOX = "off"
+    canary = tmp_path / "canary-abs.bin"
+    archive = _hostile_torchscript(tmp_path, str(canary))
+    response = _post(_client(make_user("tom", "maintainer", torchscript=True)), archive.read_bytes(), "model.pt")
+    assert response.status_code == 201, response.json()
+    assert canary.exists()
+
+
+def test_the_export_pass_loads_a_hostile_torchscript_only_in_its_sandbox(tmp_path: Path,
+                                                                        torch_load_tripwire: list[str]) -> None:
+    """A3: run for a job, the export pass loads the archive in the sandboxed child, where the load-time
+    write by absolute path fails: the pass refuses the model, and only its own output directory could
+    have been written."""
+    canary = tmp_path / "canary-abs.bin"
+    archive = _hostile_torchscript(tmp_path, str(canary))
+    data = tmp_path / "validation.npz"
+    np.savez(data, x=np.ones((8, 4), np.float32))
+    config = make_config("export", {}, validation_data=data)
+    with pytest.raises(PassError, match="could not be loaded as TorchScript.*Read-only file system"):
+        isolated.run_isolated("export", archive, tmp_path / "out", config, wall_seconds=120)
+    assert not canary.exists()
+    assert list((tmp_path / "out").iterdir()) == []
+    assert torch_load_tripwire == []
+
+
+def test_a_job_exporting_a_torchscript_whose_forward_writes_by_absolute_path_writes_nothing(
+        make_user: Any, media_root: Path, tmp_path: Path, settings: Any, torch_load_tripwire: list[str]) -> None:
+    """A3: the model loads cleanly (so the intake accepts it) but writes a file whenever forward runs; the
+    job's export pass runs it only in the sandboxed child: the write fails, the export variant is FAILED
+    with that reason, nothing is written, and the worker process never calls torch.jit.load."""
+    settings.MODELHUB_BENCH_BUDGET_S = 0.1
+    canary = tmp_path / "canary-forward.bin"
+    archive = _hostile_torchscript(tmp_path, str(canary), FORWARD_WRITER)
+    client = _client(make_user("tom", "maintainer", torchscript=True))
+    assert _post(client, archive.read_bytes(), "model.pt").status_code == 201
+    dataset = io.BytesIO()
+    np.savez(dataset, x=np.ones((8, 4), np.float32))
+    dataset.seek(0)
+    dataset.name = "validation.npz"
+    response = client.post(f"/api/v1/models/{MODEL}/versions/1/datasets", {"file": dataset, "purpose": "validation"},
+                           format="multipart")
+    assert response.status_code == 201, response.json()
+    plan = [{"name": "export", "pass_name": "export", "options": {}}]
+    response = client.post(f"/api/v1/models/{MODEL}/versions/1/optimize", {"plan": plan}, format="json")
+    assert response.status_code == 202, response.json()
+    job = OptimizationJob.objects.get()
+    variant = Variant.objects.get(pass_name="export")
+    assert variant.status == Variant.Status.FAILED
+    assert "failed on the validation data" in variant.status_reason and "Read-only file system" in variant.status_reason
+    # A failed step does not fail the job (other steps may have succeeded); here no variant passed.
+    assert job.status == OptimizationJob.Status.SUCCEEDED and job.result["best"] is None
+    assert not canary.exists()
+    assert torch_load_tripwire == []
+    work = media_root.parent / "work"
+    assert not work.exists() or _files_under(work) == []
 
 
 # --- A4 / A7 / A8 / A10 / A11: archives and ONNX files that must not get in ----------------------

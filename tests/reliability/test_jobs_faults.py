@@ -1,4 +1,4 @@
-"""Background jobs under faults (RELIABILITY.md D2, D3, D5, D6, D7, D9, D11, D12, D13).
+"""Background jobs under faults (RELIABILITY.md D2, D3, D4, D5, D6, D7, D9, D10, D11, D12, D13).
 
 D1 (a worker child SIGKILLed mid-job) is in tests/workers/test_worker.py. The broker here is a
 redis-server private to each test, so a test may stop, flush or restart it; workers are real
@@ -14,6 +14,7 @@ import os
 import pickle
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -21,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from rest_framework.test import APIClient
 
-from modelhub import artifacts, services
+from modelhub import artifacts, job_runner, services
 from modelhub.models import ModelVersion, OptimizationJob, Variant
 from tests.real_services import QUEUES, ROOT, RedisServer, child_pids, running_worker, stop_worker, wait_for
 from tests.reliability.conftest import register, tiny_onnx_bytes
@@ -181,6 +182,53 @@ def test_a_poison_job_that_kills_its_worker_child_each_time_ends_failed_and_its_
         assert _status(job.pk).attempts == 3 and broker.queued() == 0
 
 
+# --- D4: one execution at a time ------------------------------------------------------------------
+
+
+def test_a_step_outlasting_the_lease_is_never_taken_over_by_a_second_worker(
+        maintainer: Any, quality_mlp: SampleModel, data_dir: Path, memory_broker: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """D4: one distillation step runs more than twice the job's lease (3 s here, 300 s in production) with
+    no step boundary to renew it, while the reconciler and a second delivery of the job keep trying. The
+    worker's heartbeat holds the lease: no recovery, no second claim; one attempt, one SUCCEEDED."""
+    monkeypatch.setattr(services, "LEASE_SECONDS", 3)
+    version = _register_quality(maintainer, quality_mlp)
+    plan = [{"name": "distilled", "pass_name": "distill",
+             "options": {"epochs": 100_000, "patience": 100_000, "max_time_s": 8.0}}]
+    job = services.optimization_request(version=version, user=maintainer, plan=plan, bench=FAST_BENCH)
+    failures: list[BaseException] = []
+
+    def first_worker() -> None:
+        try:
+            job_runner.job_run(job_id=job.pk, worker="first@host", task_id="t-1")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_worker, name="first-worker")
+    thread.start()
+    recovered, second_claims = 0, 0
+    try:
+        wait_for(lambda: _status(job.pk).current_step == "distilled", 120, "the distillation step")
+        for _ in range(200):  # capped at about a minute; the step takes about 8 s
+            if not thread.is_alive():
+                break
+            recovered += services.jobs_reconcile()["recovered"]
+            second_claims += services.job_claim(job_id=job.pk, worker="second@host", task_id="t-2") is not None
+            time.sleep(0.3)
+    finally:
+        thread.join(timeout=180)
+    assert failures == [] and not thread.is_alive()
+    assert (recovered, second_claims) == (0, 0)
+    job = _status(job.pk)
+    assert (job.status, job.attempts) == ("SUCCEEDED", 1), job.error
+    step = next(e for e in job.events if e["message"].startswith("distilled: ") and "duration_s" in e)
+    assert step["duration_s"] > 2 * services.LEASE_SECONDS  # the case at hand: the step outlived the lease
+    distilled = version.variants.get(name="distilled")
+    assert distilled.results.filter(job=job).count() == 1
+
+
 # --- D5: time limits ------------------------------------------------------------------------------
 
 
@@ -321,6 +369,54 @@ def test_a_task_for_a_row_that_does_not_exist_returns_quietly(data_dir: Path) ->
         assert result.successful(), (task.name, result.traceback)
     services.job_fail(job_id=987654321, reason="gone")
     assert OptimizationJob.objects.count() == 0
+
+
+# --- D10: the broker connection drops mid-task ------------------------------------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.worker
+@pytest.mark.slow
+def test_a_broker_lost_mid_job_cancels_the_task_and_the_rerun_gives_one_result_per_variant_and_one_promotion(
+        make_user: Any, quality_mlp: SampleModel, data_dir: Path, broker: RedisServer, clock: Clock) -> None:
+    """D10: the broker goes away while a worker runs an auto-promoting job (Redis stopped, then started
+    empty). Policy worker_cancel_long_running_tasks_on_connection_loss: the worker terminates the task it
+    can no longer acknowledge and reconnects; nothing redelivers it, so the reconciler takes the job back
+    once its lease lapses. The second attempt ends SUCCEEDED: one result per variant, one promotion."""
+    from collections import Counter
+
+    from django.conf import settings
+
+    from modelhub.models import BenchmarkResult, PromotionEvent
+
+    assert settings.CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS is True
+    owner = make_user("mia", "maintainer", "approver")  # auto-promotion acts as the job's creator
+    version = _register_quality(owner, quality_mlp)
+    log = data_dir / "worker.log"
+    with running_worker(broker.url, data_dir) as worker:
+        job = services.optimization_request(version=version, user=owner, plan=LONG_PLAN[:4], bench=FAST_BENCH,
+                                            auto_promote=True)
+        wait_for(lambda: version.variants.count() >= 2, 180, "the first variant", log)
+        first_child = wait_for(lambda: child_pids(worker.pid), 30, "the pool child", log)
+        assert not _finished(job.pk), "the job ended before the broker went away; the test needs a longer plan"
+        broker.stop()
+        wait_for(lambda: "cannot be acknowledged after a connection loss" in log.read_text(), 60,
+                 "the worker to cancel the task", log)
+        broker.start()
+        wait_for(lambda: "Connected to" in log.read_text().rsplit("Connection to broker lost", 1)[-1], 60,
+                 "the worker to reconnect", log)
+        wait_for(lambda: child_pids(worker.pid) and child_pids(worker.pid) != first_child, 60, "a new child", log)
+        assert (_status(job.pk).status, _status(job.pk).attempts) == ("RUNNING", 1)  # cancelled, not finished
+        clock.advance(services.LEASE_SECONDS + 1)
+        assert services.jobs_reconcile()["recovered"] == 1
+        job = wait_for(lambda: _finished(job.pk), 180, "the second attempt", log)
+        assert worker.poll() is None
+    assert (job.status, job.attempts) == ("SUCCEEDED", 2), job.error
+    per_variant = Counter(BenchmarkResult.objects.filter(job=job).values_list("variant__name", flat=True))
+    assert len(per_variant) == version.variants.filter(status=Variant.Status.READY).count()
+    assert set(per_variant.values()) == {1}
+    assert job.result["best"] and PromotionEvent.objects.filter(model=version.model).count() == 1
+    _variant_files_match(version)
 
 
 # --- D11: queues ----------------------------------------------------------------------------------

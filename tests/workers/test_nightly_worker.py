@@ -44,6 +44,7 @@ def _finished_nightly() -> list[BenchmarkResult]:
 def test_the_nightly_task_runs_on_a_real_worker_and_twice_sent_measures_each_variant_once(
         worker: subprocess.Popen[bytes], maintainer: Any, approver: Any, quality_mlp: SampleModel,  # noqa: F811
         data_dir: Path) -> None:
+    """D8: the nightly task sent twice (two beat processes) to a real worker gives one result per variant."""
     _promote_after_a_job(maintainer, approver, quality_mlp)
     # Two beat processes (or a beat and a retry) send the same night twice.
     for _ in range(2):

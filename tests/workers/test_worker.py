@@ -58,6 +58,8 @@ def test_a_job_runs_through_a_real_worker_and_records_its_variants(
 
 def test_a_worker_killed_mid_job_leaves_one_success_and_one_variant_per_step(
         worker: subprocess.Popen[bytes], maintainer: Any, quality_mlp: SampleModel, data_dir: Path) -> None:
+    """D1: the child SIGKILLed mid-job: the message is redelivered and the job ends with one SUCCEEDED,
+    one variant and one artifact per step."""
     log = data_dir / "worker.log"
     version = _register_eagerly(maintainer, quality_mlp)
     job = services.optimization_request(version=version, user=maintainer, plan=PLAN, bench=BENCH)

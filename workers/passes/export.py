@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.formats import FormatError, read_npz
+from workers.formats import FormatError, read_npz, torch_error_text
 from workers.passes import _onnx_util as util
 from workers.passes.base import (
     AccuracyError,
@@ -93,7 +93,7 @@ def _load_torchscript(src: Path) -> Any:
         module = torch.jit.load(str(src), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError and friends
         raise PassInputError(
-            f"{src.name} could not be loaded as TorchScript ({exc.__class__.__name__}: {str(exc)[:300]}); "
+            f"{src.name} could not be loaded as TorchScript ({exc.__class__.__name__}: {torch_error_text(exc)}); "
             "a checkpoint saved with torch.save is not TorchScript: save it with torch.jit.save."
         ) from exc
     module.eval()
@@ -182,7 +182,7 @@ def _output_names(module: Any, example: list[np.ndarray]) -> list[str]:
     except (PassInputError, UnsupportedModelError):
         raise
     except Exception as exc:  # noqa: BLE001 - the model rejected the data
-        raise PassInputError(f"The TorchScript model failed on the validation data: {str(exc)[:400]}") from exc
+        raise PassInputError(f"The TorchScript model failed on the validation data: {torch_error_text(exc, 400)}") from exc
     return ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
 
 
