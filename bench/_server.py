@@ -215,13 +215,14 @@ class Stack:
             raise RuntimeError(f"setup failed:\n{done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def start_gunicorn(self, *, workers: int, threads: int, plane: str = "serving") -> int:
-        """Start gunicorn (gthread) for ``plane``; the port it listens on."""
+    def start_gunicorn(self, *, workers: int, threads: int, plane: str = "serving",
+                       app: str = "modelhub.wsgi:application") -> int:
+        """Start gunicorn (gthread) serving ``app`` (modelhub for ``plane`` by default); the port it listens on."""
         port = free_port()
+        extra = [] if app.startswith("modelhub.") else ["--pythonpath", str(ROOT / "bench")]
         log = (self.tmp / f"gunicorn-{port}.log").open("wb")
         self.started.append(subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "modelhub.wsgi:application", "--bind",
-             f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads), "--worker-class",
+            [str(Path(sys.executable).parent / "gunicorn"), app, *extra, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads), "--worker-class",
              "gthread", "--keep-alive", "30", "--log-level", "warning"],
             env={**self.env, "MODELHUB_PLANE": plane}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log))
         log.close()  # the child holds its own descriptor

@@ -14,6 +14,9 @@ workers.passes.quantize_dynamic (the original when that pass is missing or refus
 - API p50 / p95 / p99 at concurrency 1 over one HTTP keep-alive connection (http.client),
   with server_ms (time inside the view) and GET /healthz p50 (the floor: HTTP, gunicorn, Django
   middleware and the client, with no view work) beside it;
+- the same POSTs to a bare WSGI app (bench/_bare.py) under the same gunicorn settings: what
+  HTTP, gunicorn and the client cost on this host right now, so that modelhub's own share
+  (API − bare − raw) can be read apart from the host's noise;
 - API requests/s at concurrency 8 (8 keep-alive connections) on cache misses (every body new)
   and on cache hits (the same 8 bodies again).
 
@@ -73,6 +76,19 @@ def latency(port: int, token: str, bodies: list[bytes], count: int, cap_s: float
         server.append(answer["server_ms"])
     return {"p50": statistics.median(times), "p95": percentile(times, 95), "p99": percentile(times, 99),
             "server_p50": statistics.median(server), "n": len(times)}
+
+
+def bare_p50(port: int, bodies: list[bytes], count: int) -> float:
+    """p50 of the same POSTs to a bare WSGI app under the same gunicorn: the host's HTTP floor right now."""
+    client = Client(port, "")
+    for body in bodies[:50]:
+        client.send("mlp", body)
+    times = []
+    for i in range(count):
+        started = time.perf_counter()
+        client.send("mlp", bodies[i % len(bodies)])
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 def floor_p50(port: int, count: int) -> float:
@@ -164,6 +180,8 @@ def main() -> int:
                   for i in range(len(rows))]
         lat = latency(port, info["token"], bodies, args.requests, args.seconds)
         floor = floor_p50(port, min(args.requests, 1000))
+        bare = bare_p50(stack.start_gunicorn(workers=args.workers, threads=args.threads, app="_bare:application"),
+                        bodies, min(args.requests, 1000))
 
         rng = np.random.default_rng(1)
         fresh = [[orjson.dumps({"inputs": {"features": rng.random((1, rows.shape[1]), dtype=np.float32)}},
@@ -186,7 +204,9 @@ def main() -> int:
             ("API p99, concurrency 1 (ms)", f"{lat['p99']:.3f}"),
             ("  server_ms p50 (inside the view)", f"{lat['server_p50']:.3f}"),
             ("  GET /healthz p50 (HTTP + Django floor, ms)", f"{floor:.3f}"),
+            ("  bare WSGI app p50, same POSTs (host floor)", f"{bare:.3f}"),
             ("API p50 - raw p50 (ms)  [target <= 1.0]", f"{overhead:.3f}"),
+            ("  of which modelhub's own (API - bare - raw)", f"{overhead - bare:.3f}"),
             (f"req/s, concurrency 8, cache miss (n={miss_n})", f"{miss_rps:.0f}"),
             (f"req/s, concurrency 8, cache hit (n={hit_n})", f"{hit_rps:.0f}"),
             ("hit / miss  [target >= 3.0]", f"{hit_rps / miss_rps:.2f}"),
