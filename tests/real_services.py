@@ -6,6 +6,7 @@ Shared by the whole suite (fixtures live in the conftest files); nothing here is
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -222,3 +224,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, log: Path 
         time.sleep(0.1)
     tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
     raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tail}")
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def bench_module(script: str) -> ModuleType:
+    """Import a bench/ script (bench/ is a folder of scripts, not a package) as ``bench_<script>``."""
+    spec = importlib.util.spec_from_file_location(f"bench_{script}", BENCH / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id still exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -63,18 +63,6 @@ def _inspect(args: argparse.Namespace) -> dict[str, Any]:
         return {"ok": False, "kind": "internal", "message": f"{type(exc).__name__}: {exc}"[:500]}
 
 
-def _enter(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Enter the sandbox (writable: the scratch cwd and the workdir); a failure payload if it cannot be."""
-    if args.no_sandbox:
-        return None
-    writable = [Path.cwd()] + ([Path(args.workdir)] if args.workdir else [])
-    try:
-        sandbox.enter(writable)
-    except sandbox.SandboxError as exc:
-        return {"ok": False, "kind": "sandbox", "message": str(exc)}
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the child (see the module docstring); the exit status is 0 whenever a result was written."""
     parser = argparse.ArgumentParser(prog="workers.intake_child")
@@ -86,10 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sandbox", action="store_true", help="resource limits only (MODELHUB_SANDBOX=off)")
     parser.add_argument("--test-hook")  # checked against formats._TEST_HOOKS by inspect_in_subprocess
     args = parser.parse_args(argv)
-    result = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    sys.stdout.flush()
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # the model's prints land on stderr
-    payload = _enter(args)
+    result = sandbox.result_channel()
+    payload = sandbox.enter_or_refusal([Path.cwd()] + ([Path(args.workdir)] if args.workdir else []), enabled=not args.no_sandbox)
     if payload is None:
         # Extraction writes at most max_bytes; stderr logs share the margin.
         sandbox.limit(memory_mb=args.memory_mb, cpu_seconds=args.cpu_seconds, file_bytes=args.max_bytes + (64 << 20))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,17 +43,6 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
 
-def _enter(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Enter the sandbox (writable: the scratch cwd and DST); a failure payload if it cannot be."""
-    if args.no_sandbox:
-        return None
-    try:
-        sandbox.enter([Path.cwd(), Path(args.dst)])
-    except sandbox.SandboxError as exc:
-        return {"ok": False, "kind": "sandbox", "message": str(exc)}
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one pass (see the module docstring); the exit status is 0 whenever a result was written."""
     parser = argparse.ArgumentParser(prog="workers.pass_child")
@@ -66,10 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-seconds", type=int, default=3600)
     parser.add_argument("--no-sandbox", action="store_true", help="resource limits only (MODELHUB_SANDBOX=off)")
     args = parser.parse_args(argv)
-    result = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    sys.stdout.flush()
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # the model's prints land on stderr
-    payload = _enter(args)
+    result = sandbox.result_channel()
+    payload = sandbox.enter_or_refusal([Path.cwd(), Path(args.dst)], enabled=not args.no_sandbox)
     if payload is None:
         sandbox.limit(memory_mb=args.memory_mb, cpu_seconds=args.cpu_seconds, file_bytes=MAX_OUTPUT_BYTES)
         faulthandler.enable()

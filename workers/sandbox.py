@@ -28,8 +28,10 @@ import os
 import platform
 import resource
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -114,6 +116,26 @@ def _confine(libc: ctypes.CDLL, arch: _Arch, dirs: list[str]) -> None:
     os.chdir(os.getcwd())  # the old cwd is the read-only mount under the new writable bind mount
     _drop_privileges(libc, arch)
     _forbid_unix_sockets(libc, arch)
+
+
+def result_channel() -> TextIO:
+    """For a child that reports one JSON line: a private copy of stdout for it, while stdout itself
+    now goes to stderr, so that anything the model prints cannot forge the result."""
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return channel
+
+
+def enter_or_refusal(writable: list[Path], *, enabled: bool) -> dict[str, Any] | None:
+    """Enter the sandbox (unless ``enabled`` is false); the failure payload a child reports when it cannot."""
+    if not enabled:
+        return None
+    try:
+        enter(writable)
+    except SandboxError as exc:
+        return {"ok": False, "kind": "sandbox", "message": str(exc)}
+    return None
 
 
 def limit(*, memory_mb: int, cpu_seconds: int, file_bytes: int) -> None:

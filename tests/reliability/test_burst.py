@@ -8,42 +8,20 @@ never asserted (the machine is shared).
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "burst.py"
+from tests.real_services import bench_module, process_alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 
-def _load_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_burst", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_burst"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.timeout(180)
 def test_ten_times_capacity_is_shed_with_retry_after_while_admitted_requests_are_answered() -> None:
-    burst = _load_module()
+    burst = bench_module("burst")
     outcome = burst.run(burst.Burst(seconds=3.0, capacity_seconds=2.0))
     print(burst.render(outcome))
 
     assert outcome.failures == []
     assert outcome.statuses[503] > outcome.statuses[200] > 0  # most of a 10x burst is refused, some admitted
     assert outcome.rss_peak_mb - outcome.rss_before_mb < 200  # refusals hold no memory; no queue grows
-    assert not [pid for pid in outcome.pids if _alive(pid)]
+    assert not [pid for pid in outcome.pids if process_alive(pid)]

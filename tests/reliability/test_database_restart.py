@@ -19,24 +19,19 @@ CONN_HEALTH_CHECKS at work: the first request after it is answered on a fresh co
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
-from tests.real_services import PostgresServer
+from tests.real_services import PostgresServer, bench_module
 from workers.samples import SampleModel
 
-BENCH_SERVER = Path(__file__).resolve().parents[2] / "bench" / "_server.py"
 TTL_S = 1  # remembered callers and routes expire this fast, so the outage outlives them
 SPEC_BOUND_S = 2.0  # RELIABILITY.md E2: a cold request is refused within the 2 s connect timeout
 MAX_RECOVERY_ATTEMPTS = 3
@@ -70,14 +65,6 @@ def _call(port: int, method: str, path: str, authorization: str, body: bytes | N
     finally:
         connection.close()
     return Reply(response.status, response.headers, data, time.perf_counter() - started)
-
-
-def _load_stack_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_server", BENCH_SERVER)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_server"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -156,7 +143,7 @@ def _assert_unavailable(reply: Reply, what: str) -> None:
 @pytest.mark.timeout(300)
 def test_postgres_down_keeps_warm_predictions_refuses_the_rest_fast_and_both_planes_recover(
         postgres: PostgresServer, quality_mlp: SampleModel) -> None:
-    stack_module = _load_stack_module()
+    stack_module = bench_module("_server")
     with stack_module.Stack(prefix="modelhub-pg-restart-", database_url=postgres.url) as stack:
         stack.start_redis(reuse_env=False)
         stack.env.update(MODELHUB_SERVING_AUTH_CACHE_S=str(TTL_S), MODELHUB_SERVING_ROUTE_TTL_S=str(TTL_S))

@@ -8,41 +8,18 @@ never asserted (the machine is shared).
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
+from tests.real_services import bench_module, process_alive
 from workers.samples import SampleModel
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "load.py"
-
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
-
-
-def _load_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_load", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_load"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.timeout(150)
 def test_a_short_load_with_a_promotion_has_no_server_errors_and_both_variants_answer(
         quality_mlp: SampleModel) -> None:
-    load = _load_module()
+    load = bench_module("load")
     plan = load.Plan(requests=600, concurrency=8, rate=100.0, seconds=25.0, hit_share=0.5)
 
     report, info = load.run(plan, samples=quality_mlp.directory.parent, workers=2, threads=2,
@@ -58,4 +35,4 @@ def test_a_short_load_with_a_promotion_has_no_server_errors_and_both_variants_an
     assert report.cache_hits == report.hit_requests > 0
     assert report.variants["int8"] > 0 and report.variants["original"] > 0
     assert report.after_new > 0  # the promoted original answered once the promotion was done
-    assert not [pid for pid in info["pids"] if _alive(pid)]
+    assert not [pid for pid in info["pids"] if process_alive(pid)]
