@@ -11,7 +11,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,24 +25,31 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUES = ("optimize", "benchmark", "default")
+BENCH = ROOT / "bench"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def bench_module(script: str) -> ModuleType:
+    """Import a bench/ script (bench/ is a folder of scripts, not a package) as ``bench_<script>``."""
+    spec = importlib.util.spec_from_file_location(f"bench_{script}", BENCH / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+_NET = bench_module("_server")  # the bench scripts' stack already has the loopback port helpers
+free_port = _NET.free_port
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
     """Return once something accepts connections on 127.0.0.1:port; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+    _NET.wait_for(port, timeout)
+
+
+def require(found: bool, what: str) -> None:
+    """Skip a test whose service is not installed here; in CI (CI set), where it must be, fail instead."""
+    if not found:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"needs {what}")
 
 
 def database_url() -> str:
@@ -68,8 +74,7 @@ class RedisServer:
 
     def __init__(self, workdir: Path) -> None:
         binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("needs redis-server")
+        require(binary is not None, "redis-server")
         self.binary, self.workdir, self.port = binary, workdir, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -113,8 +118,8 @@ class PostgresServer:
     DATABASE = "modelhub"
 
     def __init__(self) -> None:
-        if not all((self.BIN / name).is_file() for name in ("initdb", "pg_ctl", "createdb", "postgres")):
-            pytest.skip(f"needs the PostgreSQL 15 server binaries (initdb, pg_ctl, postgres) in {self.BIN}")
+        require(all((self.BIN / name).is_file() for name in ("initdb", "pg_ctl", "createdb", "postgres")),
+                f"the PostgreSQL 15 server binaries (initdb, pg_ctl, postgres) in {self.BIN}")
         self.owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
         self.root = Path(tempfile.mkdtemp(prefix="modelhub-pg-"))
         if self.owner is not None:
@@ -224,18 +229,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, log: Path 
         time.sleep(0.1)
     tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
     raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tail}")
-
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def bench_module(script: str) -> ModuleType:
-    """Import a bench/ script (bench/ is a folder of scripts, not a package) as ``bench_<script>``."""
-    spec = importlib.util.spec_from_file_location(f"bench_{script}", BENCH / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 def process_alive(pid: int) -> bool:

@@ -8,8 +8,6 @@ carries one test's routes or counters into another.
 from __future__ import annotations
 
 import io
-import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.real_services import free_port, wait_for_port
+from tests.real_services import RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -210,23 +208,15 @@ def make_caller() -> Callable[[str | None], Caller]:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path, settings: Any) -> Iterator[dict[str, Any]]:
+def private_redis(tmp_path: Path, settings: Any) -> Iterator[RedisServer]:
     """A redis-server of this test alone (it may be stopped), wired as the serving cache."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("needs redis-server")
-    port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                                "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(tmp_path)
+    server.start()
+    settings.CACHES = {**settings.CACHES, "serving": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url,
+        "OPTIONS": {"socket_connect_timeout": 0.1, "socket_timeout": 0.1}}}
+    settings.MODELHUB_SERVING_CACHE = "serving"
     try:
-        wait_for_port(port)
-        url = f"redis://127.0.0.1:{port}/0"
-        settings.CACHES = {**settings.CACHES, "serving": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
-            "OPTIONS": {"socket_connect_timeout": 0.1, "socket_timeout": 0.1}}}
-        settings.MODELHUB_SERVING_CACHE = "serving"
-        yield {"url": url, "process": process}
+        yield server
     finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=10)
+        server.stop()

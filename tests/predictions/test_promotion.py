@@ -14,6 +14,7 @@ import pytest
 
 from predictions import cache, router
 from tests.predictions.conftest import sample
+from tests.real_services import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,7 +69,7 @@ def test_promoting_under_load_fails_no_request(live_server: Any, registry: Any, 
 
 
 def test_a_promotion_reaches_another_process_through_the_redis_generation(
-        private_redis: dict[str, Any], registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
+        private_redis: RedisServer, registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
         settings: Any) -> None:
     now = [100.0]
     monkeypatch.setattr(router, "clock", lambda: now[0])
@@ -83,21 +84,21 @@ def test_a_promotion_reaches_another_process_through_the_redis_generation(
 
 
 def test_a_promotion_reaches_another_process_through_the_database_without_redis(
-        private_redis: dict[str, Any], registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
+        private_redis: RedisServer, registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
         settings: Any) -> None:
     now = [100.0]
     monkeypatch.setattr(router, "clock", lambda: now[0])
     other = router.RoutingTable()
     selector = router.selector_for(alias="production")
     assert other.route("mlp", selector).chain[0].name == "original"
-    _stop(private_redis)
+    private_redis.stop()
 
     registry.promote(registry.copy_variant(mlp, name="graph"))
     now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
     assert other.route("mlp", selector).chain[0].name == "graph"
 
 
-def test_routes_are_shared_through_the_redis_routing_table(private_redis: dict[str, Any], registry: Any,
+def test_routes_are_shared_through_the_redis_routing_table(private_redis: RedisServer, registry: Any,
                                                            mlp: Any) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -109,12 +110,7 @@ def test_routes_are_shared_through_the_redis_routing_table(private_redis: dict[s
     assert second == first and len(queries) == 0
 
 
-def _stop(redis: dict[str, Any]) -> None:
-    redis["process"].terminate()
-    redis["process"].wait(timeout=10)
-
-
-def test_predictions_are_answered_while_redis_is_down(private_redis: dict[str, Any], registry: Any, mlp: Any,
+def test_predictions_are_answered_while_redis_is_down(private_redis: RedisServer, registry: Any, mlp: Any,
                                                        caller: Any, features: np.ndarray) -> None:
     cache.config_set(model=mlp.model, cache_responses=True, cache_ttl_s=60)
     first = {"inputs": {"features": features[:1]}}
@@ -122,7 +118,7 @@ def test_predictions_are_answered_while_redis_is_down(private_redis: dict[str, A
     cache.RESPONSES.clear()  # only Redis has it now
     assert caller.post("mlp", first).json()["cached"] is True
 
-    _stop(private_redis)
+    private_redis.stop()
     unavailable = sum(sample("modelhub_serving_redis_unavailable_total", {"op": op})
                       for op in ("throttle", "response_get", "response_set", "generation"))
     started = time.monotonic()
@@ -136,10 +132,10 @@ def test_predictions_are_answered_while_redis_is_down(private_redis: dict[str, A
     assert not cache.available()
 
 
-def test_the_throttle_counts_in_process_while_redis_is_down(private_redis: dict[str, Any], registry: Any,
+def test_the_throttle_counts_in_process_while_redis_is_down(private_redis: RedisServer, registry: Any,
                                                             mlp: Any, make_caller: Any,
                                                             features: np.ndarray) -> None:
     caller = make_caller(registry.token("mlp", rate=2))
-    _stop(private_redis)
+    private_redis.stop()
     statuses = [caller.post("mlp", {"inputs": {"features": features[:1]}}).status_code for _ in range(8)]
     assert 200 in statuses and statuses[-1] == 429
