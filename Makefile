@@ -39,6 +39,8 @@ lint: install
 bench: install
 	$(PY) bench/passes.py
 	$(PY) bench/variants.py
+	$(PY) bench/stability.py
+	$(PY) bench/nightly_detector.py
 	$(PY) bench/serving.py
 
 clean:

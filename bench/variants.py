@@ -1,14 +1,20 @@
 """Variant tables for the sample models, and how repeatable the latency measurement is.
 
     python bench/variants.py [--budget 1.0] [--samples quality_mlp,digits_cnn] [--threads 1]
+                             [--rounds 15] [--iterations 300]
 
 Builds the sample models in a temporary directory, runs a few passes on each (graph,
-quantize_dynamic, quantize_static, prune_structured for classifiers and regressors), benchmarks the
-original and every variant in fresh processes, checks accuracy on the validation set and prints,
-per sample: size, p50/p95/p99 at batch 1, throughput at batch 8, peak memory, the accuracy metric
-and the verdict against a demo profile; then the planner's ranking and the advisor's lines.
-Last, the repeatability: quality_mlp's original and int8 variant measured again, p50 difference
-in % against the first measurement (target: <= 10 %). Pure: no Django.
+quantize_dynamic, quantize_static, prune_structured for classifiers and regressors), then measures
+the original and every variant of a sample together, in one interleaved run
+(``workers.evaluation.bench.benchmark_many``: one process per model, the order rotated every
+round), checks accuracy on the validation set and prints, per sample: size, p50 at batch 1 with
+its 95 % interval and the calls behind it, p95/p99 (or "too few calls"), throughput at batch 8,
+peak memory, the paired speed-up over the original in words, the accuracy metric and the verdict
+against a demo profile; then the planner's ranking (with its ties) and the advisor's lines.
+Last, the repeatability: quality_mlp's variants measured again in a second run of the same
+composition (the same models interleaved, so that cache pressure is alike); for the original and
+the int8 variant, per batch size, the p50 difference in % and whether each run's interval covers
+the other run's p50 (target: difference <= 5 %). Pure: no Django.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from workers.evaluation import stats  # noqa: E402
 from workers.evaluation.accuracy import AccuracyReport, default_metric, evaluate  # noqa: E402
-from workers.evaluation.advisor import advise  # noqa: E402
-from workers.evaluation.bench import BenchConfig, BenchError, BenchReport, benchmark  # noqa: E402
+from workers.evaluation.advisor import advise, speed_words  # noqa: E402
+from workers.evaluation.bench import BenchConfig, BenchReport, ToMeasure, benchmark_many  # noqa: E402
 from workers.evaluation.readiness import MB, ProfileSpec, verdict  # noqa: E402
 from workers.formats import signature_from_onnx  # noqa: E402
-from workers.planner import make_candidate, rank  # noqa: E402
+from workers.planner import ORIGINAL, make_candidate, rank  # noqa: E402
 from workers.samples import SAMPLE_NAMES, SampleModel, build_sample  # noqa: E402
 
 # (step name, pass, options); prune_structured only where the task allows it (see default_plan).
@@ -40,6 +47,8 @@ PASSES = [
 ]
 # The demo profile's accuracy bound per task: drop of the task's default metric.
 DEMO_DROP = {"classification": 0.01, "regression": 0.01, "embedding": 0.01}
+REPEAT = ("original", "int8-dynamic")  # compared in the repeatability section
+REPEAT_TARGET_PCT = 5.0
 
 
 @dataclass
@@ -50,6 +59,7 @@ class Variant:
     path: Path
     bench: BenchReport | None = None
     accuracy: AccuracyReport | None = None
+    error: str | None = None
 
 
 def make_variants(sample: SampleModel, workdir: Path) -> tuple[list[Variant], list[str]]:
@@ -57,7 +67,7 @@ def make_variants(sample: SampleModel, workdir: Path) -> tuple[list[Variant], li
     from workers.passes import get_pass, make_config
     from workers.passes.base import PassError
 
-    variants = [Variant("original", "original", {}, sample.onnx)]
+    variants = [Variant(ORIGINAL, ORIGINAL, {}, sample.onnx)]
     skipped = []
     for name, pass_name, options in PASSES:
         if pass_name == "prune_structured" and sample.task == "embedding":
@@ -80,8 +90,21 @@ def make_variants(sample: SampleModel, workdir: Path) -> tuple[list[Variant], li
     return variants, skipped
 
 
-def measure(variant: Variant, sample: SampleModel, config: BenchConfig) -> BenchReport:
-    return benchmark(variant.path, signature_from_onnx(variant.path), config, data=sample.validation)
+def measure(variants: list[Variant], sample: SampleModel, config: BenchConfig) -> dict[str, BenchReport]:
+    """All of ``variants`` in one interleaved run; a variant that fails keeps its error."""
+    items = [ToMeasure(key=v.name, model=v.path, signature=signature_from_onnx(v.path)) for v in variants]
+    started = time.perf_counter()
+    run = benchmark_many(items, config, data=sample.validation)
+    for v in variants:
+        if v.name in run.errors:
+            v.error = str(run.errors[v.name])
+            print(f"  {v.name}: benchmark failed: {v.error}")
+    first = next(iter(run.reports.values()), None)
+    if first is not None:
+        print(f"  measured {len(run.reports)} models together in {time.perf_counter() - started:.1f} s: "
+              f"{first.run['rounds']} rounds of up to {first.run['calls_per_round']} calls per batch size, "
+              f"order {first.run['order']}", flush=True)
+    return run.reports
 
 
 def demo_profile(sample: SampleModel, original: BenchReport) -> ProfileSpec:
@@ -99,6 +122,16 @@ def _row(cells: list[str], widths: list[int]) -> str:
                      for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
 
 
+def _p50(report: BenchReport, batch: int) -> str:
+    value = report.estimate("p50", batch)
+    return f"{value.value:.3f} [{value.low:.3f}–{value.high:.3f}] ({value.calls})"
+
+
+def _tail(report: BenchReport, statistic: str, batch: int) -> str:
+    value = report.estimate(statistic, batch)
+    return f"{value.value:.3f}" if value.enough else f"too few ({value.calls})"
+
+
 def report_sample(sample: SampleModel, variants: list[Variant]) -> None:
     original = variants[0]
     profile = demo_profile(sample, original.bench)
@@ -106,21 +139,27 @@ def report_sample(sample: SampleModel, variants: list[Variant]) -> None:
     metric = profile.accuracy_metric
     print(f"\n{sample.name} ({sample.task}); demo profile: size <= {profile.max_size_mb} MB, "
           f"p95 <= {profile.max_p95_ms} ms at batch 1, {metric} drop <= {profile.max_accuracy_drop}")
-    header = ["variant", "size MB", "p50 ms", "p95 ms", "p99 ms", "thr b8 /s", "peak MB", metric, "verdict"]
+    header = ["variant", "size MB", "p50 ms [95 % interval] (calls)", "p95 ms", "p99 ms", "thr b8 /s", "peak MB",
+              "vs original", metric, "verdict"]
     rows, candidates = [], []
     for v in variants:
         if v.bench is None:
             continue
+        parent = None if v is original else original
         result = verdict(profile, bench=v.bench, accuracy=v.accuracy, reference_accuracy=reference_accuracy,
-                         parent_bench=None if v is original else original.bench)
-        candidates.append(make_candidate(name=v.name, parent=None if v is original else "original",
-                                         pass_name=v.pass_name, profile=profile, bench=v.bench, accuracy=v.accuracy,
-                                         verdict=result, reference_accuracy=reference_accuracy, options=v.options))
+                         parent_bench=parent.bench if parent else None)
+        candidate = make_candidate(name=v.name, parent=parent.name if parent else None, pass_name=v.pass_name,
+                                   profile=profile, bench=v.bench, accuracy=v.accuracy, verdict=result,
+                                   reference_accuracy=reference_accuracy, options=v.options,
+                                   reference_bench=original.bench, parent_bench=parent.bench if parent else None,
+                                   depth=0 if parent is None else 1)
+        candidates.append(candidate)
         value = v.accuracy.metrics.get(metric) if v.accuracy else None
+        versus = "-" if parent is None else speed_words(candidate, candidates[0], candidate.speedup)
         rows.append([
-            v.name, f"{v.bench.file_size_bytes / MB:.3f}", f"{v.bench.p50(1):.3f}", f"{v.bench.p95(1):.3f}",
-            f"{v.bench.p99(1):.3f}", f"{v.bench.at(8)['throughput']:.0f}", f"{v.bench.peak_memory_mb:.1f}",
-            "-" if value is None else f"{value:.4f}",
+            v.name, f"{v.bench.file_size_bytes / MB:.3f}", _p50(v.bench, 1), _tail(v.bench, "p95", 1),
+            _tail(v.bench, "p99", 1), f"{v.bench.at(8)['throughput']:.0f}", f"{v.bench.peak_memory_mb:.1f}",
+            versus, "-" if value is None else f"{value:.4f}",
             "PASS" if result.passed else "fails: " + "; ".join(result.failures),
         ])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -128,34 +167,52 @@ def report_sample(sample: SampleModel, variants: list[Variant]) -> None:
     for row in rows:
         print(_row(row, widths))
     ranking = rank(candidates)
-    print(f"ranking: {ranking.ordered or '-'}; pareto: {sorted(ranking.pareto)}; best: {ranking.best}; "
+    print(f"ranking ({ranking.statistic} at batch {ranking.batch_size}): {ranking.ordered or '-'}; "
+          f"ties: {ranking.ties or '-'}; pareto: {sorted(ranking.pareto)}; best: {ranking.best}; "
           f"best effort: {ranking.best_effort}")
     for line in advise(candidates, fingerprint=original.bench.fingerprint, ranking=ranking):
         print(f"  advice: {line}")
 
 
 def repeatability(first: dict[str, BenchReport], again: dict[str, BenchReport]) -> float:
-    """Print p50 difference in % between two measurements of the same variants; return the worst."""
+    """Print, per variant and batch size, the p50 difference in % between two runs and whether each
+    run's interval covers the other's p50; return the worst difference."""
     worst = 0.0
-    print("\nrepeatability (quality_mlp, two fresh-process measurements, p50):")
+    print("\nrepeatability (quality_mlp: two separate interleaved runs of the same variants, p50):")
     for name, report in first.items():
-        for batch in (1, 8):
-            a, b = report.p50(batch), again[name].p50(batch)
-            diff = abs(a - b) / min(a, b) * 100
+        if name not in REPEAT:
+            continue
+        if name not in again:
+            print(f"  {name}: not measured the second time")
+            continue
+        for batch in report.batch_sizes:
+            a, b = report.estimate("p50", batch), again[name].estimate("p50", batch)
+            diff = abs(a.value - b.value) / min(a.value, b.value) * 100
             worst = max(worst, diff)
-            print(f"  {name:14s} batch {batch}: {a:.3f} ms vs {b:.3f} ms -> {diff:.1f} %")
-    print(f"  worst p50 difference: {worst:.1f} % (target <= 10 %): {'OK' if worst <= 10 else 'OVER TARGET'}")
+            covers = (a.low <= b.value <= a.high, b.low <= a.value <= b.high)
+            print(f"  {name:14s} batch {batch}: {a.value:.3f} [{a.low:.3f}–{a.high:.3f}] ms vs "
+                  f"{b.value:.3f} [{b.low:.3f}–{b.high:.3f}] ms -> {diff:.1f} %; "
+                  f"1st interval covers 2nd p50: {'yes' if covers[0] else 'no'}, "
+                  f"2nd covers 1st: {'yes' if covers[1] else 'no'}")
+    verdict_word = "OK" if worst <= REPEAT_TARGET_PCT else "OVER TARGET"
+    print(f"  worst p50 difference: {worst:.1f} % (target <= {REPEAT_TARGET_PCT:g} %): {verdict_word}")
     return worst
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=1.0, help="seconds of timed calls per batch size")
+    parser.add_argument("--budget", type=float, default=1.0,
+                        help="seconds of timed calls per batch size and model, shared out over the rounds")
     parser.add_argument("--samples", default=",".join(SAMPLE_NAMES))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=BenchConfig.rounds)
+    parser.add_argument("--iterations", type=int, default=BenchConfig.iterations,
+                        help="timed calls per batch size and model at most (p95 needs 200, p99 1,000)")
     args = parser.parse_args()
-    config = BenchConfig(batch_sizes=(1, 8), threads=args.threads, time_budget_s=args.budget)
-    repeat: list[tuple[Variant, SampleModel]] = []  # measured again at the end
+    config = BenchConfig(batch_sizes=(1, 8), threads=args.threads, time_budget_s=args.budget, rounds=args.rounds,
+                         iterations=args.iterations)
+    repeat: list[Variant] = []
+    repeat_sample: SampleModel | None = None
     fingerprint = None
     with tempfile.TemporaryDirectory(prefix="modelhub-bench-") as tmp:
         root = Path(tmp)
@@ -167,23 +224,25 @@ def main() -> int:
             variants, skipped = make_variants(sample, root / "variants")
             for reason in skipped:
                 print(f"  skipped {reason}")
+            reports = measure(variants, sample, config)
             for v in variants:
-                try:
-                    v.bench = measure(v, sample, config)
-                except BenchError as exc:
-                    print(f"  {v.name}: benchmark failed: {exc}")
-                    continue
-                v.accuracy = evaluate(sample.onnx, v.path, sample.validation, task=sample.task)
+                v.bench = reports.get(v.name)
+                if v.bench is not None:
+                    v.accuracy = evaluate(sample.onnx, v.path, sample.validation, task=sample.task)
             if variants[0].bench is None:
                 print(f"  {name}: the original could not be measured; no table")
                 continue
             fingerprint = fingerprint or variants[0].bench.fingerprint
             report_sample(sample, variants)
             if name == "quality_mlp":
-                repeat = [(v, sample) for v in variants if v.name in ("original", "int8-dynamic") and v.bench]
-        if repeat:
-            repeatability({v.name: v.bench for v, _ in repeat}, {v.name: measure(v, s, config) for v, s in repeat})
+                repeat = [v for v in variants if v.bench]
+                repeat_sample = sample
+        if any(v.name in REPEAT for v in repeat) and repeat_sample is not None:
+            print("\nmeasuring again for repeatability ...", flush=True)
+            repeatability({v.name: v.bench for v in repeat}, measure(repeat, repeat_sample, config))
     print(f"\nhardware: {fingerprint}")
+    print(f"method: p50 of pooled calls; 95 % interval = bootstrap over rounds ∪ order statistics; claims beyond "
+          f"a {stats.NOISE_BAND:.0%} noise band only")
     return 0
 
 

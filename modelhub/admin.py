@@ -2,7 +2,9 @@
 
 Every change goes through ``modelhub.services``; a refused request becomes a form error or an
 error message, never a half-saved row. Promotion and rollback ask for a reason on the dashboard's
-pages (``modelhub.dashboard``), where the verdict and the signature diff are shown first.
+pages (``modelhub.dashboard``), where the gate's decision and the signature diff are shown first.
+Governing profiles are set through ``services.governing_profile_set`` (audited; a change needs a
+reason); jobs and benchmarks started here run under the model's governing profile.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
-from modelhub import nightly, roles, selectors, services
+from modelhub import gate, nightly, roles, selectors, services
 from modelhub.errors import ServiceError
 from modelhub.models import (
     BenchmarkResult,
     Dataset,
     Deployment,
+    GoverningProfile,
+    GoverningProfileChange,
     ModelVersion,
     OptimizationJob,
     PromotionEvent,
@@ -193,7 +197,7 @@ class VisibleChoicesMixin:
 
 @admin.register(RegisteredModel)
 class RegisteredModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "task", "owner", "production", "created_at", "dashboard"]
+    list_display = ["name", "task", "owner", "production", "governed_by", "created_at", "dashboard"]
     search_fields = ["name", "description"]
     actions = ["roll_back_production"]
 
@@ -223,6 +227,11 @@ class RegisteredModelAdmin(admin.ModelAdmin):
     def production(self, obj: RegisteredModel) -> str:
         variant = selectors.deployment_variant(model=obj)
         return variant.label if variant else "—"
+
+    @admin.display(description="Production governed by")
+    def governed_by(self, obj: RegisteredModel) -> str:
+        profile = gate.governing_profile(model=obj)
+        return profile.name if profile else "—"
 
     @admin.action(description="Roll back production (asks for a reason)")
     def roll_back_production(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect | None:
@@ -275,9 +284,10 @@ class ModelVersionAdmin(VisibleChoicesMixin, ServiceFormAdmin):
     def dashboard(self, obj: ModelVersion) -> str:
         return _dashboard_link(reverse("dashboard:version", args=[obj.model.name, obj.number]), "variants, charts")
 
-    @admin.action(description="Optimize with the default plan")
+    @admin.action(description="Optimize with the default plan (under the governing profile)")
     def optimize_default_plan(self, request: HttpRequest, queryset: QuerySet) -> None:
-        _report(request, lambda v: services.optimization_request(version=v, user=request.user), queryset,
+        _report(request, lambda v: services.optimization_request(
+            version=v, user=request.user, profile=gate.governing_profile(model=v.model)), queryset,
                 "optimization queued")
 
 
@@ -303,8 +313,96 @@ class DatasetAdmin(VisibleChoicesMixin, ServiceFormAdmin):
 
 @admin.register(ReadinessProfile)
 class ReadinessProfileAdmin(admin.ModelAdmin):
-    list_display = ["name", "target", "max_size_mb", "max_p95_ms", "max_p99_ms", "batch_size", "max_accuracy_drop",
-                    "min_speedup"]
+    list_display = ["name", "statistic", "target", "max_size_mb", "max_p95_ms", "max_p99_ms", "batch_size",
+                    "max_accuracy_drop", "min_speedup", "governs_models"]
+    list_filter = ["statistic", "target"]
+
+    @admin.display(description="Governs")
+    def governs_models(self, obj: ReadinessProfile) -> str:
+        return ", ".join(f"{row.model.name}@{row.alias}" for row in obj.governs.select_related("model")) or "—"
+
+
+class GoverningProfileForm(ServiceForm):
+    """Which profile governs an alias of a model; saved by ``services.governing_profile_set``, which
+    audits the change and refuses to change an existing one without a reason."""
+
+    reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}), max_length=2000,
+                             help_text="Why (written into the audit). Required to change a profile already set.")
+
+    class Meta:
+        model = GoverningProfile
+        fields = ["model", "alias", "profile"]
+
+    def run_service(self) -> GoverningProfile:
+        model = self.cleaned_data.get("model") or self.instance.model
+        alias = self.cleaned_data.get("alias") or self.instance.alias
+        return services.governing_profile_set(model=model, profile=self.cleaned_data["profile"], by=self.request.user,
+                                              alias=alias, reason=self.cleaned_data.get("reason", ""))
+
+
+def _is_role_holder(request: HttpRequest) -> bool:
+    return any(roles.has_role(request.user, role) for role in roles.ROLES)
+
+
+@admin.register(GoverningProfile)
+class GoverningProfileAdmin(VisibleChoicesMixin, ServiceFormAdmin):
+    """The profile that governs each alias: nothing is promoted to it without a passing judgment
+    under it (unless forced). Maintainers set it; every change is audited with its reason."""
+
+    form = GoverningProfileForm
+    list_display = ["model", "alias", "profile", "statistic", "set_by", "set_at"]
+    list_filter = ["alias", "profile", "model"]
+    list_select_related = ["model", "profile", "set_by"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).filter(model__in=selectors.model_visible_to(request.user))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["model", "alias"] if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """The form's service call already saved (and audited) the row."""
+
+    @admin.display(description="Ranks by")
+    def statistic(self, obj: GoverningProfile) -> str:
+        return obj.profile.statistic
+
+    # The services decide who may set a governing profile (maintainers); the admin follows the roles.
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return _is_role_holder(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_role_holder(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return roles.has_role(request.user, roles.MAINTAINER)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return roles.has_role(request.user, roles.MAINTAINER)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # an alias without a governing profile would go unaudited; change it instead
+
+
+@admin.register(GoverningProfileChange)
+class GoverningProfileChangeAdmin(ReadOnlyAdmin):
+    """The audit of governing profiles: who changed which alias from which profile to which, and why."""
+
+    list_display = ["model", "alias", "from_profile", "to_profile", "by", "at", "reason"]
+    list_filter = ["alias"]
+    list_select_related = ["model", "by"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).filter(model__in=selectors.model_visible_to(request.user))
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return _is_role_holder(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_role_holder(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the audit is kept
 
 
 @admin.register(Variant)
@@ -328,9 +426,10 @@ class VariantAdmin(ReadOnlyAdmin):
         return redirect("dashboard:promote", name=variant.version.model.name, number=variant.version.number,
                         variant=variant.name)
 
-    @admin.action(description="Benchmark again")
+    @admin.action(description="Benchmark again (under the governing profile)")
     def benchmark(self, request: HttpRequest, queryset: QuerySet) -> None:
-        _report(request, lambda v: services.benchmark_request(variant=v, user=request.user), queryset,
+        _report(request, lambda v: services.benchmark_request(
+            variant=v, user=request.user, profile=gate.governing_profile(model=v.version.model)), queryset,
                 "benchmark queued")
 
 
@@ -355,9 +454,17 @@ class OptimizationJobAdmin(ReadOnlyAdmin):
 
 @admin.register(BenchmarkResult)
 class BenchmarkResultAdmin(ReadOnlyAdmin):
-    list_display = ["variant", "kind", "batch_size", "p50_ms", "p95_ms", "p99_ms", "throughput", "peak_memory_mb",
-                    "passed", "created_at"]
-    list_filter = ["kind", "passed"]
+    list_display = ["variant", "kind", "job", "profile", "statistic", "batch_size", "p50_ms", "p95_ms", "p99_ms",
+                    "throughput", "throughput_batch", "peak_memory_mb", "verdict_word", "pending", "created_at"]
+    list_filter = ["kind", "passed", "statistic", "pending"]
+    list_select_related = ["variant__version__model", "job", "profile"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).filter(variant__version__model__in=selectors.model_visible_to(request.user))
+
+    @admin.display(description="Verdict", ordering="passed")
+    def verdict_word(self, obj: BenchmarkResult) -> str:
+        return "not judged" if obj.passed is None else "passes" if obj.passed else "fails"
 
 
 @admin.register(Deployment)
@@ -367,8 +474,15 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
 @admin.register(PromotionEvent)
 class PromotionEventAdmin(ReadOnlyAdmin):
-    list_display = ["model", "alias", "kind", "from_variant", "to_variant", "by", "forced", "reason", "at"]
+    list_display = ["model", "alias", "kind", "from_variant", "to_variant", "by", "forced", "profile_name",
+                    "judgment_job", "reason", "at"]
     list_filter = ["kind", "forced"]
+
+    @admin.display(description="Gate opened by")
+    def judgment_job(self, obj: PromotionEvent) -> str:
+        if obj.judgment_id is None:
+            return "forced" if obj.forced else "—"
+        return f"job {obj.judgment.job_id}" if obj.judgment and obj.judgment.job_id else f"result {obj.judgment_id}"
 
 
 @admin.register(Regression)

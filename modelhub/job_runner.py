@@ -7,8 +7,6 @@ source), so finished steps are reused, and the job's end is recorded by a condit
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -21,12 +19,13 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils import timezone
 
-from modelhub import artifacts, services
+from modelhub import artifacts, measurement, services
 from modelhub.errors import ServiceError
 from modelhub.models import BenchmarkResult, OptimizationJob, Variant
 from workers import formats, planner
-from workers.evaluation import accuracy, advisor, bench, readiness
+from workers.evaluation import advisor, bench
 from workers.passes import base, get_pass, isolated, make_config
 
 log = logging.getLogger(__name__)
@@ -201,7 +200,7 @@ def _save_variant(context: JobContext, step: planner.PlanStep, source: Variant, 
         sha = formats.sha256_file(result.artifact)
         stored = artifacts.save_file(result.artifact, f"variants/{sha}/model.onnx")
         size = result.artifact.stat().st_size
-        fields.update(storage_key=stored, sha256=sha, size_bytes=size, metrics=_jsonable(result.metrics),
+        fields.update(storage_key=stored, sha256=sha, size_bytes=size, metrics=measurement.jsonable(result.metrics),
                       notes=list(result.notes), files=[{"path": "model.onnx", "key": stored, "sha256": sha,
                                                        "size": size}])
     name = step.name
@@ -216,121 +215,52 @@ def _save_variant(context: JobContext, step: planner.PlanStep, source: Variant, 
     return variant
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
 # --- evaluation ----------------------------------------------------------------------------
-# The pieces below are shared with the nightly re-benchmark (modelhub.nightly): one way to set up,
-# measure and record a variant, whoever asks for it.
-
-
-@dataclass
-class EvaluationSetup:
-    """What measuring variants of one version needs: the profile, signature, data and reference."""
-
-    spec: readiness.ProfileSpec
-    signature: formats.Signature
-    validation: Path | None
-    reference: Variant | None
-    reference_accuracy: Any
-    task: str
-
-
-@dataclass
-class Measurement:
-    """One variant measured: its bench report, accuracy (None without validation data) and verdict."""
-
-    report: bench.BenchReport
-    accuracy: Any
-    verdict: readiness.Verdict
-
-
-def evaluation_setup(version: Any, spec: readiness.ProfileSpec) -> EvaluationSetup:
-    """Prepare measuring variants of ``version`` against ``spec`` (scores the reference once)."""
-    dataset = version.dataset("validation")
-    validation = artifacts.local_path(dataset.storage_key) if dataset else None
-    reference = _reference(version)
-    task = version.model.task
-    ref_accuracy = _accuracy(reference, reference, validation, task)
-    if ref_accuracy is not None:
-        task = ref_accuracy.task
-    return EvaluationSetup(spec=spec, signature=formats.Signature.from_dict(version.signature), validation=validation,
-                           reference=reference, reference_accuracy=ref_accuracy, task=task)
-
-
-def measure_variant(variant: Variant, setup: EvaluationSetup, config: bench.BenchConfig, *,
-                    parent_bench: bench.BenchReport | None = None) -> Measurement:
-    """Benchmark one ONNX variant, check its accuracy and give the readiness verdict (BenchError
-    when it cannot be measured)."""
-    path = artifacts.local_path(variant.storage_key)
-    report = bench.benchmark(path, _variant_signature(path, setup.signature), config, data=setup.validation)
-    acc = _accuracy(setup.reference, variant, setup.validation, setup.task)
-    verdict = readiness.verdict(setup.spec, bench=report, accuracy=acc, reference_accuracy=setup.reference_accuracy,
-                                parent_bench=parent_bench, size_bytes=variant.size_bytes)
-    return Measurement(report=report, accuracy=acc, verdict=verdict)
-
-
-def bench_config(overrides: dict[str, Any], spec: readiness.ProfileSpec) -> bench.BenchConfig:
-    """The bench settings of a job: the profile's batch size, threads and target, plus its options."""
-    overrides = dict(overrides or {})
-    batch_sizes = overrides.pop("batch_sizes", None) or sorted({1, spec.batch_size, 8})
-    return bench.BenchConfig(batch_sizes=tuple(batch_sizes), threads=spec.threads, provider=spec.target,
-                             **{"time_budget_s": settings.MODELHUB_BENCH_BUDGET_S, **overrides})
-
-
-def result_fields(variant: Variant, spec: readiness.ProfileSpec, measurement: Measurement) -> dict[str, Any]:
-    """The BenchmarkResult columns of a measurement (figures at the profile's batch size)."""
-    report = measurement.report
-    batch = spec.batch_size if spec.batch_size in report.batch_sizes else report.batch_sizes[0]
-    at = report.at(batch)
-    return {
-        "batch_size": batch, "p50_ms": at["p50_ms"], "p95_ms": at["p95_ms"], "p99_ms": at["p99_ms"],
-        "throughput": report.at(max(report.batch_sizes))["throughput"], "peak_memory_mb": report.peak_memory_mb,
-        "size_bytes": variant.size_bytes, "report": _jsonable(report.to_dict()),
-        "accuracy": _jsonable(measurement.accuracy.to_dict()) if measurement.accuracy else {},
-        "verdict": _jsonable(measurement.verdict.to_dict()), "passed": measurement.verdict.passed,
-        "fingerprint": _jsonable(report.fingerprint), "fingerprint_hash": fingerprint_hash(report.fingerprint),
-    }
-
-
-def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
-    """A short stable digest of a hardware fingerprint (results compare only within one)."""
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _evaluate(context: JobContext) -> dict[str, Any]:
-    """Benchmark and check accuracy of every ONNX variant of the job; rank them; advise."""
+    """Benchmark every ONNX variant of the job together in interleaved rounds, check accuracy,
+    judge each under the job's profile (or measure without judging), rank with ties, advise."""
     job = context.job
     variants = _variants_to_evaluate(context)
-    spec = readiness.ProfileSpec.from_dict(job.profile.spec()) if job.profile else readiness.ProfileSpec()
-    setup = evaluation_setup(context.version, spec)
-    config = bench_config(job.options.get("bench") or {}, spec)
+    setup = measurement.evaluation_setup(context.version, job.profile)
+    config = measurement.bench_config(job.options.get("bench") or {}, setup.spec)
     BenchmarkResult.objects.filter(job=job).delete()  # a re-run after a crash measures afresh, once
-    reports: dict[int, Any] = {}
-    candidates = []
-    verdicts: dict[str, Any] = {}
-    for index, variant in enumerate(variants):
-        context.check_cancel()
-        services.job_event(job=job, message=f"measuring {variant.name}", step=f"benchmark {variant.name}",
-                           progress=PLAN_SHARE + (100 - PLAN_SHARE) * index / max(1, len(variants)))
-        try:
-            measured = measure_variant(variant, setup, config, parent_bench=reports.get(variant.parent_id))
-        except bench.BenchError as exc:
-            services.job_event(job=job, message=f"{variant.name}: benchmark failed: {exc}", level="error")
-            continue
-        reports[variant.pk] = measured.report
-        _save_result(job, variant, spec, measured)
-        verdicts[variant.name] = measured.verdict.to_dict()
-        candidates.append(_candidate(variant, spec, measured.report, measured.accuracy, measured.verdict,
-                                     setup.reference_accuracy))
+    context.check_cancel()
+    names = ", ".join(v.name for v in variants)
+    services.job_event(job=job, message=f"measuring {names} together in interleaved rounds", step="benchmark",
+                       progress=PLAN_SHARE)
+    measured, errors = measurement.measure_variants(variants, setup, config)
+    for variant in variants:
+        if variant.pk in errors:
+            services.job_event(job=job, message=f"{variant.name}: benchmark failed: {errors[variant.pk]}", level="error")
+    if variants and not measured:
+        raise bench.BenchError(f"No variant could be measured: {'; '.join(errors.values())}")
+    for variant in variants:
+        if variant.pk in measured:
+            _save_result(job, variant, setup, measured[variant.pk])
+    return _judgment(job, setup, variants, measured)
+
+
+def _judgment(job: OptimizationJob, setup: measurement.EvaluationSetup, variants: list[Variant],
+              measured: dict[int, measurement.Measurement]) -> dict[str, Any]:
+    """The job's result: one judgment (job, profile, fingerprint, time) with its ranking and advice."""
+    reports = {pk: m.report for pk, m in measured.items()}
+    reference = setup.reference
+    candidates = [_candidate(v, setup, measured[v.pk], reports) for v in variants if v.pk in measured]
     ranking = planner.rank(candidates)
     fingerprint = next(iter(reports.values())).fingerprint if reports else {}
-    reference = setup.reference
     advice = advisor.advise(candidates, reference=reference.name if reference else Variant.ORIGINAL,
-                            target=spec.target, fingerprint=fingerprint, ranking=ranking)
-    return {"best": ranking.best, "best_effort": ranking.best_effort, "ranking": ranking.to_dict(),
-            "verdicts": verdicts, "advice": advice, "task": setup.task}
+                            target=setup.spec.target, fingerprint=fingerprint, ranking=ranking)
+    return {"judgment": {"job": job.pk, "profile": job.profile.name if job.profile else None,
+                         "spec": setup.spec.to_dict() if setup.judged else None, "judged": setup.judged,
+                         "statistic": setup.spec.statistic, "batch_size": setup.spec.batch_size,
+                         "fingerprint_hash": measurement.fingerprint_hash(fingerprint) if fingerprint else "",
+                         "at": timezone.now().isoformat()},
+            "best": ranking.best, "best_effort": ranking.best_effort, "ranking": ranking.to_dict(),
+            "verdicts": {v.name: measured[v.pk].verdict.to_dict() for v in variants if v.pk in measured},
+            "comparisons": {c.name: c.speedup for c in candidates if c.speedup},
+            "advice": advice, "task": setup.task}
 
 
 def _variants_to_evaluate(context: JobContext) -> list[Variant]:
@@ -341,39 +271,30 @@ def _variants_to_evaluate(context: JobContext) -> list[Variant]:
     return [v for v in chosen if v.status == Variant.Status.READY and v.format == "onnx"]
 
 
-def _reference(version: Any) -> Variant | None:
-    """What accuracy is measured against: the original, or its ONNX export for TorchScript."""
-    versions = version.variants.filter(status=Variant.Status.READY)
-    original = versions.get(name=Variant.ORIGINAL)
-    if original.format == "onnx":
-        return original
-    return versions.filter(pass_name="export").order_by("created_at").first()
-
-
-def _variant_signature(path: Path, fallback: formats.Signature) -> formats.Signature:
-    try:
-        return formats.signature_from_onnx(path)
-    except Exception:  # noqa: BLE001 - the bench subprocess reports unreadable files itself
-        return fallback
-
-
-def _accuracy(reference: Variant | None, variant: Variant, validation: Path | None, task: str) -> Any:
-    if reference is None or validation is None:
-        return None
-    return accuracy.evaluate(artifacts.local_path(reference.storage_key), artifacts.local_path(variant.storage_key),
-                             validation, task=task)
-
-
-def _save_result(job: OptimizationJob, variant: Variant, spec: Any, measured: Measurement) -> None:
+def _save_result(job: OptimizationJob, variant: Variant, setup: measurement.EvaluationSetup,
+                 measured: measurement.Measurement) -> None:
     kind = BenchmarkResult.Kind.JOB if job.kind == OptimizationJob.Kind.OPTIMIZE else BenchmarkResult.Kind.ON_DEMAND
     BenchmarkResult.objects.create(variant=variant, job=job, profile=job.profile, kind=kind,
-                                   **result_fields(variant, spec, measured))
+                                   **measurement.result_fields(variant, setup, measured))
 
 
-def _candidate(variant: Variant, spec: Any, report: Any, acc: Any, verdict: Any, ref_accuracy: Any) -> Any:
+def _depth(variant: Variant) -> int:
+    """Passes between the upload and this variant (the original and a TorchScript's export count 0)."""
+    depth, current = 0, variant
+    while current.parent_id is not None and current.pass_name != "export":
+        depth, current = depth + 1, current.parent
+    return depth
+
+
+def _candidate(variant: Variant, setup: measurement.EvaluationSetup, measured: measurement.Measurement,
+               reports: dict[int, Any]) -> planner.Candidate:
+    reference = reports.get(setup.reference.pk) if setup.reference else None
     return planner.make_candidate(name=variant.name, parent=variant.parent.name if variant.parent else None,
-                                  pass_name=variant.pass_name, profile=spec, bench=report, accuracy=acc,
-                                  verdict=verdict, reference_accuracy=ref_accuracy, options=variant.config)
+                                  pass_name=variant.pass_name, profile=setup.spec, bench=measured.report,
+                                  accuracy=measured.accuracy, verdict=measured.verdict,
+                                  reference_accuracy=setup.reference_accuracy, options=variant.config,
+                                  reference_bench=reference, parent_bench=reports.get(variant.parent_id),
+                                  depth=_depth(variant))
 
 
 def _auto_promote(job: OptimizationJob, result: dict[str, Any]) -> None:

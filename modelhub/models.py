@@ -6,12 +6,12 @@ read-only helpers only.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
 from django.db.models import Q
+
+from workers.evaluation.readiness import ProfileSpec
 
 
 class Task(models.TextChoices):
@@ -112,11 +112,17 @@ class Dataset(models.Model):
 
 
 class ReadinessProfile(models.Model):
-    """What a variant must meet to be promoted: size, latency, memory, accuracy, speed-up."""
+    """What a variant must meet to be promoted: size, latency, memory, accuracy, speed-up; and the
+    latency statistic that ranks variants."""
 
     class Target(models.TextChoices):
         CPU = "cpu", "CPU"
         CUDA = "cuda", "CUDA GPU"
+
+    class Statistic(models.TextChoices):
+        P50 = "p50", "p50 (median)"
+        P95 = "p95", "p95"
+        P99 = "p99", "p99"
 
     name = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
@@ -128,9 +134,12 @@ class ReadinessProfile(models.Model):
     accuracy_metric = models.CharField(max_length=30, blank=True, help_text="Empty: the task's default metric.")
     min_accuracy = models.FloatField(null=True, blank=True)
     max_accuracy_drop = models.FloatField(null=True, blank=True)
-    min_speedup = models.FloatField(null=True, blank=True, help_text="Minimum speed-up (p95) over the parent.")
+    min_speedup = models.FloatField(null=True, blank=True,
+                                    help_text="Minimum speed-up over the parent, in the ranking statistic.")
     target = models.CharField(max_length=10, choices=Target.choices, default=Target.CPU)
     threads = models.PositiveSmallIntegerField(default=1)
+    statistic = models.CharField(max_length=4, choices=Statistic.choices, default=Statistic.P50,
+                                 help_text="The latency statistic that ranks variants and measures speed-ups.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -139,13 +148,47 @@ class ReadinessProfile(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def spec(self) -> dict[str, Any]:
-        """The profile as the pure engine's ProfileSpec dictionary."""
+    def to_spec(self) -> ProfileSpec:
+        """The profile as the pure engine's ProfileSpec (the limits a judgment is made under)."""
         fields = ["max_size_mb", "max_p95_ms", "max_p99_ms", "batch_size", "max_peak_memory_mb", "min_accuracy",
-                  "max_accuracy_drop", "min_speedup", "target", "threads"]
-        spec = {name: getattr(self, name) for name in fields}
-        spec["accuracy_metric"] = self.accuracy_metric or None
-        return spec
+                  "max_accuracy_drop", "min_speedup", "target", "threads", "statistic"]
+        return ProfileSpec(**{name: getattr(self, name) for name in fields}, accuracy_metric=self.accuracy_metric or None)
+
+
+class GoverningProfile(models.Model):
+    """The readiness profile that governs an alias of a model: nothing is promoted to the alias
+    without a judgment under it, unless an approver forces it with a reason. Set by a maintainer
+    through ``services.governing_profile_set``, which audits every change."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="governing_profiles")
+    alias = models.SlugField(max_length=50, default="production")
+    profile = models.ForeignKey(ReadinessProfile, on_delete=models.PROTECT, related_name="governs")
+    set_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    set_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model", "alias"], name="one_governing_profile_per_alias")]
+
+    def __str__(self) -> str:
+        return f"{self.model.name}@{self.alias} governed by {self.profile.name}"
+
+
+class GoverningProfileChange(models.Model):
+    """Audit of every change of a governing profile: who, when, from which profile to which, why."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="governing_changes")
+    alias = models.SlugField(max_length=50)
+    from_profile = models.CharField(max_length=100, blank=True)
+    to_profile = models.CharField(max_length=100)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    at = models.DateTimeField(auto_now_add=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.model.name}@{self.alias}: {self.from_profile or '(none)'} -> {self.to_profile}"
 
 
 class Variant(models.Model):
@@ -195,9 +238,8 @@ class Variant(models.Model):
         return f"v{self.version.number}/{self.name}"
 
     def latest_result(self) -> BenchmarkResult | None:
-        # A nightly row without a verdict is a claim still being measured, not a result yet.
-        finished = self.results.exclude(kind=BenchmarkResult.Kind.NIGHTLY, passed__isnull=True)
-        return finished.order_by("-created_at", "-id").first()
+        """The newest finished measurement of any kind (a nightly claim still being measured is not one)."""
+        return self.results.filter(pending=False).order_by("-created_at", "-id").first()
 
 
 class OptimizationJob(models.Model):
@@ -261,11 +303,17 @@ class BenchmarkResult(models.Model):
     profile = models.ForeignKey(ReadinessProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.JOB)
     night = models.DateField(null=True, blank=True)
+    pending = models.BooleanField(default=False, help_text="A nightly claim still being measured.")
     batch_size = models.PositiveIntegerField(default=1)
+    statistic = models.CharField(max_length=4, default="p50", help_text="The statistic that ranked this run.")
     p50_ms = models.FloatField(null=True)
     p95_ms = models.FloatField(null=True)
     p99_ms = models.FloatField(null=True)
-    throughput = models.FloatField(null=True, help_text="Samples per second at the largest batch measured.")
+    intervals = models.JSONField(default=dict, blank=True,
+                                 help_text="p50/p95/p99 at batch_size: value, 95 % interval, calls, enough.")
+    throughput = models.FloatField(null=True, help_text="Samples per second at throughput_batch.")
+    throughput_batch = models.PositiveIntegerField(null=True, blank=True)
+    profile_spec = models.JSONField(default=dict, blank=True, help_text="The profile's limits when judged.")
     peak_memory_mb = models.FloatField(null=True)
     size_bytes = models.BigIntegerField(default=0)
     report = models.JSONField(default=dict)
@@ -319,6 +367,9 @@ class PromotionEvent(models.Model):
     reason = models.TextField(blank=True)
     forced = models.BooleanField(default=False)
     verdict = models.JSONField(default=dict, blank=True, help_text="The verdict of the variant when promoted.")
+    profile_name = models.CharField(max_length=100, blank=True, help_text="The governing profile when promoted.")
+    judgment = models.ForeignKey(BenchmarkResult, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 help_text="The result that made it promotable (none when forced).")
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -329,14 +380,17 @@ class PromotionEvent(models.Model):
 
 class Regression(models.Model):
     """A nightly measurement of a production variant (or a link of its fallback chain) that got
-    worse than its recent baseline: p95 above the noise band, or a readiness verdict that flipped.
+    worse than its recent baseline: tonight's declared latency statistic (p50 unless the profile says
+    otherwise) with its whole interval above the baseline's band, or a readiness verdict that flipped.
 
     At most one open (unacknowledged) regression per variant and metric: later nights that are
     still worse update it (``last_night``, ``nights``) instead of raising a new alarm.
     """
 
     class Metric(models.TextChoices):
+        P50 = "p50_ms", "p50 latency"
         P95 = "p95_ms", "p95 latency"
+        P99 = "p99_ms", "p99 latency"
         READINESS = "readiness", "readiness verdict"
 
     variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="regressions")
@@ -346,9 +400,9 @@ class Regression(models.Model):
     last_night = models.DateField(help_text="The latest night still worse than the baseline.")
     nights = models.PositiveIntegerField(default=1, help_text="Nights it was seen while open.")
     metric = models.CharField(max_length=20, choices=Metric.choices)
-    baseline = models.FloatField(null=True, help_text="Median p95 (ms) of the baseline nights.")
-    value = models.FloatField(null=True, help_text="Tonight's p95 (ms).")
-    ratio = models.FloatField(null=True, help_text="Tonight's p95 over the baseline median.")
+    baseline = models.FloatField(null=True, help_text="Median of the statistic (ms) over the baseline nights.")
+    value = models.FloatField(null=True, help_text="Tonight's value of the statistic (ms).")
+    ratio = models.FloatField(null=True, help_text="Tonight's value over the baseline median.")
     reasons = models.JSONField(default=list)
     details = models.JSONField(default=dict, blank=True, help_text="The full check: baseline stats, setup, role.")
     acknowledged = models.BooleanField(default=False)

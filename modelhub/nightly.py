@@ -2,23 +2,43 @@
 
 Every night (beat entry ``nightly-rebenchmark``, or ``manage.py rebenchmark`` by hand) each
 production variant is measured again together with its fallback chain: its ancestors up to the
-original, then the variant that served before the last promotion. Each is measured with the
-settings of its baseline (the latest job or on-demand result: the same bench options, batch
-sizes, threads and provider, and the same readiness profile for the verdict) and stored as a
-``BenchmarkResult(kind=nightly, night=...)``.
+original, then the variant that served before the last promotion. Each is stored as a
+``BenchmarkResult(kind=nightly, night=...)``: a series of its own, never a job's result, with the
+declared statistic (``statistic``) and the p50/p95/p99 intervals of the night (``intervals``).
 
-Once per (variant, night), whoever asks: the nightly row is created first, as a claim (the
-unique constraint lets one runner have it), and filled in when measured. A claim whose runner
-died is taken over after ``CLAIM_STALE_S``, or at once by the same task re-delivered.
+Which settings and which judge. A link is measured with the settings of its baseline (the
+latest job or on-demand result: the same bench options, batch sizes, threads and provider) and
+judged under the baseline's readiness profile, so that its nights stay comparable with what was
+measured when it was made. The production variant is the exception when ``model@production``
+has a governing profile (``modelhub.gate``): it is judged under that profile, with the baseline's
+bench options adjusted to the profile's batch size, threads, target and calls. Its nightly verdict
+then answers the question that matters for what serves: would it still pass the gate today? The
+other links keep their baseline's judge; a rollback to one of them passes the gate anyway.
 
-Each new measurement is compared with the variant's recent nights on the same hardware by
-``workers.evaluation.regression``. A regression becomes a ``Regression`` row (one open per
-variant and metric), a WARNING on the ``modelhub.nightly`` logger, the
-``modelhub_regressions_open`` gauge and, when configured, a signed webhook.
+Measured together. The links of one version that share a judge and bench settings are measured
+in one interleaved run (``measurement.measure_variants``), so drift of the machine hits them
+alike and a speed-up over a parent is paired round by round; groups go in chain order, ancestors
+first. A link that cannot be measured fails alone; if the shared run itself fails, each link of
+the group is measured on its own.
+
+Once per (variant, night), whoever asks: before a group is measured, each of its links gets its
+nightly row, created as a claim (``pending``; the unique constraint lets one runner have it), and
+filled in when measured. Links claimed by another run are skipped. A claim whose runner died is
+taken over after ``CLAIM_STALE_S``, or at once by the same task re-delivered.
+
+Each new measurement is compared with the variant's recent nights on the same setup by
+``workers.evaluation.regression``: tonight's declared statistic and its interval against the band
+of the baseline nights. A regression becomes a ``Regression`` row (one open per variant and
+metric; the statistic, tonight's interval and the baseline are in ``details``), a WARNING on the
+``modelhub.nightly`` logger, the ``modelhub_regressions_open`` gauge and, when configured, a
+signed webhook.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -33,24 +53,25 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from modelhub import job_runner, roles, webhooks
+from modelhub import gate, measurement, roles, webhooks
 from modelhub.errors import Forbidden, Invalid, NotFound
 from modelhub.models import (
     BenchmarkResult,
     Deployment,
     ModelFormat,
     PromotionEvent,
+    ReadinessProfile,
     RegisteredModel,
     Regression,
     Variant,
 )
-from workers.evaluation import bench, readiness
+from workers.evaluation import bench, readiness, stats
 from workers.evaluation import regression as detector
 
 log = logging.getLogger(__name__)
 
 ALIAS = "production"
-CLAIM_STALE_S = 1800  # longer than any one variant's measurement (bench timeout + accuracy)
+CLAIM_STALE_S = 1800  # longer than any one group's measurement (bench timeouts + accuracy)
 MAX_LINEAGE = 50
 POLICY = detector.Policy()
 NIGHTLY = BenchmarkResult.Kind.NIGHTLY
@@ -68,7 +89,8 @@ class NightlyTarget:
 
 @dataclass
 class VariantNight:
-    """What happened to one variant tonight: measured, failed (could not be measured) or skipped."""
+    """What happened to one variant tonight: measured, failed (could not be measured) or skipped;
+    the declared statistic with its interval, and p95 (shown by the command)."""
 
     model: str
     variant: str
@@ -76,12 +98,16 @@ class VariantNight:
     status: str
     detail: str = ""
     p95_ms: float | None = None
+    statistic: str = "p50"
+    value_ms: float | None = None
+    interval: list[float] | None = None
     check: dict[str, Any] = field(default_factory=dict)
     regressions: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "variant": self.variant, "role": self.role, "status": self.status,
-                "detail": self.detail, "p95_ms": self.p95_ms, "check": self.check, "regressions": self.regressions}
+                "detail": self.detail, "p95_ms": self.p95_ms, "statistic": self.statistic, "value_ms": self.value_ms,
+                "interval": self.interval, "check": self.check, "regressions": self.regressions}
 
 
 @dataclass
@@ -100,6 +126,26 @@ class NightlyReport:
                 "variants": [v.to_dict() for v in self.variants]}
 
 
+@dataclass(frozen=True)
+class NightlyPlan:
+    """How one link is measured tonight: its judge (a profile, or None: measured, not judged, and
+    the limits it stands for) and its bench settings. Links of one version with the same judge and
+    settings are measured together (``group``)."""
+
+    target: NightlyTarget
+    profile: ReadinessProfile | None
+    spec: readiness.ProfileSpec
+    config: bench.BenchConfig
+
+    @property
+    def variant(self) -> Variant:
+        return self.target.variant
+
+    @property
+    def group(self) -> tuple[Any, ...]:
+        return self.variant.version_id, self.profile.pk if self.profile else None, self.spec, self.config
+
+
 @dataclass
 class _Run:
     """One runner's state for a night: who it is, its clock, and what it measured so far."""
@@ -108,12 +154,12 @@ class _Run:
     owner: str
     now: datetime
     reports: dict[int, bench.BenchReport] = field(default_factory=dict)
-    setups: dict[tuple[int, readiness.ProfileSpec], job_runner.EvaluationSetup] = field(default_factory=dict)
+    setups: dict[tuple[Any, ...], measurement.EvaluationSetup] = field(default_factory=dict)
 
-    def setup(self, variant: Variant, spec: readiness.ProfileSpec) -> job_runner.EvaluationSetup:
-        key = (variant.version_id, spec)
+    def setup(self, plan: NightlyPlan) -> measurement.EvaluationSetup:
+        key = (plan.variant.version_id, plan.profile.pk if plan.profile else None, plan.spec)
         if key not in self.setups:
-            self.setups[key] = job_runner.evaluation_setup(variant.version, spec)
+            self.setups[key] = measurement.evaluation_setup(plan.variant.version, plan.profile, plan.spec)
         return self.setups[key]
 
 
@@ -151,6 +197,41 @@ def _chain(deployment: Deployment) -> list[tuple[Variant, str]]:
     return [(v, role) for v, role in chain if v.status == Variant.Status.READY and v.format == ModelFormat.ONNX]
 
 
+def nightly_plan(target: NightlyTarget) -> NightlyPlan:
+    """The baseline's judge and settings; for the production variant, the alias's governing
+    profile when it has one (see the module docstring)."""
+    profile, spec, config = baseline_settings(target.variant)
+    if target.role == "production":
+        governing = gate.governing_profile(model=target.model, alias=target.alias)
+        if governing is not None:
+            profile, spec = governing, governing.to_spec()
+            config = _config_under(spec, config)
+    return NightlyPlan(target=target, profile=profile, spec=spec, config=config)
+
+
+def _config_under(spec: readiness.ProfileSpec, config: bench.BenchConfig) -> bench.BenchConfig:
+    """The baseline's bench options with a profile's batch size, threads, target and calls."""
+    return dataclasses.replace(config, batch_sizes=tuple(sorted({*config.batch_sizes, spec.batch_size})),
+                               threads=spec.threads, provider=spec.target,
+                               iterations=max(config.iterations, spec.min_calls))
+
+
+def _groups(plans: list[NightlyPlan]) -> list[list[NightlyPlan]]:
+    """Plans measured together, in chain order: a plan joins the latest group of its key unless
+    its parent is measured in a later group (a parent is always measured first)."""
+    groups: list[list[NightlyPlan]] = []
+    latest: dict[tuple[Any, ...], int] = {}
+    group_of: dict[int, int] = {}
+    for plan in plans:
+        at = latest.get(plan.group)
+        if at is None or group_of.get(plan.variant.parent_id, -1) > at:
+            at = latest[plan.group] = len(groups)
+            groups.append([])
+        groups[at].append(plan)
+        group_of[plan.variant.pk] = at
+    return groups
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -166,11 +247,16 @@ def nightly_run(*, night: date | None = None, model: str | None = None, now: dat
     now = now or timezone.now()
     run = _Run(night=night or timezone.localdate(now), owner=owner or _default_owner(), now=now)
     targets = nightly_targets(model=model)
-    report = NightlyReport(night=run.night)
-    for done, target in enumerate(targets, start=1):
-        report.variants.append(_variant_night(run, target))
+    outcomes: dict[int, VariantNight] = {}
+
+    def done(plan: NightlyPlan, outcome: VariantNight) -> None:
+        outcomes[plan.variant.pk] = outcome
         if progress is not None:
-            progress(report.variants[-1], done, len(targets))
+            progress(outcome, len(outcomes), len(targets))
+
+    for group in _groups([nightly_plan(target) for target in targets]):
+        _group_night(run, group, done)
+    report = NightlyReport(night=run.night, variants=[outcomes[target.variant.pk] for target in targets])
     log.info("nightly %s: %d measured, %d failed, %d skipped, %d regression(s)", run.night.isoformat(),
              report.count("measured"), report.count("failed"), report.count("skipped"),
              len(report.to_dict()["regressions"]))
@@ -181,24 +267,41 @@ def _default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _variant_night(run: _Run, target: NightlyTarget) -> VariantNight:
-    variant = target.variant
-    outcome = VariantNight(model=target.model.name, variant=variant.label, role=target.role, status="skipped")
-    row = _claim(run, variant)
-    if row is None:
-        outcome.detail = "already measured, or being measured by another run"
-        return outcome
-    fields = _measure(run, variant)
+def _outcome(plan: NightlyPlan, status: str = "skipped", detail: str = "") -> VariantNight:
+    return VariantNight(model=plan.target.model.name, variant=plan.variant.label, role=plan.target.role,
+                        status=status, detail=detail, statistic=plan.spec.statistic)
+
+
+def _group_night(run: _Run, group: list[NightlyPlan], done: Callable[[NightlyPlan, VariantNight], None]) -> None:
+    """Claim each link of a group, measure the claimed ones together, then record each."""
+    claimed: list[tuple[NightlyPlan, BenchmarkResult]] = []
+    for plan in group:
+        row = _claim(run, plan.variant)
+        if row is None:
+            done(plan, _outcome(plan, detail="already measured, or being measured by another run"))
+        else:
+            claimed.append((plan, row))
+    if not claimed:
+        return
+    fields = _measure(run, [plan for plan, _ in claimed])
+    for plan, row in claimed:
+        done(plan, _finish(run, plan, row, fields[plan.variant.pk]))
+
+
+def _finish(run: _Run, plan: NightlyPlan, row: BenchmarkResult, fields: dict[str, Any]) -> VariantNight:
+    """Record a claimed link's measurement, compare it with its recent nights, raise regressions."""
     if not _record(run, row, fields):
-        outcome.detail = "another run took over the claim"
-        return outcome
+        return _outcome(plan, detail="another run took over the claim")
     row.refresh_from_db()
-    check = _check(row)
-    outcome.status = "measured" if row.p95_ms is not None else "failed"
+    point = night_point(row)
+    check = _check(row, point)
+    outcome = _outcome(plan, status="measured" if row.p95_ms is not None else "failed")
     outcome.detail = "; ".join(row.verdict.get("failures", [])) if outcome.status == "failed" else check.status
-    outcome.p95_ms, outcome.check = row.p95_ms, check.to_dict()
+    outcome.p95_ms, outcome.statistic, outcome.value_ms = row.p95_ms, point.statistic, point.value_ms
+    outcome.interval = [point.low_ms, point.high_ms] if point.measured else None
+    outcome.check = check.to_dict()
     if check.regressed:
-        outcome.regressions = _raise_regressions(target, row, check)
+        outcome.regressions = _raise_regressions(plan.target, row, check)
     return outcome
 
 
@@ -206,28 +309,28 @@ def _claim(run: _Run, variant: Variant) -> BenchmarkResult | None:
     """Create tonight's row (ours), or take over an unfinished one that is ours or has lapsed."""
     try:
         with transaction.atomic():
-            return BenchmarkResult.objects.create(variant=variant, kind=NIGHTLY, night=run.night,
+            return BenchmarkResult.objects.create(variant=variant, kind=NIGHTLY, night=run.night, pending=True,
                                                   size_bytes=variant.size_bytes, report={"claimed_by": run.owner})
     except IntegrityError:
         pass
     lapsed = run.now - timedelta(seconds=CLAIM_STALE_S)
     retaken = (BenchmarkResult.objects
                .filter(Q(report__claimed_by=run.owner) | Q(created_at__lt=lapsed), variant=variant, kind=NIGHTLY,
-                       night=run.night, passed__isnull=True)
+                       night=run.night, pending=True)
                .update(report={"claimed_by": run.owner}, created_at=timezone.now()))
     return BenchmarkResult.objects.get(variant=variant, kind=NIGHTLY, night=run.night) if retaken else None
 
 
 def _record(run: _Run, row: BenchmarkResult, fields: dict[str, Any]) -> bool:
     """Fill in our claimed row; False when another run took the claim over meanwhile."""
-    return bool(BenchmarkResult.objects.filter(pk=row.pk, passed__isnull=True, report__claimed_by=run.owner)
-                .update(created_at=timezone.now(), **fields))
+    return bool(BenchmarkResult.objects.filter(pk=row.pk, pending=True, report__claimed_by=run.owner)
+                .update(created_at=timezone.now(), pending=False, **fields))
 
 
 def _baseline(variant: Variant) -> BenchmarkResult | None:
     """The measurement whose settings the nightly one repeats: the latest job or on-demand result."""
     return (variant.results.filter(kind__in=[BenchmarkResult.Kind.JOB, BenchmarkResult.Kind.ON_DEMAND],
-                                   p95_ms__isnull=False)
+                                   p95_ms__isnull=False, pending=False)
             .select_related("profile").order_by("-created_at", "-id").first())
 
 
@@ -239,65 +342,117 @@ def baseline_settings(variant: Variant) -> tuple[Any, readiness.ProfileSpec, ben
     config_dict = (baseline.report or {}).get("config") if baseline else None
     config = bench.BenchConfig.from_dict(config_dict) if config_dict else None
     if profile is not None:
-        spec = readiness.ProfileSpec.from_dict(profile.spec())
+        spec = profile.to_spec()
     elif baseline is not None and config is not None:  # its profile was deleted: keep what it measured
-        spec = readiness.ProfileSpec(batch_size=baseline.batch_size, threads=config.threads, target=config.provider)
+        spec = readiness.ProfileSpec(batch_size=baseline.batch_size, threads=config.threads, target=config.provider,
+                                     statistic=_statistic(baseline.statistic))
     else:
         spec = readiness.ProfileSpec()
-    return profile, spec, config or job_runner.bench_config({}, spec)
+    return profile, spec, config or measurement.bench_config({}, spec)
 
 
-def _measure(run: _Run, variant: Variant) -> dict[str, Any]:
-    """The result columns of tonight's measurement, or of the failure to measure."""
-    profile, spec, config = baseline_settings(variant)
-    parent = run.reports.get(variant.parent_id) or _tonight_report(variant.parent_id, run.night)
+def _measure(run: _Run, plans: list[NightlyPlan]) -> dict[int, dict[str, Any]]:
+    """The result columns of each plan's measurement (or of its failure to be measured), by
+    variant id: the plans of one group measured together in interleaved rounds."""
+    first, variants = plans[0], [plan.variant for plan in plans]
     try:
-        measured = job_runner.measure_variant(variant, run.setup(variant, spec), config, parent_bench=parent)
+        setup = run.setup(first)
+        measured, errors = measurement.measure_variants(variants, setup, first.config, parents=_parents(run, variants))
     except Exception as exc:  # noqa: BLE001 - one variant that cannot be measured must not stop the night
-        log.warning("nightly %s: %s could not be measured: %s", run.night.isoformat(), variant.label, exc)
-        return {"profile": profile, **_failure_fields(variant, spec, config, exc)}
-    run.reports[variant.pk] = measured.report
-    return {"profile": profile, **job_runner.result_fields(variant, spec, measured)}
+        if len(plans) > 1:
+            log.warning("nightly %s: measuring %s together failed (%s); measuring each alone", run.night.isoformat(),
+                        ", ".join(v.label for v in variants), exc)
+            return {pk: fields for plan in plans for pk, fields in _measure(run, [plan]).items()}
+        return {first.variant.pk: _failure(run, first, exc)}
+    fields: dict[int, dict[str, Any]] = {}
+    for plan in plans:
+        variant = plan.variant
+        if variant.pk not in measured:
+            fields[variant.pk] = _failure(run, plan, errors.get(variant.pk, "no measurement came back"))
+            continue
+        run.reports[variant.pk] = measured[variant.pk].report
+        fields[variant.pk] = {"profile": plan.profile,
+                              **measurement.result_fields(variant, setup, measured[variant.pk])}
+    return fields
+
+
+def _parents(run: _Run, variants: list[Variant]) -> dict[int, bench.BenchReport]:
+    """Reports of parents measured outside this group tonight (by this run or another one)."""
+    ids = {variant.pk for variant in variants}
+    parents = {}
+    for parent_id in {variant.parent_id for variant in variants if variant.parent_id} - ids:
+        report = run.reports.get(parent_id) or _tonight_report(parent_id, run.night)
+        if report is not None:
+            parents[parent_id] = report
+    return parents
 
 
 def _tonight_report(variant_id: int | None, night: date) -> bench.BenchReport | None:
     """A parent measured tonight by another run (for the speed-up check)."""
     if variant_id is None:
         return None
-    row = BenchmarkResult.objects.filter(variant_id=variant_id, kind=NIGHTLY, night=night, p95_ms__isnull=False).first()
+    row = BenchmarkResult.objects.filter(variant_id=variant_id, kind=NIGHTLY, night=night, pending=False,
+                                         p95_ms__isnull=False).first()
     return bench.BenchReport.from_dict(row.report) if row is not None else None
 
 
-def _failure_fields(variant: Variant, spec: readiness.ProfileSpec, config: bench.BenchConfig,
-                    exc: Exception) -> dict[str, Any]:
-    # The same fingerprint a measurement would carry, so the failure compares with its own setup.
+def _failure(run: _Run, plan: NightlyPlan, exc: Exception | str) -> dict[str, Any]:
+    """The result columns of a link that could not be measured: a failed verdict under its judge,
+    with the fingerprint and setup a measurement would carry, so it compares with its own nights."""
+    log.warning("nightly %s: %s could not be measured: %s", run.night.isoformat(), plan.variant.label, exc)
+    spec, config = plan.spec, plan.config
     fingerprint = bench.hardware_fingerprint(config.provider, config.threads)
     failure = f"could not be measured: {exc}"
-    return {"batch_size": spec.batch_size, "p50_ms": None, "p95_ms": None, "p99_ms": None, "throughput": None,
-            "peak_memory_mb": None, "size_bytes": variant.size_bytes,
+    return {"profile": plan.profile, "batch_size": spec.batch_size, "statistic": spec.statistic, "p50_ms": None,
+            "p95_ms": None, "p99_ms": None, "intervals": {}, "throughput": None, "throughput_batch": None,
+            "peak_memory_mb": None, "size_bytes": plan.variant.size_bytes,
             "report": {"error": str(exc), "config": config.to_dict()}, "accuracy": {},
             "verdict": {"passed": False, "failures": [failure], "checks": []}, "passed": False,
-            "fingerprint": fingerprint, "fingerprint_hash": job_runner.fingerprint_hash(fingerprint)}
+            "profile_spec": spec.to_dict() if plan.profile is not None else {},
+            "fingerprint": fingerprint, "fingerprint_hash": measurement.fingerprint_hash(fingerprint)}
 
 
 # --- regressions -----------------------------------------------------------------------------
 
 
-def _point(night: date, p95_ms: float | None, passed: bool | None, fingerprint_hash: str, batch_size: int,
-           verdict: dict[str, Any]) -> detector.NightPoint:
-    return detector.NightPoint(night=night, p95_ms=p95_ms, passed=passed, fingerprint=fingerprint_hash,
-                                 batch_size=batch_size, failures=tuple(verdict.get("failures", [])))
+def _statistic(name: str | None) -> str:
+    return name if name in stats.QUANTILE else "p50"
 
 
-def _check(row: BenchmarkResult) -> detector.RegressionCheck:
-    """Compare tonight's row with the variant's earlier finished nights."""
+def _limits(profile_spec: dict[str, Any] | None) -> str:
+    """A short digest of the limits a verdict was made under ("" when not recorded)."""
+    if not profile_spec:
+        return ""
+    return hashlib.sha256(json.dumps(profile_spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def night_point(row: BenchmarkResult) -> detector.NightPoint:
+    """A nightly row as the detector sees it: its declared statistic with the interval and calls
+    behind it (rows from before intervals were kept: the point itself), its verdict and setup."""
+    statistic = _statistic(row.statistic)
+    value = getattr(row, f"{statistic}_ms")
+    interval = (row.intervals or {}).get(statistic) or {}
+    measured = value is not None and bool(interval)
+    return detector.NightPoint(
+        night=row.night, value_ms=value, passed=row.passed, fingerprint=row.fingerprint_hash,
+        batch_size=row.batch_size, failures=tuple((row.verdict or {}).get("failures", [])), statistic=statistic,
+        low_ms=interval.get("low") if measured else None, high_ms=interval.get("high") if measured else None,
+        calls=interval.get("calls") if measured else None, enough=bool(interval.get("enough", True)),
+        judged_by=_limits(row.profile_spec))
+
+
+_POINT_FIELDS = ("night", "statistic", "p50_ms", "p95_ms", "p99_ms", "intervals", "passed", "fingerprint_hash",
+                 "batch_size", "verdict", "profile_spec")
+
+
+def _check(row: BenchmarkResult, tonight: detector.NightPoint) -> detector.RegressionCheck:
+    """Compare tonight's row (as ``tonight``) with the variant's earlier finished nights."""
     since = row.night - timedelta(days=POLICY.max_age_nights)
     history = (BenchmarkResult.objects
-               .filter(variant_id=row.variant_id, kind=NIGHTLY, passed__isnull=False, night__lt=row.night,
+               .filter(variant_id=row.variant_id, kind=NIGHTLY, pending=False, night__lt=row.night,
                        night__gte=since)
-               .values_list("night", "p95_ms", "passed", "fingerprint_hash", "batch_size", "verdict"))
-    tonight = _point(row.night, row.p95_ms, row.passed, row.fingerprint_hash, row.batch_size, row.verdict)
-    return detector.detect(tonight, [_point(*values) for values in history], POLICY)
+               .only(*_POINT_FIELDS))
+    return detector.detect(tonight, [night_point(earlier) for earlier in history], POLICY)
 
 
 def _raise_regressions(target: NightlyTarget, row: BenchmarkResult, check: detector.RegressionCheck) -> list[int]:
@@ -313,14 +468,14 @@ def _raise_regressions(target: NightlyTarget, row: BenchmarkResult, check: detec
 
 def _regression_create(target: NightlyTarget, row: BenchmarkResult, check: detector.RegressionCheck, metric: str,
                        reason: str) -> Regression | None:
-    stats = check.baseline
+    base = check.baseline
     details = {**check.to_dict(), "role": target.role, "alias": target.alias, "fingerprint_hash": row.fingerprint_hash,
-               "batch_size": row.batch_size}
+               "batch_size": row.batch_size, "profile": row.profile.name if row.profile else None}
     try:
         with transaction.atomic():
             return Regression.objects.create(
                 variant=target.variant, result=row, night=row.night, last_night=row.night, metric=metric,
-                baseline=stats.median_ms if stats else None, value=check.value_ms, ratio=check.ratio,
+                baseline=base.median_ms if base else None, value=check.value_ms, ratio=check.ratio,
                 reasons=[reason], details=details)
     except IntegrityError:  # one is open already: the same news, another night
         Regression.objects.filter(variant=target.variant, metric=metric, acknowledged=False,
@@ -329,14 +484,17 @@ def _regression_create(target: NightlyTarget, row: BenchmarkResult, check: detec
 
 
 def regression_payload(found: Regression) -> dict[str, Any]:
-    """The webhook body of a regression: what, where, tonight against the baseline, and why."""
-    variant = found.variant
+    """The webhook body of a regression: what, where, tonight (the declared statistic with its 95 %
+    interval) against the baseline, and why."""
+    variant, details = found.variant, found.details
+    low, high = details.get("low_ms"), details.get("high_ms")
     return {
         "event": "regression", "id": found.pk, "model": variant.version.model.name,
-        "alias": found.details.get("alias", ALIAS), "role": found.details.get("role"), "variant": variant.name,
+        "alias": details.get("alias", ALIAS), "role": details.get("role"), "variant": variant.name,
         "version": variant.version.number, "night": found.night.isoformat(), "metric": found.metric,
-        "baseline_median_ms": found.baseline, "tonight_ms": found.value, "ratio": found.ratio,
-        "threshold_ms": (found.details.get("baseline") or {}).get("threshold_ms"), "reasons": list(found.reasons),
+        "statistic": details.get("statistic"), "baseline_median_ms": found.baseline, "tonight_ms": found.value,
+        "tonight_interval_ms": [low, high] if low is not None and high is not None else None, "ratio": found.ratio,
+        "threshold_ms": (details.get("baseline") or {}).get("threshold_ms"), "reasons": list(found.reasons),
         "fingerprint": found.result.fingerprint, "fingerprint_hash": found.result.fingerprint_hash,
     }
 
@@ -344,9 +502,11 @@ def regression_payload(found: Regression) -> dict[str, Any]:
 def _announce(found: Regression) -> None:
     """Tell people: a WARNING with the numbers, then the webhook when one is configured."""
     payload = regression_payload(found)
-    log.warning("regression of %s %s (%s) on %s: %s; baseline median %s ms, tonight %s ms, ratio %s, "
+    interval = payload["tonight_interval_ms"]
+    log.warning("regression of %s %s (%s) on %s: %s; baseline median %s ms, tonight %s ms%s, ratio %s, "
                 "fingerprint %s: %s", payload["model"], found.variant.label, payload["role"], payload["night"],
                 found.metric, _ms(found.baseline), _ms(found.value),
+                f" [{_ms(interval[0])}, {_ms(interval[1])}]" if interval else "",
                 f"{found.ratio:.3f}" if found.ratio is not None else "n/a", payload["fingerprint_hash"],
                 "; ".join(found.reasons))
     url = settings.MODELHUB_REGRESSION_WEBHOOK_URL

@@ -10,13 +10,14 @@ APPROVER = "approver"
 ROLES = (VIEWER, MAINTAINER, APPROVER)
 
 _VIEW = ["registeredmodel", "modelversion", "dataset", "readinessprofile", "variant", "optimizationjob",
-         "benchmarkresult", "deployment", "promotionevent", "regression"]
+         "benchmarkresult", "deployment", "promotionevent", "regression", "governingprofile", "governingprofilechange"]
 # Django admin permissions each role's group holds (the services check roles themselves).
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     VIEWER: [f"view_{m}" for m in _VIEW],
     MAINTAINER: [f"view_{m}" for m in _VIEW]
     + ["add_registeredmodel", "change_registeredmodel", "add_modelversion", "add_dataset", "add_readinessprofile",
-       "change_readinessprofile", "add_optimizationjob", "change_optimizationjob"],
+       "change_readinessprofile", "add_optimizationjob", "change_optimizationjob", "add_governingprofile",
+       "change_governingprofile"],
     APPROVER: [f"view_{m}" for m in _VIEW] + ["change_deployment", "add_promotionevent"],
 }
 

@@ -69,14 +69,51 @@ def deployment_variant(*, model: RegisteredModel, alias: str = "production") -> 
 
 
 def promotion_history(*, model: RegisteredModel) -> QuerySet[PromotionEvent]:
-    return model.promotions.select_related("from_variant__version", "to_variant__version", "by")
+    return model.promotions.select_related("from_variant__version", "to_variant__version", "by", "judgment")
 
 
-def variant_rows(*, version: ModelVersion) -> list[dict[str, Any]]:
-    """The variant table of a version: lineage, size and the latest measurement of each."""
+
+def earlier_variants(*, model: RegisteredModel, alias: str = "production") -> list[Variant]:
+    """Every variant that served ``model@alias`` before, most recent first, without the current one."""
+    current = deployment_variant(model=model, alias=alias)
+    seen = {current.pk} if current else set()
+    earlier = []
+    for event in model.promotions.filter(alias=alias).select_related("to_variant__version", "from_variant__version"):
+        for variant in (event.from_variant, event.to_variant):
+            if variant is not None and variant.pk not in seen and variant.status == Variant.Status.READY:
+                seen.add(variant.pk)
+                earlier.append(variant)
+    return earlier
+
+
+def version_chosen_variant(version: ModelVersion) -> Variant | None:
+    """The variant that speaks for a version (``?version=N``, compare pages): the one an approver
+    last promoted from it to any alias, else its own original ONNX, else its ONNX export, else the
+    original. Never "whatever the newest job liked"."""
+    ready = version.variants.filter(status=Variant.Status.READY)
+    event = PromotionEvent.objects.filter(to_variant__in=ready).select_related("to_variant").order_by("-at", "-id")
+    chosen = event.first()
+    if chosen is not None:
+        return chosen.to_variant
+    return (ready.filter(name=Variant.ORIGINAL, format="onnx").first()
+            or ready.filter(pass_name="export", format="onnx").order_by("created_at", "id").first()
+            or ready.filter(name=Variant.ORIGINAL).first())
+
+
+def judgment_jobs(*, version: ModelVersion) -> QuerySet[OptimizationJob]:
+    """The version's runs of record, newest first: succeeded optimize and benchmark jobs."""
+    return version.jobs.filter(status=OptimizationJob.Status.SUCCEEDED).select_related("profile")
+
+
+def variant_rows(*, version: ModelVersion, job: OptimizationJob | None = None) -> list[dict[str, Any]]:
+    """The variant table of a version under one judgment: lineage and size of every variant, and the
+    figures that ``job`` measured (None for a variant it did not measure), each stamped with its run.
+    Without ``job``: the latest succeeded job's. Nightly and other runs never mix in."""
+    job = job or judgment_jobs(version=version).first()
+    results = {r.variant_id: r for r in BenchmarkResult.objects.filter(job=job)} if job else {}
     rows = []
     for variant in version.variants.select_related("parent").order_by("created_at", "id"):
-        result: BenchmarkResult | None = variant.latest_result()
+        result: BenchmarkResult | None = results.get(variant.pk)
         rows.append({
             "name": variant.name,
             "pass": variant.pass_name,
@@ -87,10 +124,16 @@ def variant_rows(*, version: ModelVersion) -> list[dict[str, Any]]:
             "sha256": variant.sha256,
             "config": variant.config,
             "metrics": variant.metrics,
+            "run": {"job": job.pk, "at": result.created_at, "kind": result.kind,
+                    "profile": job.profile.name if job.profile else None} if result else None,
+            "batch_size": result.batch_size if result else None,
+            "statistic": result.statistic if result else None,
+            "intervals": result.intervals if result else {},
             "p50_ms": result.p50_ms if result else None,
             "p95_ms": result.p95_ms if result else None,
             "p99_ms": result.p99_ms if result else None,
             "throughput": result.throughput if result else None,
+            "throughput_batch": result.throughput_batch if result else None,
             "peak_memory_mb": result.peak_memory_mb if result else None,
             "accuracy": result.accuracy if result else {},
             "verdict": result.verdict if result else {},
@@ -105,7 +148,7 @@ def variant_rows(*, version: ModelVersion) -> list[dict[str, Any]]:
 def variant_history(*, variant: Variant, nights: int = 90) -> list[dict[str, Any]]:
     """The variant's nightly measurements, oldest first: p50 / p95 / p99 per night, the verdict,
     the setup they were taken on, and the metrics of any regression raised that night."""
-    rows = list(variant.results.filter(kind=BenchmarkResult.Kind.NIGHTLY, passed__isnull=False)
+    rows = list(variant.results.filter(kind=BenchmarkResult.Kind.NIGHTLY, pending=False)
                 .order_by("-night").values("night", "p50_ms", "p95_ms", "p99_ms", "passed", "batch_size",
                                            "fingerprint_hash")[:nights])
     raised: dict[Any, list[str]] = {}
@@ -131,5 +174,5 @@ def open_regression_counts() -> list[tuple[str, str, int]]:
 
 def nightly_last_result_at() -> Any:
     """When the newest finished nightly measurement was recorded (None before the first night)."""
-    return (BenchmarkResult.objects.filter(kind=BenchmarkResult.Kind.NIGHTLY, passed__isnull=False)
+    return (BenchmarkResult.objects.filter(kind=BenchmarkResult.Kind.NIGHTLY, pending=False)
             .aggregate(at=Max("created_at"))["at"])

@@ -18,11 +18,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from modelhub import artifacts, roles, selectors
+from modelhub import artifacts, gate, roles, selectors
 from modelhub.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from modelhub.models import (
     Dataset,
     Deployment,
+    GoverningProfile,
+    GoverningProfileChange,
     ModelFormat,
     ModelVersion,
     OptimizationJob,
@@ -434,24 +436,48 @@ def jobs_reconcile(*, stale_after_s: int = 600) -> dict[str, int]:
 # --- deployments ---------------------------------------------------------------------------
 
 
+def governing_profile_set(*, model: RegisteredModel, profile: ReadinessProfile, by: Any, alias: str = "production",
+                          reason: str = "") -> GoverningProfile:
+    """Make ``profile`` govern ``model@alias`` (maintainers). Changing a profile already set needs
+    a reason; every change is audited (GoverningProfileChange)."""
+    _require(by, roles.MAINTAINER, "set governing profiles")
+    if not name_is_valid(alias):
+        raise Invalid(f"Alias {alias!r} must be 1-{NAME_MAX_LENGTH} letters, digits, '_', '-' or inner dots.")
+    with transaction.atomic():
+        current = GoverningProfile.objects.select_for_update().filter(model=model, alias=alias).first()
+        if current is not None and current.profile_id == profile.pk:
+            return current
+        if current is not None and not reason.strip():
+            raise Invalid(f"{model.name}@{alias} is governed by {current.profile.name!r}; changing it needs a reason.")
+        GoverningProfileChange.objects.create(model=model, alias=alias, to_profile=profile.name, by=by, reason=reason,
+                                              from_profile=current.profile.name if current else "")
+        row, _ = GoverningProfile.objects.update_or_create(model=model, alias=alias,
+                                                           defaults={"profile": profile, "set_by": by})
+    return row
+
+
 def deployment_promote(*, model: RegisteredModel, variant: Variant, by: Any, alias: str = "production",
                        reason: str = "", force: bool = False, kind: str = PromotionEvent.Kind.PROMOTE) -> PromotionEvent:
-    """Make ``variant`` answer for ``model@alias``: refuse a failing variant unless forced with a
-    reason, warm its runtime first, switch atomically, audit, and tell every web process."""
+    """Make ``variant`` answer for ``model@alias``: only through the alias's gate (a passing judgment
+    under its governing profile, see ``modelhub.gate``) unless an approver forces it with a reason;
+    warm its runtime first, switch atomically, audit which it was, and tell every web process."""
     _require(by, roles.APPROVER, "promote or roll back variants")
     if variant.version.model_id != model.pk:
         raise Invalid(f"Variant {variant.label} does not belong to model {model.name}.")
     if variant.status != Variant.Status.READY or variant.version.status != ModelVersion.Status.READY:
         raise Invalid(f"Variant {variant.label} is not READY and cannot serve.")
-    result = variant.latest_result()
-    verdict = result.verdict if result else {}
-    failing = not result or result.passed is not True
-    if failing and not force:
-        why = "; ".join(verdict.get("failures", [])) or "it has no readiness verdict yet (benchmark it first)"
-        raise Invalid(f"Variant {variant.label} failed readiness: {why}. An approver may force it with a reason.")
+    decision = gate.decide(variant=variant, alias=alias)
+    if not decision.passed and not force:
+        raise Invalid(f"Variant {variant.label} cannot be promoted to {alias}: {decision.reason}. "
+                      "An approver may force it with a reason.")
     if force and not reason.strip():
         raise Invalid("A forced promotion needs a written reason.")
     _warm(variant)
+    return _switch(model, variant, by=by, alias=alias, reason=reason, kind=kind, decision=decision)
+
+
+def _switch(model: RegisteredModel, variant: Variant, *, by: Any, alias: str, reason: str, kind: str,
+            decision: gate.Decision) -> PromotionEvent:
     with transaction.atomic():
         current = Deployment.objects.select_for_update().filter(model=model, alias=alias).first()
         previous = current.variant if current else None
@@ -460,21 +486,31 @@ def deployment_promote(*, model: RegisteredModel, variant: Variant, by: Any, ali
             current.save(update_fields=["variant", "updated_at"])
         else:
             Deployment.objects.create(model=model, alias=alias, variant=variant)
-        event = PromotionEvent.objects.create(model=model, alias=alias, kind=kind, from_variant=previous,
-                                              to_variant=variant, by=by, reason=reason, forced=force and failing,
-                                              verdict=verdict)
+        event = PromotionEvent.objects.create(
+            model=model, alias=alias, kind=kind, from_variant=previous, to_variant=variant, by=by, reason=reason,
+            forced=not decision.passed, verdict=decision.result.verdict if decision.result else {},
+            profile_name=decision.profile.name if decision.profile else "",
+            judgment=decision.result if decision.passed else None)
         transaction.on_commit(lambda: _routing_changed(model))
     return event
 
 
-def deployment_rollback(*, model: RegisteredModel, by: Any, alias: str = "production", reason: str = "") -> PromotionEvent:
-    """Promote back the variant that served before the current one (one click in the admin)."""
+def deployment_rollback(*, model: RegisteredModel, by: Any, alias: str = "production", reason: str = "",
+                        force: bool = False) -> PromotionEvent:
+    """Go back to the last known good: the most recent earlier variant of ``model@alias`` that passes
+    the alias's governing profile. When none does, only an approver's forced rollback (with a reason)
+    goes to the variant that served before the current one."""
     _require(by, roles.APPROVER, "promote or roll back variants")  # before saying whether there is one
-    last = model.promotions.filter(alias=alias).first()
-    if last is None or last.from_variant is None:
+    plan = gate.rollback_plan(model=model, alias=alias)
+    if not plan.earlier:
         raise Invalid(f"{model.name}@{alias} has no earlier variant to roll back to.")
-    return deployment_promote(model=model, variant=last.from_variant, by=by, alias=alias, force=True,
-                              reason=reason or f"roll back from {last.to_variant.label}",
+    if plan.target is not None:
+        return deployment_promote(model=model, variant=plan.target, by=by, alias=alias,
+                                  kind=PromotionEvent.Kind.ROLLBACK, reason=reason or "roll back to the last known good")
+    if not force:
+        raise Invalid(f"No earlier variant of {model.name}@{alias} passes its governing profile. An approver may "
+                      f"force a rollback to {plan.forced_target.label} with a reason.")
+    return deployment_promote(model=model, variant=plan.forced_target, by=by, alias=alias, force=True, reason=reason,
                               kind=PromotionEvent.Kind.ROLLBACK)
 
 

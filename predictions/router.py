@@ -32,8 +32,9 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Max
 
+from modelhub import selectors
 from modelhub.errors import NotFound, ServiceError
-from modelhub.models import Deployment, ModelFormat, OptimizationJob, PromotionEvent, RegisteredModel, Variant
+from modelhub.models import Deployment, PromotionEvent, RegisteredModel, Variant
 from predictions import cache, inputs, metrics, runtime
 from predictions.runtime import VariantSpec
 
@@ -113,21 +114,15 @@ def _variants() -> Any:
 
 
 def _version_variant(model: RegisteredModel, number: int) -> Variant:
-    """A version's best READY variant (its last successful optimization's "best"), else its original
-    ONNX (or the ONNX export of a TorchScript original)."""
+    """The variant an approver chose for the version, else its own original (see
+    ``selectors.version_chosen_variant``): a maintainer's new job never changes what it serves."""
     version = model.versions.filter(number=number, status="READY").first()
     if version is None:
         raise NotFound(f"Model {model.name} has no READY version {number}.")
-    ready = _variants().filter(version=version, status=Variant.Status.READY)
-    job = version.jobs.filter(status=OptimizationJob.Status.SUCCEEDED, kind=OptimizationJob.Kind.OPTIMIZE).first()
-    best = job.result.get("best") if job else None
-    chosen = (ready.filter(name=best).first() if best else None) \
-        or ready.filter(name=Variant.ORIGINAL, format=ModelFormat.ONNX).first() \
-        or ready.filter(pass_name="export", format=ModelFormat.ONNX).order_by("created_at", "id").first() \
-        or ready.filter(name=Variant.ORIGINAL).first()
+    chosen = selectors.version_chosen_variant(version)
     if chosen is None:
         raise NotFound(f"Version {number} of {model.name} has no servable variant.")
-    return chosen
+    return _variants().get(pk=chosen.pk)
 
 
 def _previous_production(model: RegisteredModel, alias: str, current: Variant) -> Variant | None:

@@ -2,8 +2,9 @@
 
 A plan is a list of ``PlanStep``: each step runs one pass on the model produced by an earlier step
 (or on the uploaded ``original``). After benchmarking and the readiness verdict each variant
-becomes a ``Candidate``; ``rank`` orders the passing ones, draws the Pareto frontier and rejects
-variants that gain nothing over their parent.
+becomes a ``Candidate``; ``rank`` orders the passing ones (ties declared where the intervals say
+two variants cannot be told apart), draws the Pareto frontier and rejects variants that gain
+nothing over their parent.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from workers.evaluation import stats
 from workers.evaluation.accuracy import HIGHER_IS_BETTER, AccuracyReport
 from workers.evaluation.bench import BenchReport
 from workers.evaluation.readiness import ProfileSpec, Verdict, reference_value
@@ -21,9 +23,6 @@ ORIGINAL = "original"
 TARGETS = ("cpu", "cuda")
 SOURCE_FORMATS = ("onnx", "torchscript")
 PRIORITIES = ("latency", "size", "accuracy")
-# Latency and size closer than this ratio rank as equal, so that measurement noise does not
-# decide between two variants and the next priority can.
-_TIE_RATIO = 1.05
 
 
 class PlanError(ValueError):
@@ -121,9 +120,13 @@ def validate_plan(steps: list[PlanStep]) -> None:
 class Candidate:
     """One variant as the ranking sees it: its lineage, its numbers and its verdict.
 
-    ``latency_ms`` is p95 at the profile's batch size; ``accuracy`` the value of the profile's
-    metric (None when not measured). ``accuracy_limit`` is the value the metric had to reach
-    (from min_accuracy / max_accuracy_drop) and ``options`` the pass options, both used by the advisor.
+    ``latency_ms`` is the profile's declared ``statistic`` (p50 unless it says otherwise) at
+    ``batch_size``, with its 95 % interval ``latency_low`` .. ``latency_high`` (equal to the value
+    where no interval is known) and ``latency_enough`` False when too few calls stand behind it.
+    ``speedup`` / ``parent_speedup`` are paired ratios against the reference and the parent
+    (``stats.Estimate`` dicts, >1: faster). ``accuracy`` is the profile's metric (None when not
+    measured), ``accuracy_limit`` the value it had to reach, ``depth`` the number of passes from the
+    upload, ``passed`` None when the variant was measured but not judged (no profile).
     """
 
     name: str
@@ -133,36 +136,68 @@ class Candidate:
     latency_ms: float
     accuracy: float | None
     higher_is_better: bool
-    passed: bool
+    passed: bool | None
     failures: list[str] = field(default_factory=list)
     finite: bool = True
     metric: str | None = None
     accuracy_limit: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    latency_low: float | None = None
+    latency_high: float | None = None
+    latency_enough: bool = True
+    statistic: str = "p50"
+    batch_size: int = 1
+    depth: int = 0
+    speedup: dict[str, Any] | None = None
+    parent_speedup: dict[str, Any] | None = None
+    rounds: list[list[float]] | None = None  # raw call times of the run at batch_size: pairs comparisons
+    _ratios: dict[str, stats.Estimate] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def latency(self) -> stats.Estimate:
+        low = self.latency_ms if self.latency_low is None else self.latency_low
+        high = self.latency_ms if self.latency_high is None else self.latency_high
+        return stats.Estimate(self.statistic, self.latency_ms, low, high, 0, self.latency_enough)
 
     @property
     def measurable(self) -> bool:
-        """Finite outputs and finite numbers: the candidate can be compared with others."""
+        """Finite outputs and finite numbers from enough calls: comparable with others."""
         numbers = [self.latency_ms, float(self.size_bytes)] + ([self.accuracy] if self.accuracy is not None else [])
-        return self.finite and all(math.isfinite(x) for x in numbers)
+        return self.finite and self.latency_enough and all(math.isfinite(x) for x in numbers)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("_ratios")
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Candidate:
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k != "_ratios"})
 
 
-def _accuracy_limit(metric: str, profile: ProfileSpec, reference_value: float | None) -> float | None:
-    """The value the metric must reach: the tighter of min_accuracy and reference − max drop."""
-    higher = HIGHER_IS_BETTER[metric]
-    limits = [profile.min_accuracy] if profile.min_accuracy is not None else []
-    if profile.max_accuracy_drop is not None and reference_value is not None:
-        limits.append(reference_value - profile.max_accuracy_drop if higher else reference_value + profile.max_accuracy_drop)
-    if not limits:
+def speed_ratio(candidate: Candidate, other: Candidate, paired: dict[str, Any] | None = None) -> stats.Estimate:
+    """How many times faster ``candidate`` is than ``other``: ``paired`` when given, else the ratio
+    paired round by round where both carry the rounds of one run, else the ratio of the two
+    intervals' ends (the widest the two allow). The one rule every speed comparison uses."""
+    if paired is not None:
+        return stats.Estimate.from_dict(paired)
+    if other.name in candidate._ratios:
+        return candidate._ratios[other.name]
+    if candidate.rounds and other.rounds:
+        ratio = stats.speedup(other.rounds, candidate.rounds, candidate.statistic)
+    else:
+        a, b = candidate.latency, other.latency
+        ratio = stats.Estimate(f"{candidate.statistic} speed-up", b.value / a.value, b.low / a.high, b.high / a.low,
+                               0, a.enough and b.enough)
+    candidate._ratios[other.name] = ratio
+    return ratio
+
+
+def _speedup(bench: BenchReport, other: BenchReport | None, profile: ProfileSpec) -> dict[str, Any] | None:
+    batch = profile.batch_size
+    if other is None or other is bench or batch not in bench.results or batch not in other.results:
         return None
-    return max(limits) if higher else min(limits)
+    return bench.speedup(other, profile.statistic, batch).to_dict()
 
 
 def make_candidate(
@@ -176,84 +211,140 @@ def make_candidate(
     verdict: Verdict,
     reference_accuracy: AccuracyReport | None = None,
     options: dict[str, Any] | None = None,
+    reference_bench: BenchReport | None = None,
+    parent_bench: BenchReport | None = None,
+    depth: int = 0,
 ) -> Candidate:
     """Build a Candidate from a variant's measurements and verdict under ``profile``."""
     metric = profile.metric_for(accuracy.task) if accuracy is not None else profile.accuracy_metric
     value = accuracy.metrics.get(metric) if accuracy is not None and metric else None
     batch = profile.batch_size
-    limit = _accuracy_limit(metric, profile, reference_value(metric, reference_accuracy)) if metric else None
+    limit = profile.accuracy_limit(metric, reference_value(metric, reference_accuracy)) if metric else None
+    latency = bench.estimate(profile.statistic, batch) if batch in bench.results else None
     return Candidate(
-        name=name,
-        parent=parent,
-        pass_name=pass_name,
-        size_bytes=bench.file_size_bytes,
-        latency_ms=bench.p95(batch) if batch in bench.results else math.inf,
-        accuracy=value,
-        higher_is_better=HIGHER_IS_BETTER.get(metric, True) if metric else True,
-        passed=verdict.passed,
-        failures=list(verdict.failures),
-        finite=accuracy.finite if accuracy is not None else True,
-        metric=metric,
-        accuracy_limit=limit,
-        options=dict(options or {}),
+        name=name, parent=parent, pass_name=pass_name, size_bytes=bench.file_size_bytes,
+        latency_ms=latency.value if latency else math.inf,
+        latency_low=latency.low if latency else None, latency_high=latency.high if latency else None,
+        latency_enough=latency.enough if latency else False, statistic=profile.statistic, batch_size=batch,
+        accuracy=value, higher_is_better=HIGHER_IS_BETTER.get(metric, True) if metric else True,
+        passed=verdict.passed, failures=list(verdict.failures), finite=accuracy.finite if accuracy is not None else True,
+        metric=metric, accuracy_limit=limit, options=dict(options or {}), depth=depth,
+        speedup=_speedup(bench, reference_bench, profile), parent_speedup=_speedup(bench, parent_bench, profile),
+        rounds=bench.rounds(batch) if batch in bench.results else None,
     )
 
 
 @dataclass
 class Ranking:
-    """Passing variants best first, the Pareto frontier, rejections and the choice."""
+    """Ranked variants best first, the ties behind each pick, the Pareto frontier, rejections and
+    the choice. ``judged`` is False when no candidate was judged (no profile): ``ordered`` is then
+    the measured order and ``best`` stays None ("measured, not judged")."""
 
     ordered: list[str]
     pareto: set[str]
     rejected: dict[str, str]
     best: str | None
     best_effort: str | None
+    ties: dict[str, list[str]] = field(default_factory=dict)
+    statistic: str = "p50"
+    batch_size: int = 1
+    judged: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {"ordered": list(self.ordered), "pareto": sorted(self.pareto), "rejected": dict(self.rejected),
-                "best": self.best, "best_effort": self.best_effort}
+                "best": self.best, "best_effort": self.best_effort, "ties": {k: list(v) for k, v in self.ties.items()},
+                "statistic": self.statistic, "batch_size": self.batch_size, "judged": self.judged}
 
 
-def _better_accuracy(a: Candidate, b: Candidate) -> bool:
-    """a is strictly more accurate than b (unknown accuracy is never better)."""
-    if a.accuracy is None or b.accuracy is None:
+def _faster(a: Candidate, b: Candidate) -> bool:
+    """a is faster than b beyond doubt: the speed ratio's whole interval lies beyond the noise band."""
+    return stats.claim(speed_ratio(a, b)) == stats.FASTER
+
+
+def _smaller(a: Candidate, b: Candidate) -> bool:
+    return a.size_bytes * (1 + stats.NOISE_BAND) < b.size_bytes
+
+
+def _more_accurate(a: Candidate, b: Candidate) -> bool:
+    """a is more accurate than b (unknown accuracy is never better; 4 significant digits decide)."""
+    if a.accuracy is None or b.accuracy is None or not (math.isfinite(a.accuracy) and math.isfinite(b.accuracy)):
         return False
-    return a.accuracy > b.accuracy if a.higher_is_better else a.accuracy < b.accuracy
+    x, y = float(f"{a.accuracy:.4g}"), float(f"{b.accuracy:.4g}")
+    return x > y if a.higher_is_better else x < y
+
+
+_BETTER = {"latency": _faster, "size": _smaller, "accuracy": _more_accurate}
 
 
 def _dominates(a: Candidate, b: Candidate) -> bool:
     """a is no worse than b on latency, size and accuracy, and better on one of them."""
-    no_worse = a.latency_ms <= b.latency_ms and a.size_bytes <= b.size_bytes and not _better_accuracy(b, a)
-    better = a.latency_ms < b.latency_ms or a.size_bytes < b.size_bytes or _better_accuracy(a, b)
-    return no_worse and better
+    better = [rule for rule in _BETTER.values() if rule(a, b)]
+    worse = [rule for rule in _BETTER.values() if rule(b, a)]
+    return bool(better) and not worse
+
+
+def _slower(child: Candidate, parent: Candidate) -> bool:
+    return stats.claim(speed_ratio(child, parent, child.parent_speedup)) == stats.SLOWER
 
 
 def _no_gain(child: Candidate, parent: Candidate) -> bool:
     """Slower than its parent beyond noise, no smaller and no more accurate."""
-    return (child.latency_ms > parent.latency_ms * _TIE_RATIO and child.size_bytes >= parent.size_bytes
-            and not _better_accuracy(child, parent))
+    return _slower(child, parent) and not _smaller(child, parent) and not _more_accurate(child, parent)
 
 
-def _bucket(value: float) -> int:
-    return round(math.log(max(value, 1e-12)) / math.log(_TIE_RATIO))
+def _point(candidate: Candidate, key: str) -> float:
+    if key == "latency":
+        return candidate.latency_ms
+    if key == "size":
+        return float(candidate.size_bytes)
+    accuracy = candidate.accuracy if candidate.accuracy is not None and math.isfinite(candidate.accuracy) else None
+    if accuracy is None:
+        return math.inf
+    return -accuracy if candidate.higher_is_better else accuracy
 
 
-def _sort_key(candidate: Candidate, priority: tuple[str, ...]) -> tuple[float, ...]:
-    accuracy = candidate.accuracy if candidate.accuracy is not None else math.nan
-    keys = {
-        "latency": _bucket(candidate.latency_ms),
-        "size": _bucket(float(candidate.size_bytes)),
-        # Unknown accuracy sorts last among equals.
-        "accuracy": (-accuracy if candidate.higher_is_better else accuracy) if math.isfinite(accuracy) else math.inf,
-    }
-    return tuple(keys[p] for p in priority) + (candidate.latency_ms,)
+def _simplest(group: list[Candidate]) -> Candidate:
+    """Fewest passes from the upload; among those the original, then by name."""
+    return min(group, key=lambda c: (c.depth, c.pass_name != ORIGINAL, c.name))
+
+
+def _choose(group: list[Candidate], keys: tuple[str, ...]) -> Candidate:
+    """The best of ``group`` by ``keys``: the leader on the first key and every candidate tied with it
+    go on to the next key; when the keys run out, the simplest wins."""
+    if len(group) == 1 or not keys:
+        return _simplest(group)
+    key, rest = keys[0], keys[1:]
+    leader = min(group, key=lambda c: _point(c, key))
+    tied = [c for c in group if not _BETTER[key](leader, c)]
+    return _choose(tied, rest)
+
+
+def _tied_with(pick: Candidate, group: list[Candidate], key: str) -> list[str]:
+    return [c.name for c in group if c is not pick and not _BETTER[key](pick, c) and not _BETTER[key](c, pick)]
+
+
+def _order(eligible: list[Candidate], priority: tuple[str, ...]) -> tuple[list[str], dict[str, list[str]]]:
+    remaining = list(eligible)
+    ordered: list[str] = []
+    ties: dict[str, list[str]] = {}
+    while remaining:
+        pick = _choose(remaining, priority)
+        tied = _tied_with(pick, remaining, priority[0])
+        if tied:
+            ties[pick.name] = tied
+        ordered.append(pick.name)
+        remaining.remove(pick)
+    return ordered, ties
 
 
 def rank(candidates: list[Candidate], *, priority: tuple[str, ...] = PRIORITIES) -> Ranking:
-    """Order the passing candidates by ``priority`` (latency and size within 5 % count as equal),
-    draw the latency / size / accuracy Pareto frontier over all measurable candidates, and reject
-    a variant that is more than 5 % slower than its parent while neither smaller nor more accurate.
-    When nothing passes, ``best_effort`` is the measurable candidate with the fewest failures."""
+    """Order the passing candidates by ``priority``. Candidates tied on a priority (latency intervals
+    that overlap or lie within the noise band, sizes within it, accuracy equal to 4 digits) go on to
+    the next priority, then the simplest wins (fewest passes, the original). Each pick names the
+    candidates it was tied with on the first priority. Also: the Pareto frontier over all measurable
+    candidates, and rejections of variants slower than their parent beyond doubt while neither
+    smaller nor more accurate. When nothing passes, ``best_effort`` is the measurable candidate with
+    the fewest failures. When nothing was judged, the measured order is given and ``best`` is None."""
     unknown = [p for p in priority if p not in PRIORITIES]
     if unknown or not priority:
         raise PlanError(f"Unknown priority {', '.join(unknown) or '(empty)'}; use {', '.join(PRIORITIES)}.")
@@ -265,12 +356,18 @@ def rank(candidates: list[Candidate], *, priority: tuple[str, ...] = PRIORITIES)
     }
     measurable = [c for c in candidates if c.measurable]
     pareto = {c.name for c in measurable if not any(_dominates(o, c) for o in measurable if o is not c)}
-    passing = [c for c in measurable if c.passed and c.name not in rejected]
-    ordered = [c.name for c in sorted(passing, key=lambda c: _sort_key(c, priority))]
+    # Non-finite outputs fail with or without a profile (``readiness.unjudged``): they say nothing
+    # about whether the others were judged, unless nothing else is there.
+    finite = [c for c in candidates if c.finite] or candidates
+    judged = any(c.passed is not None for c in finite)
+    eligible = [c for c in measurable if (c.passed is True if judged else c.passed is None) and c.name not in rejected]
+    ordered, ties = _order(eligible, priority)
     best_effort = None
-    if not ordered:
-        failing = sorted((c for c in measurable if not c.passed),
-                         key=lambda c: (len(c.failures), *_sort_key(c, priority)))
-        best_effort = failing[0].name if failing else None
-    return Ranking(ordered=ordered, pareto=pareto, rejected=rejected, best=ordered[0] if ordered else None,
-                   best_effort=best_effort)
+    if judged and not ordered:
+        failing = [c for c in measurable if c.passed is False]
+        fewest = min((len(c.failures) for c in failing), default=0)
+        best_effort = _choose([c for c in failing if len(c.failures) == fewest], priority).name if failing else None
+    first = candidates[0] if candidates else None
+    return Ranking(ordered=ordered, pareto=pareto, rejected=rejected, best=ordered[0] if ordered and judged else None,
+                   best_effort=best_effort, ties=ties, statistic=first.statistic if first else "p50",
+                   batch_size=first.batch_size if first else 1, judged=judged)

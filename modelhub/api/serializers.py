@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from modelhub.models import (
     Dataset,
+    GoverningProfileChange,
     ModelVersion,
     OptimizationJob,
     PromotionEvent,
@@ -67,7 +68,7 @@ class ProfileSerializer(serializers.ModelSerializer):
         model = ReadinessProfile
         fields = ["name", "description", "max_size_mb", "max_p95_ms", "max_p99_ms", "batch_size",
                   "max_peak_memory_mb", "accuracy_metric", "min_accuracy", "max_accuracy_drop", "min_speedup",
-                  "target", "threads"]
+                  "target", "threads", "statistic"]
 
 
 class VariantSerializer(serializers.ModelSerializer):
@@ -81,7 +82,9 @@ class VariantSerializer(serializers.ModelSerializer):
 
 
 class OptimizeSerializer(serializers.Serializer):
-    profile = serializers.SlugField(required=False, allow_null=True)
+    profile = serializers.SlugField(required=False, allow_null=True,
+                                    help_text="Omitted: the production alias's governing profile; null: none "
+                                              "(measured, not judged).")
     plan = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True)
     auto_promote = serializers.BooleanField(default=False)
 
@@ -109,16 +112,40 @@ class PromoteSerializer(serializers.Serializer):
 class RollbackSerializer(serializers.Serializer):
     alias = serializers.SlugField(default="production")
     reason = serializers.CharField(required=False, allow_blank=True, default="")
+    force = serializers.BooleanField(default=False, help_text="Roll back to the previous variant even when it "
+                                                              "fails the governing profile (needs a reason).")
+
+
+class BenchmarkRequestSerializer(serializers.Serializer):
+    profile = serializers.SlugField(required=False, allow_null=True,
+                                    help_text="Omitted: the production alias's governing profile; null: none.")
+
+
+class GoverningProfileSerializer(serializers.Serializer):
+    alias = serializers.SlugField(default="production")
+    profile = serializers.SlugField()
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class GoverningProfileChangeSerializer(serializers.ModelSerializer):
+    by = serializers.CharField(source="by.username", read_only=True, default=None)
+
+    class Meta:
+        model = GoverningProfileChange
+        fields = ["alias", "from_profile", "to_profile", "by", "at", "reason"]
+        read_only_fields = fields
 
 
 class PromotionSerializer(serializers.ModelSerializer):
     from_variant = serializers.CharField(source="from_variant.label", read_only=True, default=None)
     to_variant = serializers.CharField(source="to_variant.label", read_only=True)
     by = serializers.CharField(source="by.username", read_only=True, default=None)
+    judgment_job = serializers.IntegerField(source="judgment.job_id", read_only=True, default=None)
 
     class Meta:
         model = PromotionEvent
-        fields = ["alias", "kind", "from_variant", "to_variant", "by", "at", "reason", "forced", "verdict"]
+        fields = ["alias", "kind", "from_variant", "to_variant", "by", "at", "reason", "forced", "verdict",
+                  "profile_name", "judgment_job"]
         read_only_fields = fields
 
 

@@ -19,6 +19,7 @@ urlpatterns = [
          v.VariantBenchmarkView.as_view(), name="api-benchmark"),
     path("models/<slug:name>/promote", v.PromoteView.as_view(), name="api-promote"),
     path("models/<slug:name>/rollback", v.RollbackView.as_view(), name="api-rollback"),
+    path("models/<slug:name>/governing-profiles", v.GoverningProfileView.as_view(), name="api-governing-profiles"),
     path("models/<slug:name>/history", v.HistoryView.as_view(), name="api-history"),
     path("models/<slug:name>/regressions", v.RegressionListView.as_view(), name="api-regressions"),
     path("models/<slug:name>/versions/<int:number>/variants/<name:variant>/history", v.VariantHistoryView.as_view(),

@@ -12,9 +12,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from modelhub import bundles, selectors, services
+from modelhub import bundles, gate, selectors, services
 from modelhub.api import serializers as s
-from modelhub.errors import NotFound, ServiceError
+from modelhub.errors import Invalid, NotFound, ServiceError
 from modelhub.models import ModelVersion, ReadinessProfile
 
 
@@ -105,17 +105,48 @@ class DatasetListView(ServiceAPIView):
 
 
 class ResultsView(ServiceAPIView):
+    """The variants of one judgment (``?job=N``, default: the latest succeeded job), every row
+    stamped with its run, and the judgment's ranking (statistic, batch size, ties) and advice."""
+
     serializer_class = s.VariantSerializer
+
     def get(self, request: Request, name: str, number: int) -> Response:
         version = self.version(request, name, number)
-        last_job = version.jobs.filter(status="SUCCEEDED", kind="optimize").first()
-        result = last_job.result if last_job else {}
+        jobs = selectors.judgment_jobs(version=version)
+        job = jobs.filter(pk=_job_id(request)).first() if "job" in request.query_params else jobs.first()
+        if "job" in request.query_params and job is None:
+            raise NotFound(f"Version {number} of {name} has no succeeded job {request.query_params['job']}.")
+        result = job.result if job else {}
+        ranking = result.get("ranking", {})
         return Response({
-            "variants": selectors.variant_rows(version=version),
-            "best": result.get("best"), "best_effort": result.get("best_effort"),
-            "pareto": result.get("ranking", {}).get("pareto", []), "advice": result.get("advice", []),
-            "job": last_job.pk if last_job else None,
+            "judgment": result.get("judgment"), "job": job.pk if job else None,
+            "judgments": [{"job": j.pk, "kind": j.kind, "profile": j.profile.name if j.profile else None,
+                           "finished_at": j.finished_at} for j in jobs[:50]],
+            "statistic": ranking.get("statistic"), "batch_size": ranking.get("batch_size"),
+            "variants": selectors.variant_rows(version=version, job=job),
+            "best": result.get("best"), "best_effort": result.get("best_effort"), "ties": ranking.get("ties", {}),
+            "ordered": ranking.get("ordered", []), "pareto": ranking.get("pareto", []),
+            "comparisons": result.get("comparisons", {}), "advice": result.get("advice", []),
         })
+
+
+def _job_id(request: Request) -> int:
+    try:
+        return int(request.query_params["job"])
+    except ValueError:
+        raise Invalid("job must be a job id (an integer).") from None
+
+
+def _profile_named(data: dict[str, Any], version: ModelVersion) -> ReadinessProfile | None:
+    """The profile a request names; omitted: production's governing profile; null: none."""
+    if "profile" not in data:
+        return gate.governing_profile(model=version.model)
+    if not data["profile"]:
+        return None
+    profile = ReadinessProfile.objects.filter(name=data["profile"]).first()
+    if profile is None:
+        raise NotFound(f"No readiness profile named {data['profile']!r}.")
+    return profile
 
 
 class OptimizeView(ServiceAPIView):
@@ -125,11 +156,7 @@ class OptimizeView(ServiceAPIView):
     def post(self, request: Request, name: str, number: int) -> Response:
         version = self.version(request, name, number)
         data = self.valid(s.OptimizeSerializer, request)
-        profile = None
-        if data.get("profile"):
-            profile = ReadinessProfile.objects.filter(name=data["profile"]).first()
-            if profile is None:
-                raise NotFound(f"No readiness profile named {data['profile']!r}.")
+        profile = _profile_named(data, version)
         job = services.optimization_request(version=version, user=request.user, profile=profile,
                                             plan=data.get("plan"), auto_promote=data["auto_promote"])
         job.refresh_from_db()
@@ -149,7 +176,8 @@ class VariantBenchmarkView(ServiceAPIView):
     def post(self, request: Request, name: str, number: int, variant: str) -> Response:
         version = self.version(request, name, number)
         target = selectors.variant_get(version=version, name=variant)
-        job = services.benchmark_request(variant=target, user=request.user)
+        profile = _profile_named(self.valid(s.BenchmarkRequestSerializer, request), version)
+        job = services.benchmark_request(variant=target, user=request.user, profile=profile)
         job.refresh_from_db()
         return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
@@ -188,8 +216,32 @@ class RollbackView(ServiceAPIView):
     def post(self, request: Request, name: str) -> Response:
         model = selectors.model_get(user=request.user, name=name)
         data = self.valid(s.RollbackSerializer, request)
-        event = services.deployment_rollback(model=model, by=request.user, alias=data["alias"], reason=data["reason"])
+        event = services.deployment_rollback(model=model, by=request.user, alias=data["alias"], reason=data["reason"],
+                                             force=data["force"])
         return Response(s.PromotionSerializer(event).data, status=status.HTTP_201_CREATED)
+
+
+class GoverningProfileView(ServiceAPIView):
+    """The readiness profile governing each alias of a model, and its audited changes (maintainers set it)."""
+
+    serializer_class = s.GoverningProfileSerializer
+    parser_classes = [JSONParser]
+
+    def get(self, request: Request, name: str) -> Response:
+        model = selectors.model_get(user=request.user, name=name)
+        governing = {row.alias: row.profile.name for row in model.governing_profiles.select_related("profile")}
+        changes = s.GoverningProfileChangeSerializer(model.governing_changes.select_related("by"), many=True).data
+        return Response({"governing": governing, "changes": changes})
+
+    def post(self, request: Request, name: str) -> Response:
+        model = selectors.model_get(user=request.user, name=name)
+        data = self.valid(s.GoverningProfileSerializer, request)
+        profile = ReadinessProfile.objects.filter(name=data["profile"]).first()
+        if profile is None:
+            raise NotFound(f"No readiness profile named {data['profile']!r}.")
+        services.governing_profile_set(model=model, profile=profile, by=request.user, alias=data["alias"],
+                                       reason=data["reason"])
+        return self.get(request, name)
 
 
 class HistoryView(ServiceAPIView):

@@ -15,8 +15,10 @@ class OptimizeForm(forms.Form):
     """A readiness profile, the steps of the default plan to run, and how long to measure."""
 
     profile = forms.ModelChoiceField(
-        queryset=ReadinessProfile.objects.all(), required=False, empty_label="No profile (measure only; nothing fails)",
-        help_text="The limits every variant is judged against; promotion needs a passing verdict.")
+        queryset=ReadinessProfile.objects.all(), required=False,
+        empty_label="No profile (measured, not judged: nothing can be promoted from the run)",
+        help_text="The limits every variant is judged against, and the latency statistic that ranks them. "
+                  "Promotion needs a passing judgment under the model's governing profile (the default here).")
     steps = forms.MultipleChoiceField(
         required=False, widget=forms.CheckboxSelectMultiple,
         help_text="The default plan for this version and profile; untick a pass to leave it out.")
@@ -69,9 +71,12 @@ class OptimizeForm(forms.Form):
         return options
 
 
-def chosen_profile(data: Any) -> ReadinessProfile | None:
-    """The profile named by a request's ``profile`` field (its id), if any: the plan depends on
-    its target before the form is validated."""
+def chosen_profile(data: Any, default: ReadinessProfile | None = None) -> ReadinessProfile | None:
+    """The profile named by a request's ``profile`` field (its id): the plan depends on its target
+    before the form is validated. No field at all: ``default`` (the governing profile); an empty
+    one: no profile."""
+    if "profile" not in data:
+        return default
     value = str(data.get("profile") or "")
     return ReadinessProfile.objects.filter(pk=int(value)).first() if value.isdigit() else None
 
@@ -83,11 +88,11 @@ def _describe(step: dict[str, Any]) -> str:
 
 
 class PromoteForm(forms.Form):
-    """Why this variant goes to production; a failing one also needs ``force``."""
+    """Why this variant goes to production; one the gate refuses also needs ``force``."""
 
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), required=False, max_length=2000,
                              help_text="Written into the audit history.")
-    force = forms.BooleanField(required=False, label="Promote although it fails readiness (approvers only; "
+    force = forms.BooleanField(required=False, label="Promote although the gate refuses it (approvers only; "
                                "a written reason is required and the audit marks it forced)")
 
     def __init__(self, *args: Any, failing: bool, **kwargs: Any) -> None:
@@ -99,14 +104,25 @@ class PromoteForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         if self.failing and not cleaned.get("force"):
-            self.add_error("force", "This variant fails readiness: tick the box to promote it anyway.")
+            self.add_error("force", "The gate refuses this variant: tick the box to promote it anyway.")
         if self.failing and not (cleaned.get("reason") or "").strip():
             self.add_error("reason", "A forced promotion needs a written reason.")
         return cleaned
 
 
 class RollbackForm(forms.Form):
-    """Why production goes back to the previous variant."""
+    """Why production goes back to the last known good; a forced rollback (no earlier variant
+    passes the governing profile) needs the reason."""
 
     reason = forms.CharField(max_length=2000, required=False,
                              widget=forms.TextInput(attrs={"size": 50, "placeholder": "why (for the audit history)"}))
+    force = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("force") and not (cleaned.get("reason") or "").strip():
+            self.add_error("reason", "A forced rollback needs a written reason.")
+        return cleaned
+
+    def error_text(self) -> str:
+        return " ".join(message for errors in self.errors.values() for message in errors)

@@ -52,6 +52,16 @@ def throughput(value: float | None) -> str:
     return UNKNOWN if not _known(value) else f"{value:,.0f} /s" if value >= 100 else f"{significant(value)} /s"
 
 
+def rate(value: float | None) -> str:
+    """Samples per second without the unit (a column header names it): "24,017", "41.2"."""
+    return UNKNOWN if not _known(value) else f"{value:,.0f}" if value >= 100 else significant(value)
+
+
+def times(value: float | None) -> str:
+    """A ratio: "2.96×"."""
+    return UNKNOWN if not _known(value) else f"{significant(value)}×"
+
+
 def percent(value: float | None, digits: int = 0) -> str:
     """A percentage given as 0..100: "45 %"."""
     return UNKNOWN if not _known(value) else f"{value:.{digits}f} %"

@@ -290,13 +290,17 @@ def _legend(x0: float, y0: float, entries: list[tuple[str, str]]) -> list[str]:
 
 def scatter(points: Sequence[Point], *, x_label: str, y_label: str, x_limit: float | None = None,
             y_limit: float | None = None, higher_is_better: bool = True, width: int = 640, height: int = 420,
-            title: str = "Latency against accuracy", x_unit: str = "ms") -> str:
+            title: str = "Latency against accuracy", x_unit: str = "ms", notes: Sequence[str] = ()) -> str:
     """Variants by latency (x) and accuracy (y, better up), the Pareto frontier joined, the
-    profile's limits dashed and the region meeting both shaded; unmeasured variants are listed."""
+    profile's limits dashed and the region meeting both shaded; unmeasured variants are listed,
+    and ``notes`` (why other variants are not drawn) written under the legend."""
     drawn = [p for p in points if _finite(p.x) and _finite(p.y)]
     missing = [p.label for p in points if p not in drawn]
     if not drawn:
-        return _empty(width, height, title, "No variant has both a latency and an accuracy yet.", "scatter")
+        empty = _empty(width, height, title, "No variant has both a latency and an accuracy yet.", "scatter")
+        lines = "".join(_text(width / 2, height / 2 + 20 + 14 * i, note, anchor="middle", color=UNKNOWN, size=10)
+                        for i, note in enumerate(notes))
+        return empty.removesuffix("</svg>") + lines + "</svg>"
     box = (70.0, 20.0, width - 20.0, height - 104.0)
     x, y = _scatter_scales(drawn, box, x_limit, y_limit, higher_is_better)
 
@@ -308,17 +312,19 @@ def scatter(points: Sequence[Point], *, x_label: str, y_label: str, x_limit: flo
 
     limit_x = f"limit {fmt_x(x_limit)}" if _finite(x_limit) else ""
     limit_y = f"limit {fmt_y(y_limit)}" if _finite(y_limit) else ""
-    notes: list[str] = []
+    given, notes = list(notes), []
     parts = [_open(width, height, title, "scatter"), *_axes(x, y, box, fmt_x, fmt_y),
              *_limits(x, y, box, x_limit, y_limit, limit_x, limit_y, notes), *_points(drawn, x, y, fmt_x, fmt_y)]
     parts.append(_text((box[0] + box[2]) / 2, box[3] + 34, x_label + (", log scale" if x.log else ""),
                        anchor="middle", size=12))
     parts.append(_text(16, (box[1] + box[3]) / 2, f"{y_label} (better ↑)", anchor="middle", size=12,
                        extra=f'transform="rotate(-90 16 {(box[1] + box[3]) / 2:.1f})"'))
-    parts += _legend(box[0], height - 52, [(PASS, "passes"), (FAIL, "fails"), ("frontier", "Pareto frontier"),
-                                           ("limit", "profile limit")])
+    verdicts = [(PASS, "passes"), (FAIL, "fails")] + ([(UNKNOWN, "not judged")] if any(p.passed is None for p in drawn)
+                                                      else [])
+    parts += _legend(box[0], height - 52, [*verdicts, ("frontier", "Pareto frontier"), ("limit", "profile limit")])
     if missing:
         notes.append("not drawn (not measured): " + ", ".join(missing))
+    notes += given
     for line, note in enumerate(notes):
         parts.append(_text(box[0], height - 34 + 14 * line, note, size=10, color=LIMIT if "limit" in note else UNKNOWN))
     return "".join(parts) + "</svg>"

@@ -19,9 +19,8 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from modelhub import bundles, selectors, services
-from modelhub.dashboard import forms
-from modelhub.dashboard import selectors as pages
+from modelhub import bundles, gate, selectors, services
+from modelhub.dashboard import forms, pages
 from modelhub.errors import Conflict, Forbidden, Invalid, NotFound
 from modelhub.models import ModelVersion, OptimizationJob
 
@@ -76,11 +75,15 @@ def models_list(request: HttpRequest) -> HttpResponse:
 @dashboard_view
 @require_GET
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
-    """A model's versions, production variant, rollback and promotion history."""
+    """A model's versions, production variant with its own last numbers, governing profiles, the
+    rollback to the last known good, and the promotion history."""
     model = selectors.model_get(user=request.user, name=name)
+    production = selectors.deployment_variant(model=model)
     return _page(request, "model.html", model.name, model=model, versions=pages.version_rows(model=model),
-                 production=selectors.deployment_variant(model=model), events=pages.history(model=model),
-                 rollback_to=pages.rollback_target(model=model), rollback_form=forms.RollbackForm(),
+                 production=production, last=pages.production_numbers(production), events=pages.history(model=model),
+                 rollback=pages.rollback_plan(model=model), rollback_form=forms.RollbackForm(),
+                 governing=pages.governing_rows(model=model),
+                 governing_url=reverse("admin:modelhub_governingprofile_changelist") + f"?model__id__exact={model.pk}",
                  upload_url=reverse("admin:modelhub_modelversion_add") + f"?model={model.pk}")
 
 
@@ -97,18 +100,21 @@ def compare(request: HttpRequest, name: str) -> HttpResponse:
 @dashboard_view
 @require_POST
 def rollback(request: HttpRequest, name: str) -> HttpResponse:
-    """Put the previous production variant back, with a reason (approvers)."""
+    """Go back to the last known good, with a reason (approvers); when no earlier variant passes the
+    governing profile, only a forced rollback with a written reason."""
     model = selectors.model_get(user=request.user, name=name)
     form = forms.RollbackForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "The reason is too long: keep it under 2,000 characters.")
+        messages.error(request, form.error_text())
         return redirect("dashboard:model", name=model.name)
     try:
-        event = services.deployment_rollback(model=model, by=request.user, reason=form.cleaned_data["reason"])
+        event = services.deployment_rollback(model=model, by=request.user, reason=form.cleaned_data["reason"],
+                                             force=form.cleaned_data["force"])
     except REFUSED as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"Rolled back: {event.to_variant.label} serves {model.name} again.")
+        forced = " (forced: it does not pass the governing profile)" if event.forced else ""
+        messages.success(request, f"Rolled back: {event.to_variant.label} serves {model.name} again{forced}.")
     return redirect("dashboard:model", name=model.name)
 
 
@@ -118,17 +124,19 @@ def rollback(request: HttpRequest, name: str) -> HttpResponse:
 @dashboard_view
 @require_GET
 def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse:
-    """Variants with their numbers and verdicts, lineage, charts, advice, jobs and downloads."""
+    """The variants of one judgment (``?job=N``, default: the latest succeeded job) with their
+    numbers, intervals and verdicts; lineage, charts, advice, nightly series, jobs and downloads."""
     version = _version(request, name, number)
-    results = pages.version_results(version=version)
-    measured = any(row["p95_ms"] is not None for row in results.rows)
+    results = pages.version_results(version=version, job_id=_job_id(request))
+    measured = results.measured
+    governing = gate.governing_profile(model=version.model)
     return _page(
         request, "version.html", f"{version.model.name} v{version.number}", version=version, results=results,
         measured=measured, charts=_safe(pages.charts(results)) if measured else {},
         nightly_charts=[(name, mark_safe(chart)) for name, chart in pages.nightly_charts(version=version)],
         datasets=version.datasets.order_by("purpose"), jobs=version.jobs.all()[:10],
-        active_job=version.jobs.filter(status__in=pages.ACTIVE).first(),
-        quick_form=forms.OptimizeForm(plan=[], initial={"profile": results.profile}),
+        active_job=version.jobs.filter(status__in=pages.ACTIVE).first(), statistics=pages.STATISTICS,
+        quick_form=forms.OptimizeForm(plan=[], initial={"profile": governing}), governing=governing,
         production=selectors.deployment_variant(model=version.model),
         dataset_url=reverse("admin:modelhub_dataset_add") + f"?version={version.pk}",
     )
@@ -139,11 +147,13 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
 def optimize(request: HttpRequest, name: str, number: int) -> HttpResponse:
     """Choose a profile and the passes of the default plan, then start the job (maintainers)."""
     version = _version(request, name, number)
-    profile = forms.chosen_profile(request.POST if request.method == "POST" else request.GET)
+    governing = gate.governing_profile(model=version.model)
+    profile = forms.chosen_profile(request.POST if request.method == "POST" else request.GET, default=governing)
     plan = pages.default_plan(version=version, profile=profile)
     if request.method == "GET":
         form = forms.OptimizeForm(initial={"profile": profile, "custom": True}, plan=plan)
-        return _page(request, "optimize.html", f"Optimize {version}", version=version, form=form, plan=plan)
+        return _page(request, "optimize.html", f"Optimize {version}", version=version, form=form, plan=plan,
+                     governing=governing)
     form = forms.OptimizeForm(request.POST, plan=plan)
     if form.is_valid():
         try:
@@ -154,7 +164,8 @@ def optimize(request: HttpRequest, name: str, number: int) -> HttpResponse:
             form.add_error(None, exc.message)
         else:
             return redirect("dashboard:job", job_id=job.pk)
-    return _page(request, "optimize.html", f"Optimize {version}", status=400, version=version, form=form, plan=plan)
+    return _page(request, "optimize.html", f"Optimize {version}", status=400, version=version, form=form, plan=plan,
+                 governing=governing)
 
 
 @dashboard_view
@@ -172,7 +183,8 @@ def bundle(request: HttpRequest, name: str, number: int, variant: str) -> HttpRe
 @dashboard_view
 @require_http_methods(["GET", "POST"])
 def promote(request: HttpRequest, name: str, number: int, variant: str) -> HttpResponse:
-    """Confirm a promotion: the verdict, production now and the signature diff; then promote."""
+    """Confirm a promotion: the gate's decision, the candidate beside what serves now (intervals,
+    speed-up, size, metrics, each stamped with its run) and the signature diff; then promote."""
     target = pages.variant_visible(user=request.user, name=name, number=number, variant=variant)
     preview = pages.promotion_preview(variant=target)
     failing = not preview["passed"]
@@ -189,6 +201,16 @@ def promote(request: HttpRequest, name: str, number: int, variant: str) -> HttpR
     status = 400 if request.method == "POST" else 200
     return _page(request, "promote.html", f"Promote {target.label}", status=status, form=form, failing=failing,
                  **preview)
+
+
+def _job_id(request: HttpRequest) -> int | None:
+    """The judgment asked for by ``?job=N`` (None: the latest); anything but a job id is a 404."""
+    value = request.GET.get("job", "")
+    if not value:
+        return None
+    if not value.isdigit():
+        raise Http404("job must be a job id.")
+    return int(value)
 
 
 # --- jobs ------------------------------------------------------------------------------------
@@ -212,7 +234,8 @@ def job_progress(request: HttpRequest, job_id: int) -> JsonResponse:
         "id": job.pk, "status": job.status, "progress": job.progress, "current_step": job.current_step,
         "events": job.events, "error": job.error, "finished": job.is_finished,
         "cancel_requested": job.cancel_requested,
-        "results_url": reverse("dashboard:version", kwargs={"name": version.model.name, "number": version.number}),
+        "results_url": reverse("dashboard:version", kwargs={"name": version.model.name, "number": version.number})
+        + f"?job={job.pk}",
         "best": (job.result or {}).get("best"),
     })
 

@@ -1,9 +1,12 @@
 """The admin and the dashboard in a real browser: upload, optimize with live progress, charts,
-promote, force, roll back, history, the models list and the comparison of versions."""
+one run per variant table (stamped, with the declared statistic), the promote page's comparison
+with production and the gate, force, roll back, history, the models list and the comparison of
+versions."""
 
 from __future__ import annotations
 
 import datetime
+import re
 import threading
 import zipfile
 from collections.abc import Callable
@@ -21,6 +24,7 @@ from tests.modelhub.dashboard.factories import (
     MODEL,
     QUICK_BENCH,
     QUICK_PLAN,
+    benchmark_job,
     optimized_version,
     profile,
     renamed_copy,
@@ -31,6 +35,15 @@ from workers.samples import SampleModel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 JOB_TIMEOUT_MS = 240_000
+
+
+@pytest.fixture(autouse=True)
+def short_benchmarks(settings: Any) -> None:
+    settings.MODELHUB_BENCH_BUDGET_S = 0.2
+
+
+def _job(pk: int) -> re.Pattern[str]:
+    return re.compile(rf"\bjob {pk}\b")
 
 
 def _run_job(job_id: int) -> None:
@@ -166,6 +179,69 @@ def test_the_version_page_shows_verdicts_lineage_charts_and_downloads_a_bundle(
     assert "model.onnx" in zipfile.ZipFile(bundle).namelist()
 
 
+def test_the_version_page_stamps_every_row_with_its_run_and_declares_the_statistic(
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = staff(make_user, "maria", "maintainer")
+    version = optimized_version(maintainer, quality_mlp)
+    first = version.jobs.get()
+    second = benchmark_job(version.variants.get(name="int8-dynamic"), maintainer, profile_to_use=profile())
+    log_in(maintainer, f"/dashboard/models/{MODEL}/versions/{version.number}/")
+    head = page.locator("#variants thead")
+    for text in ("p50 ms (batch 1) ★", "p95 ms (batch 1)", "p99 ms (batch 1)", "samples/s at batch 1",
+                 "Fidelity vs the original", "Task quality vs labels"):
+        expect(head).to_contain_text(text)
+    expect(page.locator("#judgment")).to_contain_text("ranked by p50 latency at batch 1")
+    expect(page.locator("tr[data-variant='int8-dynamic'] td.variant .run")).to_contain_text(f"benchmark job {second.pk}")
+    expect(page.locator("tr[data-variant='original'] td.variant .run")).to_contain_text("not in this run")
+    expect(page.locator("#chart-scatter svg")).to_contain_text("p50 latency at batch 1 (ms)")
+
+    page.select_option("#id_job", str(first.pk))
+    page.click("input[value='Show this run']")
+    page.wait_for_url(f"**/?job={first.pk}")
+    stamps = page.locator("#variants tbody td.variant .run")
+    expect(stamps).to_have_count(3)
+    for index in range(3):
+        expect(stamps.nth(index)).to_contain_text(_job(first.pk))
+        expect(stamps.nth(index)).to_contain_text("profile quality-mlp-profile")
+    expect(page.locator("tr[data-variant='int8-dynamic'] td.latency-p50")).to_contain_text(re.compile(r"\d+ calls"))
+    expect(page.locator("tr[data-variant='int8-dynamic'] td.latency-p99")).to_contain_text("too few calls")
+    expect(page.locator("tr[data-variant='original'] td.variant .run")).not_to_contain_text(_job(second.pk))
+    shoot("12-version-one-run-stamped")
+
+
+def test_the_promote_page_sets_the_candidate_beside_production_with_intervals_and_the_gate(
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = staff(make_user, "maria", "maintainer")
+    approver = staff(make_user, "abe", "approver")
+    version = optimized_version(maintainer, quality_mlp)
+    job = version.jobs.get()
+    services.deployment_promote(model=version.model, variant=version.variants.get(name="int8-dynamic"), by=approver,
+                                reason="fastest passing variant")
+    log_in(approver, f"/dashboard/models/{MODEL}/versions/{version.number}/variants/original/promote/")
+    expect(page.locator("#gate")).to_contain_text("refused under the governing profile quality-mlp-profile")
+    expect(page.locator("#gate")).to_contain_text("size 10.5 MB > 5 MB")
+    table = page.locator("#comparison")
+    expect(table.locator("thead")).to_contain_text("v1/original")
+    expect(table.locator("thead")).to_contain_text("v1/int8-dynamic")
+    for statistic in ("p50", "p95"):
+        expect(table.locator(f"tr.latency-{statistic} td")).to_have_count(2)
+        for index in range(2):
+            expect(table.locator(f"tr.latency-{statistic} td").nth(index)).to_contain_text(re.compile(r"\d+ calls"))
+    expect(table.locator("tr.latency-p99")).to_contain_text("too few calls")
+    expect(table.locator("tr.runs td")).to_have_count(2)
+    for index in range(2):
+        expect(table.locator("tr.runs td").nth(index)).to_contain_text(_job(job.pk))
+    expect(page.locator("#speedup")).to_contain_text("slower")
+    expect(page.locator("#speedup")).to_contain_text(f"paired: both measured together in job {job.pk}")
+    expect(table).to_contain_text("Fidelity vs the original")
+    shoot("13-promote-compares-with-production")
+    page.click("input[value='Force the promotion of v1/original']")
+    expect(page.locator("#promote-form .errorlist").first).to_contain_text("A forced promotion needs a written reason.")
+    assert not PromotionEvent.objects.filter(to_variant__name="original").exists()
+
+
 def test_an_approver_promotes_forces_a_failing_variant_rolls_back_and_finds_it_all_in_the_history(
         page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
         quality_mlp: SampleModel, media_root: Path) -> None:
@@ -191,6 +267,7 @@ def test_an_approver_promotes_forces_a_failing_variant_rolls_back_and_finds_it_a
     page.click("input[value='Force the promotion of v1/prune-structured']")
     expect(page.locator("#production")).to_contain_text("v1/prune-structured serves")
 
+    expect(page.locator("#rollback-form")).to_contain_text("the last known good")
     page.fill("#rollback-form input[name=reason]", "trial lost too much accuracy")
     page.click("input[value='Roll back to v1/int8-dynamic']")
     expect(page.locator(".messagelist")).to_contain_text("v1/int8-dynamic serves quality-mlp again")
@@ -198,7 +275,9 @@ def test_an_approver_promotes_forces_a_failing_variant_rolls_back_and_finds_it_a
     expect(rows).to_have_count(3)
     expect(rows.nth(0)).to_contain_text("rollback")
     expect(rows.nth(0)).to_contain_text("trial lost too much accuracy")
+    expect(rows.nth(0)).to_contain_text("under quality-mlp-profile")
     expect(rows.nth(1)).to_contain_text("forced")
+    expect(rows.nth(1)).to_contain_text("no passing judgment")
     expect(rows.nth(1)).to_contain_text("smaller model for the edge trial")
     expect(rows.nth(2)).to_contain_text("fastest passing variant")
     shoot("09-promotion-history")
@@ -226,6 +305,8 @@ def test_the_models_list_and_the_comparison_show_production_trends_and_versions(
     row = page.locator("#models tbody tr")
     expect(row).to_contain_text("v2/int8-dynamic")
     expect(row).to_contain_text("serving")
+    expect(row.locator("td.last")).to_contain_text("nightly of 2026-01-12")  # production's own latest numbers
+    expect(row.locator("td.last")).to_contain_text("at batch 1")
     expect(row.locator("svg.sparkline")).to_have_count(1)
     expect(row).to_contain_text("3 nights")
     expect(page.locator("text=Register a model")).to_have_count(0)  # a viewer registers nothing

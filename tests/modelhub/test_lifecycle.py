@@ -34,6 +34,8 @@ def _register(api: APIClient, sample: SampleModel) -> None:
                  format="multipart")
     profile = {"name": "small", "max_size_mb": 5, "accuracy_metric": "mae", "max_accuracy_drop": 0.02}
     assert api.post("/api/v1/profiles", profile, format="json").status_code == 201
+    governing = api.post("/api/v1/models/mlp/governing-profiles", {"profile": "small"}, format="json")
+    assert governing.status_code == 200 and governing.json()["governing"] == {"production": "small"}
 
 
 def _optimize(api: APIClient) -> dict[str, Any]:
@@ -74,7 +76,7 @@ def test_an_approver_promotes_the_passing_variant_and_rolls_back(optimized: dict
                            format="json")
     assert promoted.status_code == 201, promoted.json()
     refused = client.post("/api/v1/models/mlp/promote", {"version": 1, "variant": "original"}, format="json")
-    assert refused.status_code == 400 and "failed readiness" in refused.json()["error"]
+    assert refused.status_code == 400 and "fails production's governing profile 'small'" in refused.json()["error"]
     forced = client.post("/api/v1/models/mlp/promote", {"version": 1, "variant": "original", "force": True,
                                                         "reason": "int8 drifts on the new data"}, format="json")
     assert forced.status_code == 201 and forced.json()["forced"] is True

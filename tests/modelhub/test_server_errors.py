@@ -87,6 +87,7 @@ def outage(tmp_path: Path) -> Iterator[None]:
 
 def test_an_api_request_while_the_database_is_down_is_a_503_json_answer_with_retry_after(
         production: None, client: Client, token: str, tmp_path: Path) -> None:
+    """E2: the management plane answers 503 + Retry-After in JSON while the database is down."""
     with outage(tmp_path):
         response = client.get("/api/v1/models", HTTP_AUTHORIZATION=f"Token {token}")
 

@@ -88,14 +88,17 @@ def test_alias_and_version_choose_the_variant(registry: Any, mlp: Any, quality_m
     assert caller.post("mlp", body, query="?version=9").status_code == 404
 
 
-def test_version_n_serves_the_best_variant_of_its_last_successful_job(registry: Any, mlp: Any, caller: Any,
-                                                                      features: np.ndarray) -> None:
+def test_version_n_serves_the_variant_an_approver_chose_never_a_jobs_best(registry: Any, mlp: Any, caller: Any,
+                                                                         features: np.ndarray) -> None:
+    """G2: a newer job calling another variant best does not move ?version=N; a promotion does."""
     from modelhub.models import OptimizationJob
 
-    variant = registry.copy_variant(mlp, name="graph")
+    graph = registry.copy_variant(mlp, name="graph")
     OptimizationJob.objects.create(version=mlp, status=OptimizationJob.Status.SUCCEEDED, result={"best": "graph"})
-    response = caller.post("mlp", {"inputs": {"features": features[:1]}}, query="?version=1")
-    assert response.json()["variant"] == variant.name == "graph"
+    body = {"inputs": {"features": features[:1]}}
+    assert caller.post("mlp", body, query="?version=1").json()["variant"] == "original"
+    registry.promote(graph, alias="staging")
+    assert caller.post("mlp", body, query="?version=1").json()["variant"] == "graph"
 
 
 def test_answers_are_counted_in_the_latency_histogram(caller: Any, features: np.ndarray) -> None:

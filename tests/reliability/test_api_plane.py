@@ -436,12 +436,19 @@ def test_admin_and_session_promote_or_rollback_without_a_csrf_token_is_403(
 
 def test_the_same_session_post_with_the_csrf_token_gets_through(owned: dict[str, Any], staff_session: Client) -> None:
     """B7 control: the 403 above is the CSRF check, not a permission problem."""
+    import onnx
+
+    second = onnx.load_from_string(tiny_onnx_bytes())
+    second.doc_string = "version 2"
+    register(owned["owner"], second.SerializeToString(), name="m")
     staff_session.get("/admin/modelhub/variant/")
     token = staff_session.cookies["csrftoken"].value
     response = staff_session.post("/api/v1/models/m/promote",
-                                  {"version": 1, "variant": "original", "force": True, "reason": "again"},
+                                  {"version": 2, "variant": "original", "force": True, "reason": "again"},
                                   content_type="application/json", HTTP_X_CSRFTOKEN=token)
     assert response.status_code == 201, response.content
-    response = staff_session.post("/dashboard/models/m/rollback/", {"reason": "back", "csrfmiddlewaretoken": token})
+    # v1 was never judged, so going back to it is the forced flow: a reason and the force flag.
+    response = staff_session.post("/dashboard/models/m/rollback/",
+                                  {"reason": "back", "force": "on", "csrfmiddlewaretoken": token})
     assert response.status_code == 302
     assert PromotionEvent.objects.filter(kind="rollback").count() == 1

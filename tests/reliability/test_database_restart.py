@@ -143,6 +143,7 @@ def _assert_unavailable(reply: Reply, what: str) -> None:
 @pytest.mark.timeout(300)
 def test_postgres_down_keeps_warm_predictions_refuses_the_rest_fast_and_both_planes_recover(
         postgres: PostgresServer, quality_mlp: SampleModel) -> None:
+    """E2: warm predictions go on, cold ones are refused fast, and both planes recover."""
     stack_module = bench_module("_server")
     with stack_module.Stack(prefix="modelhub-pg-restart-", database_url=postgres.url) as stack:
         stack.start_redis(reuse_env=False)

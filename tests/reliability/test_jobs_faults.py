@@ -27,6 +27,7 @@ from rest_framework.test import APIClient
 
 from modelhub import artifacts, job_runner, services
 from modelhub.models import ModelVersion, OptimizationJob, Variant
+from tests import factories
 from tests.real_services import QUEUES, ROOT, RedisServer, child_pids, running_worker, stop_worker, wait_for
 from tests.reliability.conftest import register, tiny_onnx_bytes
 from workers import formats
@@ -392,10 +393,12 @@ def test_a_broker_lost_mid_job_cancels_the_task_and_the_rerun_gives_one_result_p
     assert settings.CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS is True
     owner = make_user("mia", "maintainer", "approver")  # auto-promotion acts as the job's creator
     version = _register_quality(owner, quality_mlp)
+    lenient = factories.profile("lenient", max_size_mb=50.0)  # auto-promotion needs the governing profile's pass
+    factories.govern(version, lenient, owner)
     log = data_dir / "worker.log"
     with running_worker(broker.url, data_dir) as worker:
         job = services.optimization_request(version=version, user=owner, plan=LONG_PLAN[:4], bench=FAST_BENCH,
-                                            auto_promote=True)
+                                            auto_promote=True, profile=lenient)
         wait_for(lambda: version.variants.count() >= 2, 180, "the first variant", log)
         first_child = wait_for(lambda: child_pids(worker.pid), 30, "the pool child", log)
         assert not _finished(job.pk), "the job ended before the broker went away; the test needs a longer plan"

@@ -23,11 +23,14 @@ NIGHT = date(2025, 6, 10)
 
 
 def _promote_after_a_job(maintainer: Any, approver: Any, sample: SampleModel) -> None:
-    """Register, optimize (in this process) and promote int8-dynamic over the original."""
+    """Register, optimize (in this process) under production's governing profile and promote
+    int8-dynamic over the original."""
     version = _register_eagerly(maintainer, sample)
+    profile = services.profile_create(user=maintainer, name="cpu-small", max_p95_ms=1000.0, batch_size=1, threads=1)
+    services.governing_profile_set(model=version.model, profile=profile, by=maintainer)
     app.conf.task_always_eager = True
     try:
-        job = services.optimization_request(version=version, user=maintainer, bench=BENCH,
+        job = services.optimization_request(version=version, user=maintainer, profile=profile, bench=BENCH,
                                             plan=[{"name": "int8-dynamic", "pass_name": "quantize_dynamic", "options": {}}])
     finally:
         app.conf.task_always_eager = False
@@ -38,7 +41,7 @@ def _promote_after_a_job(maintainer: Any, approver: Any, sample: SampleModel) ->
 
 
 def _finished_nightly() -> list[BenchmarkResult]:
-    return list(BenchmarkResult.objects.filter(kind="nightly", night=NIGHT, passed__isnull=False))
+    return list(BenchmarkResult.objects.filter(kind="nightly", night=NIGHT, pending=False))
 
 
 def test_the_nightly_task_runs_on_a_real_worker_and_twice_sent_measures_each_variant_once(
@@ -55,8 +58,9 @@ def test_the_nightly_task_runs_on_a_real_worker_and_twice_sent_measures_each_var
     results = BenchmarkResult.objects.filter(kind="nightly", night=NIGHT)
     assert sorted(results.values_list("variant__name", flat=True)) == ["int8-dynamic", "original"]
     for result in results:
-        assert result.p95_ms > 0 and result.passed is True
+        assert result.p95_ms > 0 and result.passed is True and result.profile.name == "cpu-small"
         assert result.report["config"]["time_budget_s"] == 0.2
+        assert result.statistic == "p50" and result.intervals["p50"]["low"] <= result.p50_ms
     assert _succeeded(log) == 2
 
 

@@ -31,6 +31,10 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "rel_l2": False,
 }
 
+# Fidelity: how close a variant's outputs are to the original's. Task quality: how good they are
+# against the dataset's labels. Pages and answers show them as separate, named columns.
+FIDELITY_METRICS = ("agreement", "cosine_mean", "cosine_min", "mae", "max_abs_error", "rel_l2")
+TASK_METRICS = ("accuracy", "label_mae", "pearson")
 TASKS = ("classification", "regression", "embedding")
 _DEFAULT_METRIC = {"classification": "agreement", "regression": "mae", "embedding": "cosine_min"}
 

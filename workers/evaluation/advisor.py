@@ -1,8 +1,12 @@
 """Plain-language advice on a set of ranked variants, derived only from their numbers (pure: no Django).
 
 One line per variant worth a remark, then a closing line on the choice, e.g.
-"int8-static: 2.4x faster, 3.9x smaller, −0.3 % agreement, recommended" or
-"prune-structured: 1.9x smaller but fails accuracy: try a lower ratio (0.25)".
+"int8-static: 2.4x faster (p50 at batch 1, 95 % interval 2.2–2.6x), 3.9x smaller, −0.3 % agreement,
+recommended" or "prune-structured: 1.9x smaller but fails accuracy: try a lower ratio (0.25)".
+
+Speed claims follow the statistics: "faster" / "slower" only when the whole interval of the paired
+ratio lies beyond the noise band (``stats.claim``), else "same speed (within noise)". Every speed
+claim names its statistic and batch size; a pick that was tied with others says so and why it won.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from workers.planner import ORIGINAL, Candidate, Ranking, rank
+from workers.evaluation import stats
+from workers.planner import ORIGINAL, Candidate, Ranking, rank, speed_ratio
 
 # Metrics on a 0..1 scale, stated in percentage points.
 _FRACTION_METRICS = {"agreement", "accuracy", "cosine_mean", "cosine_min", "pearson"}
-# Ratios closer to 1 than this are "as fast" / "the same size": within measurement noise.
-_NOTICEABLE = 1.1
+# Sizes are exact, but a change this small is not worth a word.
+_NOTICEABLE = 1 + stats.NOISE_BAND
 _WIDTH_STEP = 0.25
 
 
@@ -27,6 +32,20 @@ def _ratio_words(ratio: float, more: str, less: str) -> str | None:
     if ratio <= 1 / _NOTICEABLE:
         return f"{1 / ratio:.1f}x {less}"
     return None
+
+
+def speed_words(candidate: Candidate, other: Candidate, paired: dict[str, Any] | None = None) -> str:
+    """'2.4x faster (p50 at batch 1, 95 % interval 2.2–2.6x)' or 'same speed (within noise) (p50 at batch 1)'."""
+    ratio = speed_ratio(candidate, other, paired)
+    where = f"{candidate.statistic} at batch {candidate.batch_size}"
+    verdict = stats.claim(ratio)
+    if verdict == stats.SAME:
+        return f"{verdict} ({where})"
+    shown = ratio.value if verdict == stats.FASTER else 1 / ratio.value
+    low, high = (ratio.low, ratio.high) if verdict == stats.FASTER else (1 / ratio.high, 1 / ratio.low)
+    if low == high:
+        return f"{shown:.1f}x {verdict} ({where})"
+    return f"{shown:.1f}x {verdict} ({where}, 95 % interval {low:.2f}–{high:.2f}x)"
 
 
 def _signed(value: float, digits: int) -> str:
@@ -48,7 +67,7 @@ def _versus(candidate: Candidate, reference: Candidate | None) -> list[str]:
     if reference is None or candidate is reference:
         return []
     parts = [
-        _ratio_words(reference.latency_ms / candidate.latency_ms, "faster", "slower"),
+        speed_words(candidate, reference, candidate.speedup),
         _ratio_words(reference.size_bytes / max(candidate.size_bytes, 1), "smaller", "larger"),
         _accuracy_delta(candidate, reference),
     ]
@@ -77,13 +96,15 @@ def _pass_advice(candidate: Candidate, parent: Candidate | None, target: str) ->
     """What to try next for a variant, from its pass and its numbers."""
     gap = _accuracy_shortfall(candidate)
     fails_accuracy = gap is not None and gap > 0
-    speedup = parent.latency_ms / candidate.latency_ms if parent is not None and parent is not candidate else None
-    if candidate.pass_name == "fp16" and target == "cpu" and speedup is not None and speedup < _NOTICEABLE:
-        return f"{candidate.name}: fp16 on this CPU is no faster ({speedup:.2f}x): use it on CUDA targets"
-    if candidate.pass_name == "quantize_dynamic" and speedup is not None and speedup <= 1 / _NOTICEABLE:
+    ratio = speed_ratio(candidate, parent, candidate.parent_speedup) if parent not in (None, candidate) else None
+    claim = stats.claim(ratio) if ratio is not None else None
+    if candidate.pass_name == "fp16" and target == "cpu" and claim is not None and claim != stats.FASTER:
+        return (f"{candidate.name}: fp16 on this CPU is no faster ({ratio.value:.2f}x, {candidate.statistic} at batch "
+                f"{candidate.batch_size}): use it on CUDA targets")
+    if candidate.pass_name == "quantize_dynamic" and claim == stats.SLOWER:
         # Dynamic int8 quantizes activations on every call; small or conv-heavy models pay more than they gain.
-        return (f"{candidate.name}: {1 / speedup:.1f}x slower than {parent.name}: per-call activation "
-                "quantization costs more than int8 saves here; prefer int8-static")
+        return (f"{candidate.name}: {speed_words(candidate, parent, candidate.parent_speedup)} than {parent.name}: "
+                "per-call activation quantization costs more than int8 saves here; prefer int8-static")
     if not fails_accuracy:
         return None
     if candidate.pass_name == "distill":
@@ -112,13 +133,26 @@ def _variant_line(candidate: Candidate, reference: Candidate | None, ranking: Ra
         return f"{candidate.name}: {ranking.rejected[candidate.name]} (slower, not smaller, not more accurate): drop it"
     if candidate.name in ranking.ordered:
         gains = ", ".join(_versus(candidate, reference)) or "no measurable change"
+        if not ranking.judged:
+            return f"{candidate.name}: {gains}, measured, not judged (no profile)"
         return f"{candidate.name}: {gains}, {'recommended' if candidate.name == ranking.best else 'passes'}"
     if not candidate.passed:
         return f"{candidate.name}: fails ({'; '.join(candidate.failures)})"
     return None
 
 
+def _tie_line(ranking: Ranking) -> str | None:
+    tied = ranking.ties.get(ranking.best or "")
+    if not tied:
+        return None
+    return (f"{ranking.best} is tied on {ranking.statistic} latency at batch {ranking.batch_size} with "
+            f"{', '.join(tied)} (intervals overlap): chosen by size, then accuracy, then fewest passes")
+
+
 def _closing_line(by_name: dict[str, Candidate], ranking: Ranking, reference: str) -> str | None:
+    if not ranking.judged:
+        return ("no profile: variants were measured, not judged; run under the model's governing profile to "
+                "choose one")
     if ranking.best is None:
         if ranking.best_effort is None:
             return "no variant passes the profile and none could be measured"
@@ -151,9 +185,7 @@ def advise(
         hint = _pass_advice(candidate, by_name.get(candidate.parent or "", ref), target)
         if hint:
             lines.append(hint)
-    closing = _closing_line(by_name, ranking, reference)
-    if closing:
-        lines.append(closing)
+    lines.extend(line for line in (_tie_line(ranking), _closing_line(by_name, ranking, reference)) if line)
     if fingerprint and not fingerprint.get("isa", {}).get("avx512_vnni") and not fingerprint.get("isa", {}).get("avx_vnni"):
         if any(c.pass_name in ("quantize_dynamic", "quantize_static") for c in candidates):
             lines.append("this CPU has no VNNI instructions: int8 speed-ups here understate what VNNI CPUs get")

@@ -1,53 +1,52 @@
-"""Latency, throughput and memory of one ONNX model, measured in a fresh process (pure: no Django).
+"""Latency, throughput and memory of ONNX models, measured in interleaved rounds (pure: no Django).
 
-``benchmark`` starts ``python -m workers.evaluation.bench`` with the interpreter that runs it,
-sends a JSON request on stdin and reads a JSON report on stdout. A fresh process per model means
-that one model's arenas, caches and thread pools never flatter or hurt the next one, that the
-memory figure is the model's own, and that a model which crashes the runtime (SIGSEGV, SIGFPE)
-takes down only the measuring child: the caller gets a ``BenchError`` naming the signal.
+``benchmark_many`` measures the variants of one job together. Each model gets a process of its own
+(``workers.evaluation.bench_child``), so that one model's arenas, caches and thread pools never
+flatter or hurt another, its memory figure is its own, and a model that crashes the runtime
+(SIGSEGV, SIGFPE) takes down only its child: the caller gets a ``BenchError`` naming the signal.
 
-What is measured, per batch size:
-- warm-up: at least ``warmup_min`` calls, then until the median of the last window of calls moves
-  by no more than ``_STABLE_TOLERANCE`` from the window before it, at most ``warmup_max`` calls
-  (and no longer than the time budget);
-- then ``iterations`` timed calls, or fewer when ``time_budget_s`` runs out (never fewer than
-  ``_MIN_TIMED_CALLS``);
-- latency mean / p50 / p95 / p99 / max / std in milliseconds and throughput in samples per second.
+The children are loaded and warmed up first; then, per batch size, ``rounds`` rounds follow. In
+each round every model runs a slice of timed calls, one model at a time, in an order rotated from
+round to round (A B C, B C A, C A B ...), so that drift of a shared machine hits all alike. The
+raw call times of every round are kept in the report (``rounds``), and each percentile is given
+with its 95 % interval and the number of calls behind it (``workers.evaluation.stats``).
+Speed-ups between two models of the same run are paired round by round (``BenchReport.speedup``).
 
-Memory: the child reads ``VmRSS`` from ``/proc/self/status`` after importing onnxruntime and
-building the inputs (the baseline), then resets the kernel's high-water mark by writing ``5`` to
-``/proc/self/clear_refs``; after the runs, ``VmHWM`` (peak resident set since the reset) minus the
-baseline is the model's peak memory: weights, session arenas and activations. Where the reset is
-not allowed the peak includes whatever the process reached before (``memory_method`` says which).
-On CUDA the figure covers host memory only.
+``benchmark`` measures one model the same way.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import platform
+import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workers.formats import Signature, read_npz
+from workers.evaluation import stats
+from workers.formats import Signature
 
-_WINDOW = 10  # calls per warm-up window
-_STABLE_TOLERANCE = 0.03  # warm-up ends when the window median moves by no more than 3 %
-_MIN_TIMED_CALLS = 5
-_DEFAULT_SYMBOLIC_DIM = 16
 _ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# The child inherits only what running Python and onnxruntime needs: never the worker's secrets.
+_KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+             "CUDA_VISIBLE_DEVICES", "VIRTUAL_ENV")
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_CHILD = [sys.executable, "-m", "workers.evaluation.bench_child"]
 
 
 class BenchError(RuntimeError):
@@ -56,24 +55,26 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """How to measure: batch sizes, threads, warm-up bounds, timed calls and time per batch size."""
+    """How to measure: batch sizes, threads, warm-up bounds, timed calls, rounds and time per
+    batch size and model (``time_budget_s``, shared out over the rounds)."""
 
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     threads: int = 1
     warmup_min: int = 10
     warmup_max: int = 200
-    iterations: int = 200
+    iterations: int = 300
+    rounds: int = 15
     time_budget_s: float = 3.0
     provider: str = "cpu"
-    timeout_s: float | None = None  # of the whole child process; None: derived from the budget
+    timeout_s: float | None = None  # of each request to a child; None: derived from the budget
 
     def __post_init__(self) -> None:
-        if self.provider not in _PROVIDERS:
-            raise BenchError(f"Unknown provider {self.provider!r}; use one of {', '.join(_PROVIDERS)}.")
+        if self.provider not in PROVIDERS:
+            raise BenchError(f"Unknown provider {self.provider!r}; use one of {', '.join(PROVIDERS)}.")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise BenchError("Batch sizes must be a non-empty list of positive integers.")
-        if self.threads < 1 or self.iterations < 1 or not 0 <= self.warmup_min <= self.warmup_max:
-            raise BenchError("threads and iterations must be >= 1 and 0 <= warmup_min <= warmup_max.")
+        if self.threads < 1 or self.iterations < 1 or self.rounds < 1 or not 0 <= self.warmup_min <= self.warmup_max:
+            raise BenchError("threads, iterations and rounds must be >= 1 and 0 <= warmup_min <= warmup_max.")
 
     @property
     def effective_timeout_s(self) -> float:
@@ -82,6 +83,10 @@ class BenchConfig:
         # Load + per batch size: warm-up and timed calls are each capped by the budget.
         return 120.0 + 3 * self.time_budget_s * len(self.batch_sizes)
 
+    @property
+    def calls_per_round(self) -> int:
+        return max(1, math.ceil(self.iterations / self.rounds))
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["batch_sizes"] = list(self.batch_sizes)
@@ -89,7 +94,7 @@ class BenchConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchConfig:
-        data = dict(data)
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if "batch_sizes" in data:
             data["batch_sizes"] = tuple(int(b) for b in data["batch_sizes"])
         return cls(**data)
@@ -97,7 +102,9 @@ class BenchConfig:
 
 @dataclass
 class BenchReport:
-    """One model's measurement: per batch size latencies, memory, load time, and the hardware."""
+    """One model's measurement: per batch size latencies with intervals and their raw rounds,
+    memory, load time, the hardware, and the run it belongs to (``run``: models measured together,
+    rounds, order)."""
 
     model: str
     file_size_bytes: int
@@ -105,18 +112,20 @@ class BenchReport:
     peak_memory_mb: float
     baseline_memory_mb: float
     memory_method: str
-    results: dict[int, dict[str, float]]
+    results: dict[int, dict[str, Any]]
     fingerprint: dict[str, Any]
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
 
     @property
     def batch_sizes(self) -> list[int]:
         return sorted(self.results)
 
-    def at(self, batch: int) -> dict[str, float]:
+    def at(self, batch: int) -> dict[str, Any]:
         """The figures at one batch size: mean_ms, p50_ms, p95_ms, p99_ms, max_ms, min_ms, std_ms,
-        throughput (samples/s), iterations, warmup_iterations, warmup_stable."""
+        throughput (samples/s at this batch), iterations, warmup_iterations, warmup_stable,
+        ``intervals`` (per statistic: value, low, high, calls, enough) and ``rounds`` (raw ms)."""
         if batch not in self.results:
             measured = ", ".join(str(b) for b in sorted(self.results)) or "none"
             raise KeyError(f"Batch size {batch} was not measured (measured: {measured}).")
@@ -131,6 +140,30 @@ class BenchReport:
     def p99(self, batch: int) -> float:
         return self.at(batch)["p99_ms"]
 
+    def estimate(self, statistic: str, batch: int) -> stats.Estimate:
+        """A statistic at a batch size with its interval and the calls behind it. A report stored
+        before intervals were kept gives its point value with no width, judged on its call count."""
+        figures = self.at(batch)
+        if "intervals" in figures:
+            return stats.Estimate.from_dict(figures["intervals"][statistic])
+        value, calls = float(figures[f"{statistic}_ms"]), int(figures.get("iterations", 0))
+        return stats.Estimate(statistic, value, value, value, calls, calls >= stats.min_calls(statistic))
+
+    def rounds(self, batch: int) -> list[list[float]]:
+        """The raw call times per round in ms (empty for a report stored before rounds were kept)."""
+        return self.at(batch).get("rounds") or []
+
+    def speedup(self, other: BenchReport, statistic: str, batch: int) -> stats.Estimate:
+        """How many times faster this model is than ``other`` (paired when measured in one run).
+        Without the raw rounds of both (an older stored report) it is the ratio of the two point
+        values, marked as not enough to claim anything."""
+        if self.rounds(batch) and other.rounds(batch):
+            together = bool(self.run.get("id")) and self.run.get("id") == other.run.get("id")
+            return stats.speedup(other.rounds(batch), self.rounds(batch), statistic, paired=together)
+        mine, theirs = self.estimate(statistic, batch), other.estimate(statistic, batch)
+        ratio = theirs.value / mine.value if mine.value else math.inf
+        return stats.Estimate(f"{statistic} speed-up", ratio, ratio, ratio, min(mine.calls, theirs.calls), False)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["results"] = {str(b): dict(r) for b, r in self.results.items()}
@@ -141,6 +174,7 @@ class BenchReport:
         data = dict(data)
         data["results"] = {int(b): dict(r) for b, r in data["results"].items()}
         data["notes"] = list(data.get("notes", []))
+        data["run"] = dict(data.get("run", {}))
         return cls(**data)
 
 
@@ -191,249 +225,233 @@ def hardware_fingerprint(provider: str, threads: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "onnxruntime": _package_version("onnxruntime", "onnxruntime-gpu"),
         "torch": _package_version("torch"),
-        "provider": _PROVIDERS.get(provider, provider),
+        "provider": PROVIDERS.get(provider, provider),
         "threads": threads,
     }
 
 
-# --- the parent side ----------------------------------------------------------------------------
+# --- the children -------------------------------------------------------------------------------
 
 
 def _child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {name: os.environ[name] for name in _KEPT_ENV if name in os.environ}
     for name in _THREAD_ENV:
         env[name] = str(threads)
     # The child imports workers.* from this checkout, whatever the caller's working directory.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = str(_PROJECT_ROOT)
     return env
 
 
-def _crash_message(returncode: int, stderr: str) -> str:
-    if returncode < 0:
+def _crash_message(returncode: int | None, stderr: str) -> str:
+    if returncode is not None and returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = "unknown"
         return f"The benchmark process crashed: signal {-returncode} ({name}). The model is not safe to run."
     tail = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+    if returncode is None:  # still running, but what it wrote was no answer
+        return f"The benchmark process gave no readable answer: {tail}"
     return f"The benchmark process exited with status {returncode}: {tail}"
 
 
-def _run_child(request: dict[str, Any], *, timeout_s: float, threads: int, argv: list[str] | None = None) -> dict:
-    """Run the measuring child and return its JSON answer; every failure becomes a BenchError."""
-    argv = argv or [sys.executable, "-m", "workers.evaluation.bench"]
+class Child:
+    """One measuring process: a request line in, an answer line out, each answer under a deadline
+    of ``timeout_s`` (per request: a child of a run of many models lives through the others' loads
+    and rounds too). It runs in its own process group, and the whole group is killed on any failure."""
+
+    def __init__(self, *, timeout_s: float, threads: int, argv: Sequence[str] | None = None) -> None:
+        self.timeout_s = timeout_s
+        self.deadline = time.monotonic() + timeout_s
+        # stderr goes to a file: a chatty library must never fill a pipe and stall the child.
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(list(argv or _CHILD), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.stderr, text=True, env=_child_env(threads),
+                                        cwd=_PROJECT_ROOT, start_new_session=True)
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return its answer; a crash, an error or the deadline is a BenchError."""
+        self.deadline = time.monotonic() + self.timeout_s
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the child is gone: reading says how it ended
+        answer = self._read_line()
+        if isinstance(answer, dict) and "error" in answer:
+            self.close()
+            raise BenchError(answer["error"])
+        if not isinstance(answer, dict) or "ok" not in answer:
+            raise self._failure()
+        return answer["ok"]
+
+    def _failure(self) -> BenchError:
+        """No answer came: how the child ended (signal, or status and its last stderr line). The
+        message is read before ``close``, which kills the group and drops the stderr file."""
+        try:
+            returncode: int | None = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        message = _crash_message(returncode, self._stderr())
+        self.close()
+        return BenchError(message)
+
+    def _read_line(self) -> Any:
+        remaining = self.deadline - time.monotonic()
+        ready, _, _ = select.select([self.process.stdout], [], [], max(remaining, 0))
+        if not ready:
+            self.close()
+            raise BenchError(f"The benchmark took longer than {self.timeout_s:.0f} s and was stopped.")
+        line = self.process.stdout.readline()
+        try:
+            return json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            return None
+
+    def _stderr(self) -> str:
+        try:
+            self.stderr.seek(0)
+            return self.stderr.read()[-4000:]
+        except (OSError, ValueError):
+            return ""
+
+    def close(self) -> None:
+        """Kill the child's whole process group (threads or helpers it started go with it)."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=10)
+        self.stderr.close()
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToMeasure:
+    """One model of a run: a key naming it (the variant), its file and its signature."""
+
+    key: str
+    model: Path
+    signature: Signature
+
+
+def _load(item: ToMeasure, config: BenchConfig, data: Path | None) -> tuple[Child, dict[str, Any]]:
+    if not Path(item.model).is_file():
+        raise BenchError(f"There is no model file for {item.key}.")
+    child = Child(timeout_s=config.effective_timeout_s, threads=config.threads)
+    request = {"op": "load", "model": str(Path(item.model).resolve()), "signature": item.signature.to_dict(),
+               "config": config.to_dict(), "data": str(Path(data).resolve()) if data else None}
+    return child, child.ask(request)
+
+
+def _rounds(children: dict[str, Child], batch: int, config: BenchConfig,
+            errors: dict[str, BenchError]) -> dict[str, list[list[float]]]:
+    """``config.rounds`` rounds at one batch size, the order rotated each round; rounds stop early
+    (after at least three) when the run is past its time budget. A model that fails leaves the run
+    (its error goes to ``errors``); the others go on."""
+    times: dict[str, list[list[float]]] = {key: [] for key in children}
+    slice_s = config.time_budget_s / config.rounds
+    started = time.monotonic()
+    for index in range(config.rounds):
+        keys = [key for key in children if key not in errors]
+        shift = index % max(len(keys), 1)
+        for key in keys[shift:] + keys[:shift]:
+            try:
+                answer = children[key].ask({"op": "round", "batch": batch, "calls": config.calls_per_round,
+                                            "slice_s": slice_s})
+            except BenchError as exc:
+                errors[key] = exc
+                continue
+            times[key].append([float(t) for t in answer["times"]])
+        if index >= 2 and time.monotonic() - started > config.time_budget_s * max(len(keys), 1) * 1.5:
+            break
+    return times
+
+
+def _figures(rounds: list[list[float]], batch: int, warmup: tuple[int, bool]) -> dict[str, Any]:
+    ms = np.concatenate([np.asarray(r) for r in rounds])
+    intervals = {name: stats.estimate(rounds, name).to_dict() for name in stats.STATISTICS}
+    return {
+        "mean_ms": float(ms.mean()), "p50_ms": intervals["p50"]["value"], "p95_ms": intervals["p95"]["value"],
+        "p99_ms": intervals["p99"]["value"], "max_ms": float(ms.max()), "min_ms": float(ms.min()),
+        "std_ms": float(ms.std()), "throughput": batch * len(ms) / (ms.sum() / 1000.0),  # samples/s at this batch
+        "iterations": len(ms), "warmup_iterations": warmup[0], "warmup_stable": warmup[1],
+        "intervals": intervals, "rounds": rounds,
+    }
+
+
+def _report(item: ToMeasure, loaded: dict[str, Any], finished: dict[str, Any], times: dict[int, list[list[float]]],
+            config: BenchConfig, run: dict[str, Any]) -> BenchReport:
+    results = {batch: _figures(rounds, batch, tuple(loaded["warmup"][str(batch)])) for batch, rounds in times.items()}
+    return BenchReport(model=str(item.model), file_size_bytes=Path(item.model).stat().st_size,
+                       load_time_ms=loaded["load_time_ms"], peak_memory_mb=finished["peak_memory_mb"],
+                       baseline_memory_mb=finished["baseline_memory_mb"], memory_method=finished["memory_method"],
+                       results=results, fingerprint=loaded["fingerprint"], config=config.to_dict(),
+                       notes=list(loaded["notes"]), run=run)
+
+
+@dataclass
+class Run:
+    """What one interleaved run gave: a report per model measured, an error per model that failed."""
+
+    reports: dict[str, BenchReport]
+    errors: dict[str, BenchError]
+
+
+def _finish(children: dict[str, Child], errors: dict[str, BenchError]) -> dict[str, dict[str, Any]]:
+    finished = {}
+    for key, child in children.items():
+        if key in errors:
+            continue
+        try:
+            finished[key] = child.ask({"op": "finish"})
+        except BenchError as exc:
+            errors[key] = exc
+    return finished
+
+
+def benchmark_many(items: Sequence[ToMeasure], config: BenchConfig, data: Path | None = None) -> Run:
+    """Measure several models together in interleaved rounds (see the module docstring).
+
+    ``data`` is an .npz whose arrays are named after the inputs: the first ``batch`` rows are used
+    (tiled when there are fewer). Without it inputs are synthesized from each signature. A model
+    that cannot be loaded, fails or crashes is left out with its error; the others are measured.
+    """
+    children: dict[str, Child] = {}
+    loaded: dict[str, dict[str, Any]] = {}
+    errors: dict[str, BenchError] = {}
     try:
-        done = subprocess.run(argv, input=json.dumps(request), capture_output=True, text=True,
-                              timeout=timeout_s, env=_child_env(threads), cwd=_PROJECT_ROOT)
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"The benchmark took longer than {timeout_s:.0f} s and was stopped.") from exc
-    try:
-        answer = json.loads(done.stdout) if done.stdout.strip() else None
-    except json.JSONDecodeError:
-        answer = None
-    if isinstance(answer, dict) and "error" in answer:
-        raise BenchError(answer["error"])
-    if done.returncode != 0 or not isinstance(answer, dict):
-        raise BenchError(_crash_message(done.returncode, done.stderr))
-    return answer
+        for item in items:
+            try:
+                children[item.key], loaded[item.key] = _load(item, config, data)
+            except BenchError as exc:
+                errors[item.key] = exc
+        batches = sorted({batch for info in loaded.values() for batch in info["batches"]})
+        times = {batch: _rounds({k: c for k, c in children.items() if batch in loaded[k]["batches"]}, batch, config,
+                                errors) for batch in batches}
+        finished = _finish(children, errors)
+    finally:
+        for child in children.values():
+            child.close()
+    measured = [item for item in items if item.key not in errors]
+    run = {"id": uuid.uuid4().hex, "models": [item.key for item in measured], "order": "rotated each round",
+           "rounds": min((len(r) for t in times.values() for k, r in t.items() if k not in errors), default=0),
+           "calls_per_round": config.calls_per_round}
+    reports = {item.key: _report(item, loaded[item.key], finished[item.key],
+                                 {b: t[item.key] for b, t in times.items() if item.key in t}, config, run)
+               for item in measured}
+    return Run(reports=reports, errors=errors)
 
 
 def benchmark(model: Path, signature: Signature, config: BenchConfig, data: Path | None = None) -> BenchReport:
-    """Measure an ONNX model in a fresh subprocess (see the module docstring for the method).
-
-    ``data`` is an .npz whose arrays are named after the inputs: the first ``batch`` rows are used
-    (tiled when there are fewer). Without it inputs are synthesized from the signature.
-    """
+    """Measure one ONNX model in a fresh subprocess, in rounds like ``benchmark_many``."""
     model = Path(model)
     if not model.is_file():
         raise BenchError(f"There is no model file at {model}.")
-    request = {
-        "model": str(model.resolve()),
-        "signature": signature.to_dict(),
-        "config": config.to_dict(),
-        "data": str(Path(data).resolve()) if data else None,
-    }
-    answer = _run_child(request, timeout_s=config.effective_timeout_s, threads=config.threads)
-    return BenchReport.from_dict(answer)
-
-
-# --- the child side -----------------------------------------------------------------------------
-
-
-def _status_kb(field_name: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _synthetic(spec: Any, batch: int, rng: np.random.Generator) -> np.ndarray:
-    shape = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0
-             else _DEFAULT_SYMBOLIC_DIM) for i, d in enumerate(spec.shape)]
-    if spec.dtype == "bool":
-        return rng.random(shape) < 0.5
-    if np.issubdtype(np.dtype(spec.dtype), np.integer):
-        return rng.integers(0, 10, size=shape).astype(spec.dtype)  # small non-negative: ids, indices
-    return rng.standard_normal(shape).astype(spec.dtype)
-
-
-def _rows(array: np.ndarray, batch: int) -> np.ndarray:
-    """The first ``batch`` rows, tiled when the array has fewer."""
-    if len(array) == 0:
-        raise BenchError("The benchmark dataset has an empty array.")
-    repeats = -(-batch // len(array))
-    return np.concatenate([array] * repeats)[:batch] if repeats > 1 else array[:batch]
-
-
-def _inputs(signature: Signature, batch: int, data: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for spec in signature.inputs:
-        if data is not None:
-            if spec.name not in data:
-                raise BenchError(f"The benchmark dataset has no array named {spec.name!r}; it has {', '.join(sorted(data))}.")
-            feeds[spec.name] = np.ascontiguousarray(_rows(data[spec.name], batch).astype(spec.dtype, copy=False))
-        else:
-            feeds[spec.name] = _synthetic(spec, batch, rng)
-    return feeds
-
-
-def _session(model: str, config: BenchConfig) -> Any:
-    import onnxruntime as ort
-
-    provider = _PROVIDERS[config.provider]
-    if provider not in ort.get_available_providers():
-        raise BenchError(f"{provider} is not available in this onnxruntime build "
-                         f"(available: {', '.join(ort.get_available_providers())}).")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = config.threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model, options, providers=[provider])
-    except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        raise BenchError(f"onnxruntime could not load the model: {exc}") from exc
-
-
-def _timed_call(session: Any, feeds: dict[str, np.ndarray]) -> float:
-    start = time.perf_counter()
-    session.run(None, feeds)
-    return (time.perf_counter() - start) * 1000.0
-
-
-def _warm_up(session: Any, feeds: dict[str, np.ndarray], config: BenchConfig) -> tuple[int, bool]:
-    """Call until the window median settles; returns (calls made, whether it settled)."""
-    times: list[float] = []
-    deadline = time.perf_counter() + config.time_budget_s
-    while len(times) < config.warmup_max:
-        times.append(_timed_call(session, feeds))
-        if len(times) >= max(config.warmup_min, 2 * _WINDOW):
-            last, before = np.median(times[-_WINDOW:]), np.median(times[-2 * _WINDOW : -_WINDOW])
-            if abs(last - before) <= _STABLE_TOLERANCE * before:
-                return len(times), True
-        if len(times) >= config.warmup_min and time.perf_counter() > deadline:
-            break
-    return len(times), False
-
-
-def _measure(session: Any, feeds: dict[str, np.ndarray], batch: int, config: BenchConfig) -> dict[str, float]:
-    warmup_calls, stable = _warm_up(session, feeds, config)
-    times: list[float] = []
-    deadline = time.perf_counter() + config.time_budget_s
-    while len(times) < config.iterations:
-        times.append(_timed_call(session, feeds))
-        if len(times) >= _MIN_TIMED_CALLS and time.perf_counter() > deadline:
-            break
-    ms = np.asarray(times)
-    return {
-        "mean_ms": float(ms.mean()),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "max_ms": float(ms.max()),
-        "min_ms": float(ms.min()),
-        "std_ms": float(ms.std()),
-        "throughput": batch * len(ms) / (ms.sum() / 1000.0),  # samples per second
-        "iterations": len(ms),
-        "warmup_iterations": warmup_calls,
-        "warmup_stable": stable,
-    }
-
-
-def _batch_sizes(signature: Signature, config: BenchConfig, notes: list[str]) -> list[int]:
-    """A model with a fixed first dimension runs only at that batch size."""
-    first = signature.inputs[0].shape[0] if signature.inputs and signature.inputs[0].shape else None
-    if isinstance(first, int) and first > 0:
-        if set(config.batch_sizes) != {first}:
-            notes.append(f"The model's batch dimension is fixed at {first}; only that batch size was measured.")
-        return [first]
-    return sorted(set(config.batch_sizes))
-
-
-def measure(request: dict[str, Any]) -> dict[str, Any]:
-    """The child's work: load once, then warm up and time each batch size (returns the report dict)."""
-    config = BenchConfig.from_dict(request["config"])
-    signature = Signature.from_dict(request["signature"])
-    model = request["model"]
-    notes: list[str] = []
-    data = read_npz(Path(request["data"])) if request.get("data") else None
-    batches = _batch_sizes(signature, config, notes)
-    feeds_by_batch = {b: _inputs(signature, b, data) for b in batches}
-    import onnxruntime  # noqa: F401  (library memory belongs to the baseline, not the model)
-
-    baseline_kb = _status_kb("VmRSS") or 0
-    reset = _reset_peak_rss()
-    start = time.perf_counter()
-    session = _session(model, config)
-    load_ms = (time.perf_counter() - start) * 1000.0
-    results = {}
-    for batch in batches:
-        try:
-            results[batch] = _measure(session, feeds_by_batch[batch], batch, config)
-        except Exception as exc:  # onnxruntime's errors on run (shape, type) are not typed
-            raise BenchError(f"The model failed at batch size {batch}: {exc}") from exc
-    peak_kb = _status_kb("VmHWM") or _status_kb("VmRSS") or 0
-    return BenchReport(
-        model=model,
-        file_size_bytes=Path(model).stat().st_size,
-        load_time_ms=load_ms,
-        peak_memory_mb=max(peak_kb - baseline_kb, 0) / 1024.0,
-        baseline_memory_mb=baseline_kb / 1024.0,
-        memory_method="VmHWM after clear_refs reset - VmRSS baseline" if reset else "VmHWM - VmRSS baseline (no reset)",
-        results=results,
-        fingerprint=hardware_fingerprint(config.provider, config.threads),
-        config=config.to_dict(),
-        notes=notes,
-    ).to_dict()
-
-
-def main() -> int:
-    """Entry point of the child: JSON request on stdin, JSON report (or {"error": ...}) on stdout."""
-    out = sys.stdout
-    sys.stdout = sys.stderr  # nothing but the answer may reach the parent's stdout
-    try:
-        answer = measure(json.loads(sys.stdin.read()))
-    except BenchError as exc:
-        json.dump({"error": str(exc)}, out)
-        return 2
-    except Exception as exc:  # any other failure still reaches the parent as a readable message
-        json.dump({"error": f"The benchmark failed: {type(exc).__name__}: {exc}"}, out)
-        return 2
-    json.dump(answer, out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    run = benchmark_many([ToMeasure(key=model.name, model=model, signature=signature)], config, data)
+    if run.errors:
+        raise run.errors[model.name]
+    return run.reports[model.name]

@@ -13,9 +13,14 @@ Accuracy rules read one metric (the profile's, else the task's default):
   reference's own outputs have a known perfect value there (agreement and cosine 1, errors 0);
   metrics against labels (accuracy, pearson, label_mae) take the reference's from
   ``reference_accuracy``.
-- ``min_speedup`` compares median latency with the parent's at the profile batch size; a variant
-  without a parent (the original) has no speed-up rule.
-Non-finite outputs always fail, whatever the profile says.
+- ``min_speedup`` compares the profile's declared statistic (``statistic``, p50 unless it says
+  otherwise) with the parent's at the profile batch size, paired round by round; a variant without
+  a parent (the original) has no speed-up rule.
+- latency limits (``max_p95_ms``, ``max_p99_ms``) compare the percentile with the limit; a
+  percentile from too few calls to mean anything fails its rule with that reason, never silently.
+Every latency check records its 95 % interval and the calls behind it beside the point value.
+Non-finite outputs always fail, whatever the profile says. Without a profile nothing is judged:
+``unjudged`` records the measurement with ``passed=None`` ("measured, not judged").
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from workers.evaluation import stats
 from workers.evaluation.accuracy import HIGHER_IS_BETTER, AccuracyReport, default_metric
 from workers.evaluation.bench import BenchReport
 from workers.formats import Signature, TensorSpec
@@ -49,8 +55,11 @@ class ProfileSpec:
     min_speedup: float | None = None
     target: str = "cpu"
     threads: int = 1
+    statistic: str = "p50"  # the latency statistic that ranks variants and measures speed-ups
 
     def __post_init__(self) -> None:
+        if self.statistic not in stats.STATISTICS:
+            raise ValueError(f"Unknown statistic {self.statistic!r}; use one of {', '.join(stats.STATISTICS)}.")
         if self.accuracy_metric is not None and self.accuracy_metric not in HIGHER_IS_BETTER:
             raise ValueError(f"Unknown accuracy metric {self.accuracy_metric!r}; use one of {', '.join(HIGHER_IS_BETTER)}.")
         if self.target not in _PROVIDER_OF_TARGET:
@@ -60,6 +69,23 @@ class ProfileSpec:
 
     def metric_for(self, task: str) -> str:
         return self.accuracy_metric or default_metric(task)
+
+    def accuracy_limit(self, metric: str, reference: float | None) -> float | None:
+        """The value ``metric`` must reach: the tighter of min_accuracy and reference − max drop
+        (+ for lower-is-better metrics); None when the profile bounds neither."""
+        higher = HIGHER_IS_BETTER[metric]
+        limits = [self.min_accuracy] if self.min_accuracy is not None else []
+        if self.max_accuracy_drop is not None and reference is not None:
+            limits.append(reference - self.max_accuracy_drop if higher else reference + self.max_accuracy_drop)
+        if not limits:
+            return None
+        return max(limits) if higher else min(limits)
+
+    @property
+    def min_calls(self) -> int:
+        """Timed calls the profile's statistics need at its batch size (p99 limits need 1,000)."""
+        used = [self.statistic] + [s for s, limit in (("p95", self.max_p95_ms), ("p99", self.max_p99_ms)) if limit]
+        return max(stats.min_calls(s) for s in used)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,18 +97,25 @@ class ProfileSpec:
 
 @dataclass
 class Verdict:
-    """Whether a variant passes, each failure as a sentence, and every check that was made."""
+    """Whether a variant passes (None: measured, not judged: there was no profile), each failure as
+    a sentence, and every check that was made."""
 
-    passed: bool
+    passed: bool | None
     failures: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "failures": list(self.failures), "checks": [dict(c) for c in self.checks]}
+        return {"passed": self.passed, "judged": self.judged, "failures": list(self.failures),
+                "checks": [dict(c) for c in self.checks]}
+
+    @property
+    def judged(self) -> bool:
+        return self.passed is not None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
-        return cls(passed=bool(data["passed"]), failures=list(data.get("failures", [])),
+        passed = data.get("passed")
+        return cls(passed=None if passed is None else bool(passed), failures=list(data.get("failures", [])),
                    checks=[dict(c) for c in data.get("checks", [])])
 
 
@@ -109,8 +142,8 @@ class _Checks:
         self.checks: list[dict[str, Any]] = []
         self.failures: list[str] = []
 
-    def add(self, rule: str, measured: Any, limit: Any, passed: bool, failure: str) -> None:
-        self.checks.append({"rule": rule, "measured": measured, "limit": limit, "passed": passed})
+    def add(self, rule: str, measured: Any, limit: Any, passed: bool, failure: str, **extra: Any) -> None:
+        self.checks.append({"rule": rule, "measured": measured, "limit": limit, "passed": passed, **extra})
         if not passed:
             shown_measured, shown_limit = _numbers(measured, limit)
             self.failures.append(failure.format(measured=shown_measured, limit=shown_limit))
@@ -132,6 +165,22 @@ def _check_target(checks: _Checks, profile: ProfileSpec, bench: BenchReport) -> 
                f"measured on {got} with {threads} threads, but the profile is for {want} with {profile.threads}")
 
 
+def _interval(value: stats.Estimate) -> dict[str, Any]:
+    return {"statistic": value.statistic, "interval": [value.low, value.high], "calls": value.calls}
+
+
+def _check_percentile(checks: _Checks, value: stats.Estimate, limit: float | None, batch: int) -> None:
+    if limit is None:
+        return
+    name = value.statistic
+    if not value.enough:
+        checks.add(f"{name}_ms", None, limit, False, f"{name} at batch {batch} rests on {value.calls} calls, too few "
+                   f"to judge (it needs {stats.min_calls(name)}): measure longer", **_interval(value))
+        return
+    checks.add(f"{name}_ms", value.value, limit, value.value <= limit,
+               f"{name} {{measured}} ms > {{limit}} ms at batch {batch}", **_interval(value))
+
+
 def _check_latency(checks: _Checks, profile: ProfileSpec, bench: BenchReport) -> None:
     batch = profile.batch_size
     if profile.max_p95_ms is None and profile.max_p99_ms is None:
@@ -139,9 +188,8 @@ def _check_latency(checks: _Checks, profile: ProfileSpec, bench: BenchReport) ->
     if batch not in bench.results:
         checks.add("latency", None, batch, False, f"latency was not measured at batch {batch}")
         return
-    p95, p99 = bench.p95(batch), bench.p99(batch)
-    checks.at_most("p95_ms", p95, profile.max_p95_ms, f"p95 {{measured}} ms > {{limit}} ms at batch {batch}")
-    checks.at_most("p99_ms", p99, profile.max_p99_ms, f"p99 {{measured}} ms > {{limit}} ms at batch {batch}")
+    _check_percentile(checks, bench.estimate("p95", batch), profile.max_p95_ms, batch)
+    _check_percentile(checks, bench.estimate("p99", batch), profile.max_p99_ms, batch)
 
 
 def reference_value(metric: str, reference_accuracy: AccuracyReport | None) -> float | None:
@@ -190,9 +238,10 @@ def _check_speedup(checks: _Checks, profile: ProfileSpec, bench: BenchReport, pa
     if batch not in bench.results or batch not in parent.results:
         checks.add("speedup", None, profile.min_speedup, False, f"speed-up was not measured at batch {batch}")
         return
-    speedup = parent.p50(batch) / bench.p50(batch)
-    checks.add("speedup", speedup, profile.min_speedup, speedup >= profile.min_speedup,
-               "speed-up {measured}x < {limit}x over parent")
+    ratio = bench.speedup(parent, profile.statistic, batch)
+    checks.add("speedup", ratio.value, profile.min_speedup, ratio.value >= profile.min_speedup,
+               f"speed-up {{measured}}x < {{limit}}x over parent ({profile.statistic} at batch {batch})",
+               **_interval(ratio))
 
 
 def verdict(
@@ -215,6 +264,15 @@ def verdict(
     _check_accuracy(checks, profile, accuracy, reference_accuracy)
     _check_speedup(checks, profile, bench, parent_bench)
     return checks.verdict()
+
+
+def unjudged(accuracy: AccuracyReport | None) -> Verdict:
+    """The verdict of a measurement made under no profile: not judged (None), except that
+    non-finite outputs fail whatever the profile."""
+    if accuracy is not None and not accuracy.finite:
+        return Verdict(passed=False, failures=["outputs contain NaN or Inf"],
+                       checks=[{"rule": "finite", "measured": False, "limit": True, "passed": False}])
+    return Verdict(passed=None)
 
 
 # --- signature compatibility --------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """``manage.py demo``: the whole lifecycle on the sample models, printed as it goes.
 
-Builds the sample models, registers them with datasets and a readiness profile each, runs the
-default optimization plan with a progress bar, prints variants, verdicts and advice, promotes the
-best passing variant, and asks the prediction API for an answer.
+Builds the sample models, registers them with datasets and a readiness profile each (which
+governs their production alias), runs the default optimization plan with a progress bar, prints
+the variants of that one judgment with 95 % intervals, ties, verdicts and advice, promotes the
+best passing variant through the gate, and asks the prediction API for an answer.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ DEMO_MODELS: list[tuple[str, str, str, dict[str, Any]]] = [
      {"max_p95_ms": 50.0, "accuracy_metric": "cosine_min", "max_accuracy_drop": 0.05}),
 ]
 DEMO_BENCH = {"time_budget_s": 0.5, "batch_sizes": [1, 8]}
+
+
+def _interval(estimate: dict[str, Any], width: int = 24) -> str:
+    """'0.412 [0.405, 0.420]' or 'few calls (300)' for a percentile that rests on too few."""
+    if not estimate:
+        return f"{'—':<{width}}"
+    if not estimate.get("enough", True):
+        return f"{'few calls (' + str(estimate['calls']) + ')':<{width}}"
+    text = f"{estimate['value']:.3f}" + (f" [{estimate['low']:.3f}, {estimate['high']:.3f}]" if width > 12 else "")
+    return f"{text:<{width}}"
 
 
 class Command(BaseCommand):
@@ -70,7 +81,8 @@ class Command(BaseCommand):
     def _register(self, user: Any, name: str, sample: SampleModel, upload: str, limits: dict[str, Any]) -> ModelVersion:
         model = RegisteredModel.objects.filter(name=name).first() or services.model_create(
             name=name, owner=user, task=sample.task, description=f"Sample {sample.name} built by the demo.")
-        ReadinessProfile.objects.get_or_create(name=f"{name}-profile", defaults=limits)
+        profile, _ = ReadinessProfile.objects.get_or_create(name=f"{name}-profile", defaults=limits)
+        services.governing_profile_set(model=model, profile=profile, by=user, reason="demo setup")
         path = sample.onnx if upload == "onnx" else sample.torchscript
         with path.open("rb") as handle:
             version, created = services.version_upload(model=model, stream=handle, filename=path.name, user=user)
@@ -115,20 +127,30 @@ class Command(BaseCommand):
         return job
 
     def _report(self, job: OptimizationJob) -> None:
-        rows = selectors.variant_rows(version=job.version)
-        self.stdout.write(f"{'variant':<22}{'size MB':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'thr/s':>10}"
-                          f"{'mem MB':>8}  verdict")
+        rows = selectors.variant_rows(version=job.version, job=job)
+        result = job.result
+        ranking = result.get("ranking", {})
+        stat, batch = ranking.get("statistic", "p50"), ranking.get("batch_size", 1)
+        self.stdout.write(f"job {job.pk}, profile {job.profile.name if job.profile else '(none)'}: latency in ms at "
+                          f"batch {batch}, 95 % intervals, calls per percentile; ranked by {stat}")
+        self.stdout.write(f"{'variant':<18}{'size MB':>8}  {'p50 ms [95 % interval]':<24}{'p95 ms [95 % interval]':<24}"
+                          f"{'p99 ms':<12}{'samples/s':>10} {'mem MB':>7}  verdict")
         for row in rows:
             if row["p50_ms"] is None:
-                status = row["status_reason"][:60] if row["status"] == "FAILED" else "not measured"
-                self.stdout.write(f"{row['name']:<22}{row['size_bytes'] / 1e6:>9.2f}  {status}")
+                status = row["status_reason"][:60] if row["status"] == "FAILED" else "not measured in this job"
+                self.stdout.write(f"{row['name']:<18}{row['size_bytes'] / 1e6:>8.2f}  {status}")
                 continue
-            verdict = "PASS" if row["passed"] else "FAIL: " + "; ".join(row["verdict"].get("failures", []))[:80]
-            self.stdout.write(f"{row['name']:<22}{row['size_bytes'] / 1e6:>9.2f}{row['p50_ms']:>9.3f}"
-                              f"{row['p95_ms']:>9.3f}{row['p99_ms']:>9.3f}{row['throughput']:>10.0f}"
-                              f"{row['peak_memory_mb']:>8.1f}  {verdict}")
-        result = job.result
-        self.stdout.write(f"best: {result.get('best')}  (job wall time {result.get('wall_s')} s)")
+            verdict = "PASS" if row["passed"] else "not judged" if row["passed"] is None else \
+                "FAIL: " + "; ".join(row["verdict"].get("failures", []))[:70]
+            figures = "".join(_interval(row["intervals"].get(name, {})) for name in ("p50", "p95"))
+            self.stdout.write(f"{row['name']:<18}{row['size_bytes'] / 1e6:>8.2f}  {figures}"
+                              f"{_interval(row['intervals'].get('p99', {}), 12)}{row['throughput']:>10.0f} "
+                              f"{row['peak_memory_mb']:>7.1f}  {verdict}")
+        batches = sorted({row["throughput_batch"] for row in rows if row["throughput_batch"]})
+        self.stdout.write(f"(samples/s at batch {', '.join(map(str, batches)) or '?'}; "
+                          f"job wall time {result.get('wall_s')} s)")
+        tied = ranking.get("ties", {}).get(result.get("best") or "", [])
+        self.stdout.write(f"best: {result.get('best')}" + (f"  (tied on {stat} with {', '.join(tied)})" if tied else ""))
         for line in result.get("advice", []):
             self.stdout.write(f"  advice: {line}")
         production = selectors.deployment_variant(model=job.version.model)

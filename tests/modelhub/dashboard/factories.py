@@ -1,5 +1,6 @@
 """What the dashboard and browser tests start from: staff users in one team, and a sample model
-registered, uploaded and optimized through the services (a short plan, a short benchmark)."""
+registered, governed by a readiness profile, uploaded and optimized through the services (a short
+plan, a short benchmark)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,33 @@ def profile() -> ReadinessProfile:
     return ReadinessProfile.objects.get_or_create(name=f"{MODEL}-profile", defaults=PROFILE)[0]
 
 
+def governed(model: RegisteredModel, maintainer: Any, by: ReadinessProfile | None = None,
+             reason: str = "") -> ReadinessProfile:
+    """Make ``by`` (default: the sample's profile) govern the model's production alias, through the
+    audited service: what makes a passing variant promotable."""
+    chosen = by or profile()
+    services.governing_profile_set(model=model, profile=chosen, by=maintainer, reason=reason)
+    return chosen
+
+
+def run_job(version: ModelVersion, owner: Any, *, profile_to_use: ReadinessProfile | None,
+            plan: list[dict[str, Any]] | None = None) -> OptimizationJob:
+    """One more optimization job of ``version`` (in-process), under ``profile_to_use`` (None: none)."""
+    job = services.optimization_request(version=version, user=owner, profile=profile_to_use,
+                                        plan=plan or QUICK_PLAN, bench=QUICK_BENCH)
+    job.refresh_from_db()
+    assert job.status == OptimizationJob.Status.SUCCEEDED, job.error
+    return job
+
+
+def benchmark_job(variant: Any, owner: Any, *, profile_to_use: ReadinessProfile | None) -> OptimizationJob:
+    """A re-measurement of one variant (in-process), under ``profile_to_use``."""
+    job = services.benchmark_request(variant=variant, user=owner, profile=profile_to_use, bench=QUICK_BENCH)
+    job.refresh_from_db()
+    assert job.status == OptimizationJob.Status.SUCCEEDED, job.error
+    return job
+
+
 def uploaded_version(owner: Any, sample: SampleModel, model_file: Path | None = None) -> ModelVersion:
     """A READY version of the team's model with validation and calibration data."""
     model = team_model(owner, task=sample.task)
@@ -64,12 +92,10 @@ def uploaded_version(owner: Any, sample: SampleModel, model_file: Path | None = 
 
 def optimized_version(owner: Any, sample: SampleModel, plan: list[dict[str, Any]] | None = None,
                       model_file: Path | None = None) -> ModelVersion:
-    """An uploaded version after one optimization job (run in-process: tasks are eager in tests)."""
+    """An uploaded version of the governed model after one optimization job under the governing
+    profile (run in-process: tasks are eager in tests)."""
     version = uploaded_version(owner, sample, model_file)
-    job = services.optimization_request(version=version, user=owner, profile=profile(), plan=plan or QUICK_PLAN,
-                                        bench=QUICK_BENCH)
-    job.refresh_from_db()
-    assert job.status == OptimizationJob.Status.SUCCEEDED, job.error
+    run_job(version, owner, profile_to_use=governed(version.model, owner), plan=plan)
     return version
 
 
