@@ -196,7 +196,26 @@ def repeatability(first: dict[str, BenchReport], again: dict[str, BenchReport]) 
                   f"2nd covers 1st: {'yes' if covers[1] else 'no'}")
     verdict_word = "OK" if worst <= REPEAT_TARGET_PCT else "OVER TARGET"
     print(f"  worst p50 difference: {worst:.1f} % (target <= {REPEAT_TARGET_PCT:g} %): {verdict_word}")
+    _ratio_repeatability(first, again)
     return worst
+
+
+def _ratio_repeatability(first: dict[str, BenchReport], again: dict[str, BenchReport]) -> None:
+    """What verdicts rest on: each variant's paired p50 speed-up over the original, run against run.
+    A drift of the whole host moves every variant's p50 together and cancels here."""
+    print("  paired p50 speed-up over the original (what rankings and claims use), run 1 vs run 2:")
+    base_first, base_again = first.get("original"), again.get("original")
+    if base_first is None or base_again is None:
+        return
+    for name in first:
+        if name == "original" or name not in again:
+            continue
+        for batch in first[name].batch_sizes:
+            a, b = first[name].speedup(base_first, "p50", batch), again[name].speedup(base_again, "p50", batch)
+            diff = abs(a.value - b.value) / min(a.value, b.value) * 100
+            print(f"  {name:14s} batch {batch}: {a.value:.2f}x [{a.low:.2f}–{a.high:.2f}] vs {b.value:.2f}x "
+                  f"[{b.low:.2f}–{b.high:.2f}] -> {diff:.1f} %; intervals overlap: "
+                  f"{'yes' if a.low <= b.high and b.low <= a.high else 'no'}")
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
-from modelhub import gate, nightly, roles, selectors, services
+from modelhub import gate, regressions, roles, selectors, services
 from modelhub.errors import ServiceError
 from modelhub.models import (
     BenchmarkResult,
@@ -520,5 +520,5 @@ class RegressionAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Acknowledge (seen; stop counting it as open)")
     def acknowledge(self, request: HttpRequest, queryset: QuerySet) -> None:
-        _report(request, lambda r: nightly.regression_acknowledge(regression=r, user=request.user), queryset,
+        _report(request, lambda r: regressions.regression_acknowledge(regression=r, user=request.user), queryset,
                 "acknowledged")

@@ -22,7 +22,7 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from modelhub import nightly, services, webhooks
+from modelhub import nightly, regressions, services, webhooks
 from modelhub.errors import Forbidden
 from modelhub.models import BenchmarkResult, ModelVersion, RegisteredModel, Regression, Variant
 from workers.samples import SampleModel
@@ -369,8 +369,8 @@ def test_acknowledging_closes_the_regression_and_the_gauge_forgets_it(
     nightly.nightly_run(night=NIGHT)
     found = Regression.objects.get()
     with pytest.raises(Forbidden):
-        nightly.regression_acknowledge(regression=found, user=make_user("vic", "viewer"))
-    nightly.regression_acknowledge(regression=found, user=maintainer)
+        regressions.regression_acknowledge(regression=found, user=make_user("vic", "viewer"))
+    regressions.regression_acknowledge(regression=found, user=maintainer)
     found.refresh_from_db()
     assert found.acknowledged and found.acknowledged_by == maintainer and found.acknowledged_at is not None
     assert open_gauge("mlp", "v1/int8-dynamic") is None

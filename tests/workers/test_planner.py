@@ -154,7 +154,7 @@ def test_passing_candidates_are_ordered_by_priority_with_noise_ties() -> None:
     candidates = [
         _c("original", 10, 100, 1.0),
         _c("a", 5.0, 80, 0.99),
-        _c("b", 5.1, 40, 0.98),  # within 5 % of a's latency: the smaller size decides
+        _c("b", 5.1, 40, 0.98),  # within the noise band of a's latency: the smaller size decides
         _c("c", 2.0, 90, 0.97, passed=False, failures=["accuracy drop"]),
     ]
     ranking = rank(candidates)

@@ -1,7 +1,9 @@
 """Latency, throughput and memory of ONNX models, measured in interleaved rounds (pure: no Django).
 
-``benchmark_many`` measures the variants of one job together. Each model gets a process of its own
-(``workers.evaluation.bench_child``), so that one model's arenas, caches and thread pools never
+``benchmark_many`` measures the variants of one job together. Each model gets processes of its own
+(``workers.evaluation.bench_child``; ``processes``, 2 by default, which take turns round by round
+so that one process's luck shows in the interval rather than in the result), so that one model's
+arenas, caches and thread pools never
 flatter or hurt another, its memory figure is its own, and a model that crashes the runtime
 (SIGSEGV, SIGFPE) takes down only its child: the caller gets a ``BenchError`` naming the signal.
 
@@ -62,8 +64,11 @@ class BenchConfig:
     threads: int = 1
     warmup_min: int = 10
     warmup_max: int = 200
-    iterations: int = 300
-    rounds: int = 15
+    iterations: int = 4000  # a cap: each round stops at its share or when its time slice ends
+    rounds: int = 20
+    # Processes per model, taking turns round by round: one process's own luck (memory layout, the
+    # core it landed on) then shows in the interval instead of moving the result between runs.
+    processes: int = 2
     time_budget_s: float = 3.0
     provider: str = "cpu"
     timeout_s: float | None = None  # of each request to a child; None: derived from the budget
@@ -73,8 +78,8 @@ class BenchConfig:
             raise BenchError(f"Unknown provider {self.provider!r}; use one of {', '.join(PROVIDERS)}.")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise BenchError("Batch sizes must be a non-empty list of positive integers.")
-        if self.threads < 1 or self.iterations < 1 or self.rounds < 1 or not 0 <= self.warmup_min <= self.warmup_max:
-            raise BenchError("threads, iterations and rounds must be >= 1 and 0 <= warmup_min <= warmup_max.")
+        if min(self.threads, self.iterations, self.rounds, self.processes) < 1 or not 0 <= self.warmup_min <= self.warmup_max:
+            raise BenchError("threads, iterations, rounds and processes must be >= 1 and 0 <= warmup_min <= warmup_max.")
 
     @property
     def effective_timeout_s(self) -> float:
@@ -338,20 +343,31 @@ class ToMeasure:
     signature: Signature
 
 
-def _load(item: ToMeasure, config: BenchConfig, data: Path | None) -> tuple[Child, dict[str, Any]]:
+def _load(item: ToMeasure, config: BenchConfig, data: Path | None) -> tuple[list[Child], dict[str, Any]]:
+    """``config.processes`` children, each with the model loaded and warmed up; the first one's answer."""
     if not Path(item.model).is_file():
         raise BenchError(f"There is no model file for {item.key}.")
-    child = Child(timeout_s=config.effective_timeout_s, threads=config.threads)
     request = {"op": "load", "model": str(Path(item.model).resolve()), "signature": item.signature.to_dict(),
                "config": config.to_dict(), "data": str(Path(data).resolve()) if data else None}
-    return child, child.ask(request)
+    children: list[Child] = []
+    try:
+        answers = []
+        for _ in range(config.processes):
+            children.append(Child(timeout_s=config.effective_timeout_s, threads=config.threads))
+            answers.append(children[-1].ask(request))
+    except BenchError:
+        for child in children:
+            child.close()
+        raise
+    return children, answers[0]
 
 
-def _rounds(children: dict[str, Child], batch: int, config: BenchConfig,
+def _rounds(children: dict[str, list[Child]], batch: int, config: BenchConfig,
             errors: dict[str, BenchError]) -> dict[str, list[list[float]]]:
-    """``config.rounds`` rounds at one batch size, the order rotated each round; rounds stop early
-    (after at least three) when the run is past its time budget. A model that fails leaves the run
-    (its error goes to ``errors``); the others go on."""
+    """``config.rounds`` rounds at one batch size, the order rotated each round and each model's
+    processes taking turns (round r runs in process r mod processes); rounds stop early (after at
+    least three) when the run is past its time budget. A model that fails leaves the run (its error
+    goes to ``errors``); the others go on."""
     times: dict[str, list[list[float]]] = {key: [] for key in children}
     slice_s = config.time_budget_s / config.rounds
     started = time.monotonic()
@@ -360,8 +376,9 @@ def _rounds(children: dict[str, Child], batch: int, config: BenchConfig,
         shift = index % max(len(keys), 1)
         for key in keys[shift:] + keys[:shift]:
             try:
-                answer = children[key].ask({"op": "round", "batch": batch, "calls": config.calls_per_round,
-                                            "slice_s": slice_s})
+                replica = children[key][index % len(children[key])]
+                answer = replica.ask({"op": "round", "batch": batch, "calls": config.calls_per_round,
+                                      "slice_s": slice_s})
             except BenchError as exc:
                 errors[key] = exc
                 continue
@@ -401,15 +418,18 @@ class Run:
     errors: dict[str, BenchError]
 
 
-def _finish(children: dict[str, Child], errors: dict[str, BenchError]) -> dict[str, dict[str, Any]]:
+def _finish(children: dict[str, list[Child]], errors: dict[str, BenchError]) -> dict[str, dict[str, Any]]:
+    """Each model's memory: the peak of its processes."""
     finished = {}
-    for key, child in children.items():
+    for key, replicas in children.items():
         if key in errors:
             continue
         try:
-            finished[key] = child.ask({"op": "finish"})
+            answers = [child.ask({"op": "finish"}) for child in replicas]
         except BenchError as exc:
             errors[key] = exc
+            continue
+        finished[key] = max(answers, key=lambda answer: answer["peak_memory_mb"])
     return finished
 
 
@@ -420,7 +440,7 @@ def benchmark_many(items: Sequence[ToMeasure], config: BenchConfig, data: Path |
     (tiled when there are fewer). Without it inputs are synthesized from each signature. A model
     that cannot be loaded, fails or crashes is left out with its error; the others are measured.
     """
-    children: dict[str, Child] = {}
+    children: dict[str, list[Child]] = {}
     loaded: dict[str, dict[str, Any]] = {}
     errors: dict[str, BenchError] = {}
     try:
@@ -434,12 +454,13 @@ def benchmark_many(items: Sequence[ToMeasure], config: BenchConfig, data: Path |
                                 errors) for batch in batches}
         finished = _finish(children, errors)
     finally:
-        for child in children.values():
-            child.close()
+        for replicas in children.values():
+            for child in replicas:
+                child.close()
     measured = [item for item in items if item.key not in errors]
     run = {"id": uuid.uuid4().hex, "models": [item.key for item in measured], "order": "rotated each round",
            "rounds": min((len(r) for t in times.values() for k, r in t.items() if k not in errors), default=0),
-           "calls_per_round": config.calls_per_round}
+           "calls_per_round": config.calls_per_round, "processes": config.processes}
     reports = {item.key: _report(item, loaded[item.key], finished[item.key],
                                  {b: t[item.key] for b, t in times.items() if item.key in t}, config, run)
                for item in measured}

@@ -122,7 +122,7 @@ def test_no_passing_variant_names_the_best_effort_and_its_failures() -> None:
 
 def test_non_finite_and_no_gain_variants_are_called_out() -> None:
     candidates = [ORIGINAL, _c("nan", "fp16", 1.0, 5.0, 0.0, passed=False, failures=["outputs contain NaN or Inf"],
-                               finite=False), _c("graph", "graph", 13.0, 10.0, 1.0)]
+                               finite=False), _c("graph", "graph", 14.0, 10.0, 1.0)]
     lines = advise(candidates, ranking=rank(candidates))
     assert "nan: outputs contain NaN or Inf: never deploy it" in lines
     assert "graph: no gain over parent original (slower, not smaller, not more accurate): drop it" in lines

@@ -6,6 +6,7 @@ Timings are never asserted against numbers here (bench/ prints tables); only the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -164,12 +165,39 @@ def test_the_order_of_the_models_rotates_from_round_to_round(tmp_path, monkeypat
             return super().ask(request)
 
     monkeypatch.setattr(bench, "Child", Logged)
-    config = BenchConfig(batch_sizes=(1,), warmup_min=2, warmup_max=5, iterations=3, rounds=3, time_budget_s=0.05)
+    config = BenchConfig(batch_sizes=(1,), warmup_min=2, warmup_max=5, iterations=3, rounds=3, time_budget_s=0.05,
+                         processes=1)
     run = benchmark_many([_item(key, model) for key in "abc"], config)
     assert run.errors == {} and run.reports["a"].run["rounds"] == 3
     order = [index for index, op in asked if op == "round"]
     assert order == [0, 1, 2, 1, 2, 0, 2, 0, 1]
     assert [op for _, op in asked] == ["load"] * 3 + ["round"] * 9 + ["finish"] * 3
+
+
+def test_a_models_processes_take_turns_round_by_round(tmp_path, monkeypatch) -> None:
+    """One process's luck (its memory layout, the core it landed on) must show in the interval, not
+    move the result: a model's rounds alternate between its processes, and each is finished."""
+    model = linear_onnx(tmp_path / "m.onnx", np.ones((16, 4)))
+    asked: list[tuple[int, str]] = []
+    made: list[int] = []
+
+    class Logged(Child):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.index = len(made)
+            made.append(self.index)
+
+        def ask(self, request: dict) -> dict:
+            asked.append((self.index, request["op"]))
+            return super().ask(request)
+
+    monkeypatch.setattr(bench, "Child", Logged)
+    config = BenchConfig(batch_sizes=(1,), warmup_min=2, warmup_max=5, iterations=8, rounds=4, time_budget_s=0.05,
+                         processes=2)
+    run = benchmark_many([_item("a", model)], config)
+    assert run.reports["a"].run["processes"] == 2 and len(run.reports["a"].rounds(1)) == 4
+    assert [index for index, op in asked if op == "round"] == [0, 1, 0, 1]
+    assert sorted(index for index, op in asked if op == "finish") == [0, 1]
 
 
 def test_one_corrupt_model_among_good_ones_is_left_out_and_the_others_are_measured(tmp_path) -> None:
@@ -204,7 +232,8 @@ def test_a_model_whose_child_crashes_mid_run_is_left_out_with_its_signal(tmp_pat
         return Child(**kwargs, argv=crashing if len(made) == 2 else None)
 
     monkeypatch.setattr(bench, "Child", child)
-    run = benchmark_many([_item("a", good), _item("b", good), _item("c", good)], TINY)
+    run = benchmark_many([_item("a", good), _item("b", good), _item("c", good)],
+                         dataclasses.replace(TINY, processes=1))
     assert set(run.reports) == {"a", "c"}
     assert "signal 11 (SIGSEGV)" in str(run.errors["b"])
     assert run.reports["a"].run["models"] == ["a", "c"]
@@ -313,11 +342,13 @@ def test_bad_configs_are_refused() -> None:
         BenchConfig(provider="tpu")
     with pytest.raises(BenchError, match="Batch sizes"):
         BenchConfig(batch_sizes=(0,))
-    with pytest.raises(BenchError, match="rounds must be >= 1"):
+    with pytest.raises(BenchError, match="rounds and processes must be >= 1"):
         BenchConfig(rounds=0)
+    with pytest.raises(BenchError, match="processes must be >= 1"):
+        BenchConfig(processes=0)
     assert BenchConfig.from_dict(QUICK.to_dict()) == QUICK
     assert BenchConfig.from_dict({**QUICK.to_dict(), "retired_option": 1}) == QUICK  # old stored configs load
-    assert BenchConfig().calls_per_round == 20 and QUICK.calls_per_round == 10
+    assert BenchConfig().calls_per_round == 200 and QUICK.calls_per_round == 10
 
 
 def test_a_report_stored_before_intervals_gives_point_values_that_claim_nothing() -> None:

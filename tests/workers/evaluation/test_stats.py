@@ -105,7 +105,7 @@ def test_estimates_round_trip_and_old_dicts_default_to_enough() -> None:
 @pytest.mark.parametrize(("value", "low", "high"), [
     (1.3, 0.9, 1.8),  # a big point ratio whose interval includes 1
     (1.0, 0.99, 1.01),  # a narrow interval around 1
-    (1.04, 1.02, 1.049),  # beyond 1 but within the 5 % band
+    (1.04, 1.02, 1.049),  # beyond 1 but within the noise band
     (0.97, 1 / 1.049, 0.99),  # slower, but within the band
     (1.2, 1.04, 1.4),  # the interval's low end is inside the band
 ])
