@@ -82,7 +82,8 @@ def bench_config(overrides: dict[str, Any], spec: readiness.ProfileSpec) -> benc
     iterations = max(int(overrides.pop("iterations", bench.BenchConfig.iterations)), spec.min_calls)
     return bench.BenchConfig(batch_sizes=tuple(batch_sizes), threads=spec.threads, provider=spec.target,
                              iterations=iterations,
-                             **{"time_budget_s": settings.MODELHUB_BENCH_BUDGET_S, **overrides})
+                             **{"time_budget_s": settings.MODELHUB_BENCH_BUDGET_S,
+                                "processes": settings.MODELHUB_BENCH_PROCESSES, **overrides})
 
 
 def _variant_signature(path: Path, fallback: formats.Signature) -> formats.Signature:

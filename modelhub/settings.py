@@ -142,6 +142,8 @@ MODELHUB_WORK_DIR = DATA_DIR / "work"
 MODELHUB_METRICS_TOKEN = env_str("MODELHUB_METRICS_TOKEN", "")
 # Seconds of timed calls per batch size when a job benchmarks a variant.
 MODELHUB_BENCH_BUDGET_S = float(env_int("MODELHUB_BENCH_BUDGET_MS", 2000, minimum=50)) / 1000
+# Processes per variant in a benchmark run, taking turns round by round (see workers.evaluation.bench).
+MODELHUB_BENCH_PROCESSES = env_int("MODELHUB_BENCH_PROCESSES", 2, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -105,6 +105,14 @@ def media_root(data_dir: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def short_benchmarks(settings: Any) -> None:
+    """Jobs in tests measure briefly, one process per variant (a test may ask for more); the
+    product's own defaults (2 s, 2 processes) are for numbers people read, and bench/ prints those."""
+    settings.MODELHUB_BENCH_BUDGET_S = 0.2
+    settings.MODELHUB_BENCH_PROCESSES = 1
+
+
+@pytest.fixture(autouse=True)
 def eager_tasks() -> Iterator[None]:
     """Tasks run in the calling process unless a test starts a real worker (even when CI gives
     REDIS_URL, which otherwise switches the settings to a real broker)."""

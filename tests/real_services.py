@@ -197,7 +197,7 @@ def _forget_connections(app: Any) -> None:
 def running_worker(redis_url: str, data: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
     """A real `celery worker` (prefork, one child) on every queue, with extra environment variables."""
     full = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url(), "DEBUG": "1",
-            "MODELHUB_DATA_DIR": str(data), **env}
+            "MODELHUB_DATA_DIR": str(data), "MODELHUB_BENCH_BUDGET_MS": "200", "MODELHUB_BENCH_PROCESSES": "1", **env}
     with (data / "worker.log").open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "modelhub", "worker", "-Q", ",".join(QUEUES), "--concurrency", "1",
