@@ -30,6 +30,18 @@ def sync_role_groups(group_model: Any, permission_model: Any) -> None:
                                                               codename__in=codenames))
 
 
+def sync_role_groups_in_migration(apps: Any) -> None:
+    """Give the role groups their permissions from inside a migration. Django makes permissions only
+    after all migrations have run; a migration that adds a model the roles need makes them now."""
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    sync_role_groups(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+
+
 def has_role(user: Any, role: str) -> bool:
     """True when the user is active and in the role's group (superusers hold every role)."""
     if not getattr(user, "is_authenticated", False) or not user.is_active:

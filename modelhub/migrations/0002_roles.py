@@ -1,18 +1,13 @@
 """Create the viewer, maintainer and approver groups with the admin permissions each role needs."""
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-from modelhub.roles import ROLE_PERMISSIONS, sync_role_groups
+from modelhub.roles import ROLE_PERMISSIONS, sync_role_groups_in_migration
 
 
 def create_roles(apps, schema_editor):
     # Permissions are normally made after all migrations; roles need them now.
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    sync_role_groups(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+    sync_role_groups_in_migration(apps)
 
 
 def remove_roles(apps, schema_editor):

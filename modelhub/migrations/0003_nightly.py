@@ -6,11 +6,10 @@ are made here, once; later edits in the admin are kept (the entries are matched 
 
 import django.db.models.deletion
 from django.conf import settings
-from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
 from django.utils import timezone
 
-from modelhub.roles import sync_role_groups
+from modelhub.roles import sync_role_groups_in_migration
 
 RECONCILE = "reconcile-jobs"
 NIGHTLY = "nightly-rebenchmark"
@@ -40,11 +39,7 @@ def remove_schedule(apps, schema_editor):
 
 def grant_regression_views(apps, schema_editor):
     # Permissions are normally made after all migrations; the role groups need the new one now.
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    sync_role_groups(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+    sync_role_groups_in_migration(apps)
 
 
 class Migration(migrations.Migration):

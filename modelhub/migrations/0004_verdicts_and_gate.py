@@ -2,8 +2,9 @@
 
 import django.db.models.deletion
 from django.conf import settings
-from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
+
+from modelhub.roles import sync_role_groups_in_migration
 
 
 def mark_open_nightly_claims(apps, schema_editor):
@@ -14,13 +15,7 @@ def mark_open_nightly_claims(apps, schema_editor):
 
 def grant_governing_profiles(apps, schema_editor):
     """The role groups get the permissions of the two new models (see modelhub.roles)."""
-    from modelhub.roles import sync_role_groups
-
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    sync_role_groups(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+    sync_role_groups_in_migration(apps)
 
 
 class Migration(migrations.Migration):

@@ -146,7 +146,7 @@ def _tie_line(ranking: Ranking) -> str | None:
     if not tied:
         return None
     return (f"{ranking.best} is tied on {ranking.statistic} latency at batch {ranking.batch_size} with "
-            f"{', '.join(tied)} (intervals overlap): chosen by size, then accuracy, then fewest passes")
+            f"{', '.join(tied)} (their speed ratio is within noise): chosen by size, then accuracy, then fewest passes")
 
 
 def _closing_line(by_name: dict[str, Candidate], ranking: Ranking, reference: str) -> str | None:

@@ -153,7 +153,7 @@ def test_a_best_pick_tied_with_others_says_so_and_why_it_won() -> None:
     ranking = rank(candidates)
     assert ranking.best == "int8-static"
     lines = advise(candidates, ranking=ranking)
-    assert ("int8-static is tied on p50 latency at batch 1 with original, graph (intervals overlap): chosen by size, "
+    assert ("int8-static is tied on p50 latency at batch 1 with original, graph (their speed ratio is within noise): chosen by size, "
             "then accuracy, then fewest passes") in lines
     assert not any("is tied" in line for line in advise([ORIGINAL, _c("int8-static", "quantize_static", 5.0, 2.6, 1.0)]))
 
