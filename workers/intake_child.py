@@ -3,10 +3,10 @@
 ``python -m workers.intake_child PATH --max-bytes N --memory-mb M --cpu-seconds S [--workdir DIR] [--no-sandbox]``
 first enters the sandbox (``workers.sandbox``: no network, read-only file system except its cwd
 and ``--workdir``), then limits itself (address space, CPU time, file size, no core dumps), runs
-``formats.inspect_model`` and writes one JSON line to the stdout it was started with. Anything the
-model itself prints goes to stderr, so a model cannot forge the result. ``workers.formats`` (and
-with it numpy, onnxruntime, torch) is imported only once the sandbox is entered: entering needs a
-process with a single thread.
+``formats.inspect_model`` and reports one result (``workers.child``: a JSON line) to the stdout it
+was started with. Anything the model itself prints goes to stderr, so a model cannot forge the
+result. ``workers.formats`` (and with it numpy, onnxruntime, torch) is imported only once the
+sandbox is entered: entering needs a process with a single thread.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workers import sandbox
+from workers import child, sandbox
 
 
 def _test_hook(name: str) -> None:
@@ -47,8 +47,9 @@ def _test_hook(name: str) -> None:
 
 def _inspect(args: argparse.Namespace) -> dict[str, Any]:
     from workers import formats
+    from workers.formats import torchscript
 
-    formats._SANDBOXED = True
+    torchscript._SANDBOXED = True
     try:
         if args.test_hook:
             _test_hook(args.test_hook)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-seconds", type=int, default=120)
     parser.add_argument("--workdir")
     parser.add_argument("--no-sandbox", action="store_true", help="resource limits only (MODELHUB_SANDBOX=off)")
-    parser.add_argument("--test-hook")  # checked against formats._TEST_HOOKS by inspect_in_subprocess
+    parser.add_argument("--test-hook")  # checked against formats.sandboxed._TEST_HOOKS by inspect_in_subprocess
     args = parser.parse_args(argv)
     result = sandbox.result_channel()
     payload = sandbox.enter_or_refusal([Path.cwd()] + ([Path(args.workdir)] if args.workdir else []), enabled=not args.no_sandbox)
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         faulthandler.enable()
         payload = _inspect(args)
     with result:
-        result.write(json.dumps(payload) + "\n")
+        child.report(result, payload)
     return 0
 
 

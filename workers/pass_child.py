@@ -1,11 +1,12 @@
-"""The sandboxed child of ``passes.isolated.run_isolated`` (pure: no Django).
+"""The sandboxed child of ``workers.isolation.run_isolated`` (pure: no Django).
 
 ``python -m workers.pass_child NAME SRC DST --config JSON --memory-mb M --cpu-seconds S [--no-sandbox]``
 first enters the sandbox (``workers.sandbox``: no network, read-only file system except its cwd
 and ``DST``; ``SRC`` and the config's datasets stay readable), then limits itself, runs the pass's
-``run(SRC, DST, config)`` and writes one JSON line to the stdout it was started with: the
-PassResult, or the error. Anything the model prints goes to stderr. The passes (and numpy, torch,
-onnxruntime) are imported only once the sandbox is entered: entering needs a single thread.
+``run(SRC, DST, config)`` and reports one result (``workers.child``: a JSON line) to the stdout it
+was started with: the PassResult, or the error. Anything the model prints goes to stderr. The
+passes (and numpy, torch, onnxruntime) are imported only once the sandbox is entered: entering
+needs a single thread.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from workers import sandbox
+from workers import child, sandbox
 
 MAX_OUTPUT_BYTES = 4 << 30  # a pass writes one ONNX file of at most 2 GB, plus its temporary copy
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         faulthandler.enable()
         payload = _run(args)
     with result:
-        result.write(json.dumps(payload, default=_plain) + "\n")
+        child.report(result, payload, default=_plain)
     return 0
 
 

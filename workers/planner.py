@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from workers.errors import EngineError
 from workers.evaluation import stats
 from workers.evaluation.accuracy import HIGHER_IS_BETTER, AccuracyReport
 from workers.evaluation.bench import BenchReport
@@ -25,7 +26,7 @@ SOURCE_FORMATS = ("onnx", "torchscript")
 PRIORITIES = ("latency", "size", "accuracy")
 
 
-class PlanError(ValueError):
+class PlanError(EngineError, ValueError):
     """A plan that cannot run; the message names the step and what is wrong."""
 
 

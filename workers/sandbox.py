@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from workers.errors import EngineError
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -58,7 +60,7 @@ HOST_HINT = (
 )
 
 
-class SandboxError(RuntimeError):
+class SandboxError(EngineError, RuntimeError):
     """The sandbox could not be entered; the message says why and what the host must allow."""
 
 

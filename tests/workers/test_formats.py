@@ -1,97 +1,28 @@
 """Safe intake of models and datasets: the accepted formats and the dataset rules.
 
 Hostile uploads (RELIABILITY.md A1-A14) are in test_formats_hostile.py. Every file is built in
-tmp_path; the helpers below are shared with that module.
+tmp_path, its models by tests/onnx_graphs.py; the helpers below are shared with that module.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.onnx_graphs import WEIGHTS, add_model, external_model_dir, make_zip, one_node_model, write_model
 from workers import formats
-from workers.formats import FormatError, Inspection, Signature, TensorSpec
+from workers.formats import FormatError, Inspection, Signature, TensorSpec, sniffing
 from workers.samples import SampleModel
 
 MB = 1 << 20
-WEIGHTS = np.arange(4, dtype=np.float32)
 
 
 # --- helpers shared with test_formats_hostile.py -------------------------------------------------
-
-
-def add_model(*, opset: int = 17, ir_version: int = 8) -> Any:
-    """y = x + W with W a 4-float initializer: the smallest model worth inspecting."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    value = helper.make_tensor_value_info
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "W"], ["y"])], "add",
-        [value("x", TensorProto.FLOAT, ["batch", 4])], [value("y", TensorProto.FLOAT, ["batch", 4])],
-        [numpy_helper.from_array(WEIGHTS, "W")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = ir_version
-    return model
-
-
-def one_node_model(op_type: str, domain: str, *, functions: tuple[Any, ...] = ()) -> Any:
-    """y = op(x) for an operator of any domain (imported at version 1)."""
-    from onnx import TensorProto, helper
-
-    value = helper.make_tensor_value_info
-    graph = helper.make_graph(
-        [helper.make_node(op_type, ["x"], ["y"], domain=domain)], "one",
-        [value("x", TensorProto.FLOAT, ["batch", 4])], [value("y", TensorProto.FLOAT, ["batch", 4])],
-    )
-    imports = [helper.make_opsetid("", 17), helper.make_opsetid(domain, 1)]
-    model = helper.make_model(graph, opset_imports=imports, functions=list(functions))
-    model.ir_version = 8
-    return model
-
-
-def externalize(model: Any, location: str, *, offset: int = 0, length: int | None = 16) -> Any:
-    """Point W at external data (the proto is edited by hand: nothing is read or written)."""
-    from onnx import TensorProto
-
-    tensor = model.graph.initializer[0]
-    tensor.ClearField("raw_data")
-    tensor.data_location = TensorProto.EXTERNAL
-    del tensor.external_data[:]
-    entries = {"location": location, "offset": str(offset)}
-    if length is not None:
-        entries["length"] = str(length)
-    for key, value in entries.items():
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, value
-    return model
-
-
-def write_model(model: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())  # never onnx.save: it may touch external files
-    return path
-
-
-def external_model_dir(root: Path) -> Path:
-    """A directory holding model.onnx whose W lives in weights.bin."""
-    write_model(externalize(add_model(), "weights.bin"), root / "model.onnx")
-    (root / "weights.bin").write_bytes(WEIGHTS.tobytes())
-    return root
-
-
-def make_zip(path: Path, members: dict[str, bytes], *, deflate: bool = False) -> Path:
-    method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
-    with zipfile.ZipFile(path, "w", method) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return path
 
 
 def refusal(call: Any, *args: Any, **kwargs: Any) -> str:
@@ -135,7 +66,7 @@ def test_the_sniff_field_table_matches_onnx_model_proto() -> None:
 
     wire = {3: 0, 9: 2, 11: 2}  # protobuf field types int64, string, message -> wire types
     expected = {f.number: wire[f.type] for f in onnx.ModelProto.DESCRIPTOR.fields}
-    assert formats._MODEL_FIELDS == expected
+    assert sniffing._MODEL_FIELDS == expected
 
 
 # --- ONNX inspection ----------------------------------------------------------------------------

@@ -16,18 +16,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.workers.test_formats import (
-    DIGITS_SIGNATURE,
-    MB,
+from tests.onnx_graphs import (
     WEIGHTS,
     add_model,
     external_model_dir,
     externalize,
     make_zip,
     one_node_model,
-    refusal,
+    patch_declared_size,
     write_model,
 )
+from tests.workers.test_formats import DIGITS_SIGNATURE, MB, refusal
 from workers import formats
 from workers.samples import SampleModel
 
@@ -305,27 +304,15 @@ def test_a_zip_bomb_is_refused_from_its_metadata(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def _patch_declared_size(path: Path, member: str, size: int) -> None:
-    """Rewrite the uncompressed size a member's central-directory entry declares."""
-    data = bytearray(path.read_bytes())
-    at = data.find(b"PK\x01\x02")
-    while at >= 0:
-        name_len = struct.unpack_from("<H", data, at + 28)[0]
-        if data[at + 46 : at + 46 + name_len] == member.encode():
-            struct.pack_into("<I", data, at + 24, size)
-        at = data.find(b"PK\x01\x02", at + 4)
-    path.write_bytes(bytes(data))
-
-
 def test_a_member_declaring_a_huge_size_is_refused_before_unpacking(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "a.zip", {"model.onnx": add_model().SerializeToString(), "w.bin": b"x" * 100})
-    _patch_declared_size(archive, "w.bin", 0xF0000000)
+    patch_declared_size(archive, "w.bin", 0xF0000000)
     assert "refused before unpacking" in refusal(formats.extract_archive, archive, tmp_path / "out", max_bytes=MB)
 
 
 def test_a_member_larger_than_it_declares_is_stopped_while_streaming(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "a.zip", {"model.onnx": add_model().SerializeToString(), "w.bin": b"x" * 5000})
-    _patch_declared_size(archive, "w.bin", 10)
+    patch_declared_size(archive, "w.bin", 10)
     refusal(formats.extract_archive, archive, tmp_path / "out", max_bytes=MB)
     assert not (tmp_path / "out").exists()
 

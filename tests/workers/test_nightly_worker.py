@@ -9,12 +9,10 @@ from typing import Any
 
 import pytest
 
-from modelhub import services
-from modelhub.celery import app
+from modelhub import services, tasks
 from modelhub.models import BenchmarkResult
+from tests import factories
 from tests.real_services import wait_for
-from tests.workers.test_worker import _register_eagerly, worker  # noqa: F401 - the worker fixture
-from workers import tasks
 from workers.samples import SampleModel
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.redis, pytest.mark.slow]
@@ -25,19 +23,12 @@ NIGHT = date(2025, 6, 10)
 def _promote_after_a_job(maintainer: Any, approver: Any, sample: SampleModel) -> None:
     """Register, optimize (in this process) under production's governing profile and promote
     int8-dynamic over the original."""
-    version = _register_eagerly(maintainer, sample)
     profile = services.profile_create(user=maintainer, name="cpu-small", max_p95_ms=1000.0, batch_size=1, threads=1)
-    services.governing_profile_set(model=version.model, profile=profile, by=maintainer)
-    app.conf.task_always_eager = True
-    try:
-        job = services.optimization_request(version=version, user=maintainer, profile=profile, bench=BENCH,
-                                            plan=[{"name": "int8-dynamic", "pass_name": "quantize_dynamic", "options": {}}])
-    finally:
-        app.conf.task_always_eager = False
-    job.refresh_from_db()
-    assert job.status == "SUCCEEDED", job.error
+    version = factories.optimized_version(
+        maintainer, sample, profile=profile, bench=BENCH, purposes=factories.BOTH, reason="",
+        plan=[{"name": "int8-dynamic", "pass_name": "quantize_dynamic", "options": {}}])
     for name in ("original", "int8-dynamic"):
-        services.deployment_promote(model=version.model, variant=version.variants.get(name=name), by=approver)
+        factories.promote(version.variants.get(name=name), approver)
 
 
 def _finished_nightly() -> list[BenchmarkResult]:

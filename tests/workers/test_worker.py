@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelhub import services
-from modelhub.models import ModelVersion, OptimizationJob, Variant
-from tests.real_services import celery_broker, child_pids, running_worker, wait_for
+from modelhub.models import OptimizationJob, Variant
+from tests import factories
+from tests.real_services import child_pids, wait_for
 from workers.samples import SampleModel
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.redis, pytest.mark.slow]
@@ -26,27 +26,9 @@ PLAN = [
 BENCH = {"time_budget_s": 0.3, "batch_sizes": [1, 8]}
 
 
-@pytest.fixture
-def worker(redis_url: str, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `celery worker` (prefork, one child) consuming every queue of the test's Redis."""
-    with celery_broker(redis_url), running_worker(redis_url, data_dir) as process:
-        yield process
-
-
-def _register(user: Any, sample: SampleModel) -> ModelVersion:
-    model = services.model_create(name="mlp", owner=user)
-    with sample.onnx.open("rb") as handle:
-        version, _ = services.version_upload(model=model, stream=handle, filename="model.onnx", user=user)
-    version.refresh_from_db()
-    for purpose, path in (("validation", sample.validation), ("calibration", sample.calibration)):
-        with path.open("rb") as handle:
-            services.dataset_upload(version=version, purpose=purpose, stream=handle, filename=path.name, user=user)
-    return version
-
-
 def test_a_job_runs_through_a_real_worker_and_records_its_variants(
         worker: subprocess.Popen[bytes], maintainer: Any, quality_mlp: SampleModel, data_dir: Path) -> None:
-    version = _register_eagerly(maintainer, quality_mlp)
+    version = factories.version(maintainer, quality_mlp, purposes=factories.BOTH)  # intake here, the job on the worker
     job = services.optimization_request(version=version, user=maintainer, plan=PLAN[:2], bench=BENCH)
     job = wait_for(lambda: _finished(job.pk), 240, "the job to end", data_dir / "worker.log")
     assert job.status == "SUCCEEDED", job.error
@@ -63,7 +45,7 @@ def test_a_worker_killed_mid_job_leaves_one_success_and_one_variant_per_step(
     """D1: the child SIGKILLed mid-job: the message is redelivered and the job ends with one SUCCEEDED,
     one variant and one artifact per step."""
     log = data_dir / "worker.log"
-    version = _register_eagerly(maintainer, quality_mlp)
+    version = factories.version(maintainer, quality_mlp, purposes=factories.BOTH)  # intake here, the job on the worker
     job = services.optimization_request(version=version, user=maintainer, plan=PLAN, bench=BENCH)
     wait_for(lambda: version.variants.count() >= 2, 240, "the first step's variant", log)
     children = wait_for(lambda: child_pids(worker.pid), 30, "the pool child", log)
@@ -78,16 +60,6 @@ def test_a_worker_killed_mid_job_leaves_one_success_and_one_variant_per_step(
     assert len(artifacts) == len(PLAN)
     for variant in version.variants.exclude(name=Variant.ORIGINAL):
         assert variant.results.filter(job=job).count() == 1
-
-
-def _register_eagerly(user: Any, sample: SampleModel) -> ModelVersion:
-    from modelhub.celery import app
-
-    app.conf.task_always_eager = True  # intake in-process; the job itself goes to the worker
-    try:
-        return _register(user, sample)
-    finally:
-        app.conf.task_always_eager = False
 
 
 def _finished(job_id: int) -> OptimizationJob | None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from workers.errors import EngineError
+
 HIGHER_IS_BETTER: dict[str, bool] = {
     "agreement": True,
     "accuracy": True,
@@ -46,7 +48,7 @@ _EMBEDDING_MIN_WIDTH = 32
 _EVAL_BATCH = 64
 
 
-class AccuracyInputError(ValueError):
+class AccuracyInputError(EngineError, ValueError):
     """Outputs or a dataset that cannot be compared; the message says what is wrong."""
 
 
@@ -231,8 +233,8 @@ def _fixed_batch(signature: Any) -> int | None:
 
 
 def _run_model(path: Path, arrays: dict[str, np.ndarray], rows: int, threads: int) -> list[np.ndarray]:
+    from workers import ort
     from workers.formats import model_inputs, signature_from_onnx
-    from workers.passes.base import ort_session
 
     signature = signature_from_onnx(path)
     missing = [name for name in signature.input_names if name not in arrays]
@@ -241,7 +243,7 @@ def _run_model(path: Path, arrays: dict[str, np.ndarray], rows: int, threads: in
             f"The dataset has no array named {', '.join(missing)}; it has {', '.join(sorted(arrays))}."
         )
     feeds = model_inputs(arrays, signature)
-    session = ort_session(path, threads=threads)
+    session = ort.session(path, threads=threads)
     fixed = _fixed_batch(signature)
     step = fixed or _EVAL_BATCH
     usable = rows - rows % fixed if fixed else rows  # a fixed-batch model cannot take a short tail
@@ -254,16 +256,31 @@ def _run_model(path: Path, arrays: dict[str, np.ndarray], rows: int, threads: in
     return [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
 
 
-def evaluate(
-    reference: Path,
-    candidate: Path,
-    dataset: Path,
-    *,
-    task: str = "auto",
-    max_samples: int = 1024,
-    threads: int = 1,
-) -> AccuracyReport:
-    """Run both ONNX files on the dataset's first ``max_samples`` rows and compare them.
+@dataclass(frozen=True)
+class ReferenceRun:
+    """The reference model's outputs on a dataset, computed once and compared with every candidate."""
+
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    rows: int
+    outputs: list[np.ndarray]
+
+    def compare(self, candidate: Path, *, task: str = "auto", threads: int = 1) -> AccuracyReport:
+        """Run ``candidate`` on the same rows and compare its outputs with the reference's."""
+        cand_out = _run_model(candidate, self.arrays, self.rows, threads)
+        used = len(self.outputs[0])
+        return compare_outputs(self.outputs, cand_out, task=task,
+                               labels=None if self.labels is None else self.labels[:used])
+
+    def itself(self, *, task: str = "auto") -> AccuracyReport:
+        """The reference compared with its own outputs (its score on the labels, where there are some)."""
+        used = len(self.outputs[0])
+        return compare_outputs(self.outputs, self.outputs, task=task,
+                               labels=None if self.labels is None else self.labels[:used])
+
+
+def run_reference(reference: Path, dataset: Path, *, max_samples: int = 1024, threads: int = 1) -> ReferenceRun:
+    """Run the reference ONNX file on the dataset's first ``max_samples`` rows.
 
     The dataset is an .npz whose arrays are named after the model inputs, plus ``labels``
     when the task has them. Each model's inputs are cast to its own signature's types, so a
@@ -276,7 +293,12 @@ def evaluate(
     if not arrays:
         raise AccuracyInputError("The dataset has no input arrays.")
     rows = min(max_samples, min(len(a) for a in arrays.values()))
-    ref_out = _run_model(reference, arrays, rows, threads)
-    cand_out = _run_model(candidate, arrays, rows, threads)
-    used = len(ref_out[0])
-    return compare_outputs(ref_out, cand_out, task=task, labels=None if labels is None else labels[:used])
+    return ReferenceRun(arrays=arrays, labels=labels, rows=rows, outputs=_run_model(reference, arrays, rows, threads))
+
+
+def evaluate(reference: Path, candidate: Path, dataset: Path, *, task: str = "auto", max_samples: int = 1024,
+             threads: int = 1) -> AccuracyReport:
+    """Run both ONNX files on the dataset's first ``max_samples`` rows and compare them (one
+    candidate; a job comparing several runs the reference once with ``run_reference``)."""
+    run = run_reference(reference, dataset, max_samples=max_samples, threads=threads)
+    return run.compare(candidate, task=task, threads=threads)

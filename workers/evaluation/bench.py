@@ -20,15 +20,11 @@ Speed-ups between two models of the same run are paired round by round (``BenchR
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import math
 import os
 import platform
-import select
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -38,20 +34,18 @@ from typing import Any
 
 import numpy as np
 
+from workers.child import ChildTimeout, Conversation, CrashWords, measuring_env
+from workers.errors import EngineError
 from workers.evaluation import stats
 from workers.formats import Signature
 
 _ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
-_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-# The child inherits only what running Python and onnxruntime needs: never the worker's secrets.
-_KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-             "CUDA_VISIBLE_DEVICES", "VIRTUAL_ENV")
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _CHILD = [sys.executable, "-m", "workers.evaluation.bench_child"]
 
 
-class BenchError(RuntimeError):
+class BenchError(EngineError, RuntimeError):
     """A model could not be measured; the message says why (load error, crash signal, timeout)."""
 
 
@@ -238,22 +232,13 @@ def hardware_fingerprint(provider: str, threads: int) -> dict[str, Any]:
 # --- the children -------------------------------------------------------------------------------
 
 
-def _child_env(threads: int) -> dict[str, str]:
-    env = {name: os.environ[name] for name in _KEPT_ENV if name in os.environ}
-    for name in _THREAD_ENV:
-        env[name] = str(threads)
-    # The child imports workers.* from this checkout, whatever the caller's working directory.
-    env["PYTHONPATH"] = str(_PROJECT_ROOT)
-    return env
+_CRASH = CrashWords(crashed="The benchmark process crashed: signal {number} ({name}). The model is not safe to run.",
+                     unknown="unknown")
 
 
 def _crash_message(returncode: int | None, stderr: str) -> str:
     if returncode is not None and returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = "unknown"
-        return f"The benchmark process crashed: signal {-returncode} ({name}). The model is not safe to run."
+        return _CRASH.message(-returncode)
     tail = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
     if returncode is None:  # still running, but what it wrote was no answer
         return f"The benchmark process gave no readable answer: {tail}"
@@ -263,72 +248,44 @@ def _crash_message(returncode: int | None, stderr: str) -> str:
 class Child:
     """One measuring process: a request line in, an answer line out, each answer under a deadline
     of ``timeout_s`` (per request: a child of a run of many models lives through the others' loads
-    and rounds too). It runs in its own process group, and the whole group is killed on any failure."""
+    and rounds too). It runs in its own process group (``workers.child``), and the whole group is
+    killed on any failure."""
 
     def __init__(self, *, timeout_s: float, threads: int, argv: Sequence[str] | None = None) -> None:
         self.timeout_s = timeout_s
         self.deadline = time.monotonic() + timeout_s
-        # stderr goes to a file: a chatty library must never fill a pipe and stall the child.
-        self.stderr = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(list(argv or _CHILD), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.stderr, text=True, env=_child_env(threads),
-                                        cwd=_PROJECT_ROOT, start_new_session=True)
+        self.conversation = Conversation(argv or _CHILD, env=measuring_env(threads, _PROJECT_ROOT), cwd=_PROJECT_ROOT)
+
+    @property
+    def process(self) -> subprocess.Popen[str]:
+        """The child process (its ``returncode`` is set once it has ended)."""
+        return self.conversation.process
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one request and return its answer; a crash, an error or the deadline is a BenchError."""
         self.deadline = time.monotonic() + self.timeout_s
+        self.conversation.send(request)
         try:
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the child is gone: reading says how it ended
-        answer = self._read_line()
-        if isinstance(answer, dict) and "error" in answer:
+            answer = self.conversation.receive(self.deadline - time.monotonic())
+        except ChildTimeout:
+            raise BenchError(f"The benchmark took longer than {self.timeout_s:.0f} s and was stopped.") from None
+        if answer is not None and "error" in answer:
             self.close()
             raise BenchError(answer["error"])
-        if not isinstance(answer, dict) or "ok" not in answer:
+        if answer is None or "ok" not in answer:
             raise self._failure()
         return answer["ok"]
 
     def _failure(self) -> BenchError:
         """No answer came: how the child ended (signal, or status and its last stderr line). The
         message is read before ``close``, which kills the group and drops the stderr file."""
-        try:
-            returncode: int | None = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            returncode = None
-        message = _crash_message(returncode, self._stderr())
+        message = _crash_message(self.conversation.exit_status(timeout=5), self.conversation.stderr_tail())
         self.close()
         return BenchError(message)
 
-    def _read_line(self) -> Any:
-        remaining = self.deadline - time.monotonic()
-        ready, _, _ = select.select([self.process.stdout], [], [], max(remaining, 0))
-        if not ready:
-            self.close()
-            raise BenchError(f"The benchmark took longer than {self.timeout_s:.0f} s and was stopped.")
-        line = self.process.stdout.readline()
-        try:
-            return json.loads(line) if line.strip() else None
-        except json.JSONDecodeError:
-            return None
-
-    def _stderr(self) -> str:
-        try:
-            self.stderr.seek(0)
-            return self.stderr.read()[-4000:]
-        except (OSError, ValueError):
-            return ""
-
     def close(self) -> None:
         """Kill the child's whole process group (threads or helpers it started go with it)."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.process.wait(timeout=10)
-        self.stderr.close()
+        self.conversation.close()
 
 
 # --- the run ------------------------------------------------------------------------------------

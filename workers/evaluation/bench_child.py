@@ -23,7 +23,6 @@ the peak includes whatever the process reached before (the report's ``memory_met
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from workers import ort, sandbox
+from workers.child import report
 from workers.evaluation.bench import PROVIDERS, BenchConfig, BenchError, hardware_fingerprint
 from workers.formats import Signature, read_npz
 
@@ -90,19 +91,12 @@ def _inputs(signature: Signature, batch: int, data: dict[str, np.ndarray] | None
 
 
 def _session(model: str, config: BenchConfig) -> Any:
-    import onnxruntime as ort
-
     provider = PROVIDERS[config.provider]
-    if provider not in ort.get_available_providers():
-        raise BenchError(f"{provider} is not available in this onnxruntime build "
-                         f"(available: {', '.join(ort.get_available_providers())}).")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = config.threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
+    available = ort.available_providers()
+    if provider not in available:
+        raise BenchError(f"{provider} is not available in this onnxruntime build (available: {', '.join(available)}).")
     try:
-        return ort.InferenceSession(model, options, providers=[provider])
+        return ort.session(model, threads=config.threads, inter_threads=1, providers=[provider])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise BenchError(f"onnxruntime could not load the model: {exc}") from exc
 
@@ -206,8 +200,7 @@ def serve(requests: IO[str], out: IO[str]) -> int:
             answer = {"error": str(exc)}
         except Exception as exc:  # any other failure still reaches the parent as a readable message
             answer = {"error": f"The benchmark failed: {type(exc).__name__}: {exc}"}
-        out.write(json.dumps(answer) + "\n")
-        out.flush()
+        report(out, answer)
         if "error" in answer:
             return 2
         if op == "finish":
@@ -216,10 +209,10 @@ def serve(requests: IO[str], out: IO[str]) -> int:
 
 
 def main() -> int:
+    """Serve the parent on stdin and the result channel until ``finish``; the exit status (2: an error)."""
     # Nothing but the answers may reach the parent's stdout: they go to a private copy of fd 1,
     # and fd 1 itself becomes stderr, so that native code printing to it cannot break the protocol.
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    out = sandbox.result_channel()
     sys.stdout = sys.stderr
     return serve(sys.stdin, out)
 

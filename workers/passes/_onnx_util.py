@@ -1,6 +1,7 @@
 """Helpers shared by the ONNX passes (export, graph, quantize_*, fp16). Pure: no Django.
 
-Private to ``workers.passes``: reading a pass's ONNX input, synthetic and dataset feeds, output
+Private to ``workers.passes`` (and ``workers.evaluation.prune_advice``, which reads its model as
+the pruning passes do): reading a pass's ONNX input, synthetic and dataset feeds, output
 comparison, a scratch directory under ``dst``, and small facts about graphs (node counts,
 quantized nodes, sizes).
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from workers import ort
 from workers.formats import FormatError, Signature, model_inputs, read_npz, signature_from_onnx_model
 from workers.passes.base import PassInputError, UnsupportedModelError
 
@@ -248,10 +250,9 @@ def synthetic_error(src: Path, out: Path, signature: Signature,
     dim the signature leaves symbolic must have a particular size.
     """
     from workers.formats import signature_from_onnx
-    from workers.passes.base import ort_session
 
     try:
-        reference_session = ort_session(src, level="disable")
+        reference_session = ort.session(src, level="disable")
         feeds = [synthetic_inputs(signature, seed=seed) for seed in seeds]
         references = [reference_session.run(None, feed) for feed in feeds]
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -263,10 +264,8 @@ def synthetic_error(src: Path, out: Path, signature: Signature,
 
 def run_produced(path: Path, feeds: list[dict[str, np.ndarray]], *, level: str = "all") -> list[list[np.ndarray]]:
     """Run a model a pass produced on each feed; onnxruntime failing on it is an UnsupportedModelError."""
-    from workers.passes.base import ort_session
-
     try:
-        session = ort_session(path, level=level)
+        session = ort.session(path, level=level)
         return [session.run(None, feed) for feed in feeds]
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
         raise UnsupportedModelError(f"onnxruntime cannot run the produced model: {str(exc)[:500]}") from exc

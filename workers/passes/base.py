@@ -2,7 +2,7 @@
 
 A pass has one shape: ``run(src: Path, dst: Path, config: <Pass>Config) -> PassResult``.
 ``src`` is the input model file (never changed), ``dst`` a directory the pass owns and writes
-only under; the output model is ``dst / "model.onnx"``.
+only under; the output model is ``dst / "model.onnx"``. ``frame.PassRun`` runs those steps.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workers.errors import EngineError
+
 # onnxruntime 1.31 loads IR version <= 13; onnx 1.23 writes 14 by default.
 MAX_IR_VERSION = 10
 OUTPUT_NAME = "model.onnx"
 
 
-class PassError(Exception):
+class PassError(EngineError):
     """A pass could not produce a model; the message tells a person what to change."""
 
 
@@ -48,6 +50,7 @@ class PassResult:
     duration_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON (as the sandboxed pass child hands it back)."""
         return {
             "artifact": str(self.artifact),
             "pass": self.pass_name,
@@ -102,26 +105,3 @@ def save_onnx(model: Any, path: Path) -> Path:
     onnx.save_model(model, str(tmp))
     os.replace(tmp, path)
     return path
-
-
-def ort_session(path: Path, *, threads: int = 1, level: str = "all") -> Any:
-    """An onnxruntime CPU session with explicit threads (used to check pass outputs)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[level]
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(path: Path, inputs: dict[str, Any], *, threads: int = 1) -> list[Any]:
-    """Run a model file once on CPU and return its outputs in graph order."""
-    session = ort_session(path, threads=threads)
-    return session.run(None, inputs)

@@ -35,20 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from workers import ort
 from workers.formats import FormatError, model_inputs, read_npz, signature_from_onnx_model
-from workers.passes import _onnx_util as util
 from workers.passes import onnx_chain
-from workers.passes.base import (
-    PassError,
-    PassInputError,
-    PassResult,
-    UnsupportedModelError,
-    config_to_json,
-    data_field,
-    ort_session,
-    prepare_output,
-    save_onnx,
-)
+from workers.passes.base import PassError, PassInputError, PassResult, UnsupportedModelError, data_field
+from workers.passes.frame import PassRun
 
 PASS_NAME = "distill"
 TASKS = ("auto", "classification", "regression")
@@ -111,27 +102,26 @@ def run(src: Path, dst: Path, config: Config) -> PassResult:
     """Distill the teacher at ``src`` into a narrower student written to ``dst / model.onnx``."""
     import torch
 
-    started = time.perf_counter()
     threads = torch.get_num_threads()
     try:
-        return _distill(src, dst, config, started)
+        with PassRun(PASS_NAME, src, dst, config) as job:
+            return _distill(job, config)
     finally:
         torch.set_num_threads(threads)
 
 
-def _distill(src: Path, dst: Path, config: Config, started: float) -> PassResult:
+def _distill(job: PassRun, config: Config) -> PassResult:
     import torch
 
-    teacher = util.load_onnx_input(src, PASS_NAME)
-    util.require_float_model(teacher, PASS_NAME)
+    teacher = job.load()
     graph = onnx_chain.Graph(teacher)
     try:
-        steps = read_chain(graph, _label(src))
+        steps = read_chain(graph, _label(job.src))
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(str(exc) + onnx_chain.fused_hint(teacher)) from exc
     in_name, out_name = _io_names(teacher)
     train, val, notes = _datasets(teacher, config)
-    session = ort_session(Path(src), threads=2)
+    session = ort.session(job.src, threads=2)
     train.targets, val.targets = _teacher_outputs(session, train.x), _teacher_outputs(session, val.x)
     task = _task(config.task, steps, train.targets)
 
@@ -145,9 +135,14 @@ def _distill(src: Path, dst: Path, config: Config, started: float) -> PassResult
     loss_fn = _loss(task, config, teacher_logits=logits_head, last=student[-1] if logits_head else None)
     history = train_student(student, train, val, loss_fn, config, task=task, drop_last_module=logits_head)
 
-    out = save_onnx(export_student(student, train.x[:2], in_name, out_name), prepare_output(dst))
-    student_out = _teacher_outputs(ort_session(out, threads=2), val.x)
-    metrics = _metrics(src, out, teacher, task, val, student_out, history)
+    out = job.save(export_student(student, train.x[:2], in_name, out_name))
+    student_out = _teacher_outputs(ort.session(out, threads=2), val.x)
+    metrics = _metrics(job, teacher, task, val, student_out, history)
+    return job.result(metrics, notes + _notes(config, history, metrics, task, val))
+
+
+def _notes(config: Config, history: dict[str, Any], metrics: dict[str, Any], task: str, val: _Split) -> list[str]:
+    notes = []
     if history["stopped"] == "patience" and history["best_epoch"] <= 2:
         notes.append(
             f"The validation loss was lowest after epoch {history['best_epoch']} and then rose: the student "
@@ -159,8 +154,7 @@ def _distill(src: Path, dst: Path, config: Config, started: float) -> PassResult
         f"Student of width {config.width:g}: {metrics['student_params']} parameters vs the teacher's "
         f"{metrics['teacher_params']} ({metrics['param_ratio']:.2f}x), task {task}; metrics are on {val.source}."
     )
-    return PassResult(artifact=out, pass_name=PASS_NAME, config=config_to_json(config), metrics=metrics,
-                      notes=notes, duration_s=time.perf_counter() - started)
+    return notes
 
 
 def _label(src: Path) -> str:
@@ -597,11 +591,11 @@ def export_student(student: Any, example: np.ndarray, in_name: str, out_name: st
     return onnx.load_model_from_string(buffer.getvalue())
 
 
-def _metrics(src: Path, out: Path, teacher: Any, task: str, val: _Split, student_out: np.ndarray,
+def _metrics(job: PassRun, teacher: Any, task: str, val: _Split, student_out: np.ndarray,
              history: dict[str, Any]) -> dict[str, Any]:
     import onnx
 
-    student = onnx.load(str(out))
+    student = onnx.load(str(job.out))
     teacher_params, student_params = onnx_chain.count_params(teacher), onnx_chain.count_params(student)
     labels = val.labels
     if labels is not None and task == "classification" and labels.ndim == 2 and labels.shape[1] > 1:
@@ -613,8 +607,7 @@ def _metrics(src: Path, out: Path, teacher: Any, task: str, val: _Split, student
         "teacher_params": teacher_params,
         "student_params": student_params,
         "param_ratio": student_params / teacher_params if teacher_params else 1.0,
-        "size_before": Path(src).stat().st_size,
-        "size_after": out.stat().st_size,
+        **job.sizes(),
         **history,
         "validation_samples": int(len(val.x)),
         **{renamed.get(k, k): v for k, v in compared.items()},

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import io
-import time
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -27,20 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from workers import ort
 from workers.formats import FormatError, read_npz, torch_error_text
 from workers.passes import _onnx_util as util
-from workers.passes.base import (
-    AccuracyError,
-    PassError,
-    PassInputError,
-    PassResult,
-    UnsupportedModelError,
-    config_to_json,
-    data_field,
-    ort_session,
-    prepare_output,
-    save_onnx,
-)
+from workers.passes.base import AccuracyError, PassInputError, PassResult, UnsupportedModelError, data_field
+from workers.passes.frame import PassRun
 
 NAME = "export"
 _EXAMPLE_ROWS = 2
@@ -214,7 +204,7 @@ def _export(module: Any, example: list[np.ndarray], names: list[str], output_nam
 def _check(module: Any, out_path: Path, names: list[str], check: list[np.ndarray], tolerance: float) -> float:
     """Max abs error of onnxruntime vs torch on the check rows; out of tolerance -> AccuracyError."""
     try:
-        ort_out = ort_session(out_path).run(None, dict(zip(names, check, strict=True)))
+        ort_out = ort.session(out_path).run(None, dict(zip(names, check, strict=True)))
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise UnsupportedModelError(f"onnxruntime could not run the exported model: {str(exc)[:600]}") from exc
     reference = _torch_outputs(module, check)
@@ -233,29 +223,21 @@ def _check(module: Any, out_path: Path, names: list[str], check: list[np.ndarray
 def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
     """Export a TorchScript archive to ``dst/model.onnx`` and check it against TorchScript."""
     config = config or Config()
-    started = time.perf_counter()
-    src, dst = Path(src), Path(dst)
-    _check_source(src)
-    data = _read_dataset(config.validation_data)
-    module = _load_torchscript(src)
-    names, arrays, notes = _inputs(module, data)
-    example, check = [a[:_EXAMPLE_ROWS] for a in arrays], [a[:_CHECK_ROWS] for a in arrays]
-    output_names = _output_names(module, example)
-    out_path = prepare_output(dst)
-    save_onnx(_export(module, example, names, output_names, config.opset), out_path)
-    try:
-        error = _check(module, out_path, names, check, config.tolerance)
-    except PassError:
-        out_path.unlink(missing_ok=True)
-        raise
-    metrics = {
-        "max_abs_error": error,
-        "opset": config.opset,
-        "size_bytes": util.file_size(out_path),
-        "size_before": util.file_size(src),
-        "inputs": names,
-        "outputs": output_names,
-        "checked_rows": len(check[0]),
-    }
-    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config), metrics=metrics,
-                      notes=notes, duration_s=time.perf_counter() - started)
+    with PassRun(NAME, src, dst, config) as job:
+        _check_source(job.src)
+        data = _read_dataset(config.validation_data)
+        module = _load_torchscript(job.src)
+        names, arrays, notes = _inputs(module, data)
+        example, check = [a[:_EXAMPLE_ROWS] for a in arrays], [a[:_CHECK_ROWS] for a in arrays]
+        output_names = _output_names(module, example)
+        job.save(_export(module, example, names, output_names, config.opset))
+        metrics = {
+            "max_abs_error": _check(module, job.out, names, check, config.tolerance),
+            "opset": config.opset,
+            "size_bytes": util.file_size(job.out),
+            "size_before": util.file_size(job.src),
+            "inputs": names,
+            "outputs": output_names,
+            "checked_rows": len(check[0]),
+        }
+        return job.result(metrics, notes)

@@ -14,22 +14,14 @@ the file size and memory for weights, not latency. The output is checked on synt
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workers import ort
 from workers.passes import _onnx_util as util
-from workers.passes.base import (
-    AccuracyError,
-    PassInputError,
-    PassResult,
-    UnsupportedModelError,
-    config_to_json,
-    ort_session,
-    prepare_output,
-    save_onnx,
-)
+from workers.passes.base import AccuracyError, PassInputError, PassResult, UnsupportedModelError, save_onnx
+from workers.passes.frame import PassRun
 
 NAME = "fp16"
 _MAX_RETRIES = 8
@@ -64,20 +56,18 @@ def _convert(source: Any, keep_io_types: bool, block_list: list[str]) -> Any:
 
 def _write_loadable(source: Any, out_path: Path, keep_io_types: bool, block_list: list[str]) -> list[str]:
     """Convert and save; op types onnxruntime has no float16 kernel for are blocked and the
-    conversion retried. Returns those op types."""
+    conversion retried. Returns those op types (the frame removes the file when this raises)."""
     kept: list[str] = []
     for _attempt in range(_MAX_RETRIES + 1):
         save_onnx(util.prune_opset_imports(_convert(source, keep_io_types, block_list + kept)), out_path)
         try:
-            ort_session(out_path, level="disable")
+            ort.session(out_path, level="disable")
             return kept
         except Exception as exc:  # noqa: BLE001 - onnxruntime's NOT_IMPLEMENTED and friends
             missing = _MISSING_KERNEL.search(str(exc))
             if not missing or missing.group(1) in block_list + kept:
-                out_path.unlink(missing_ok=True)
                 raise UnsupportedModelError(f"onnxruntime cannot load the float16 model: {str(exc)[:600]}") from exc
             kept.append(missing.group(1))
-    out_path.unlink(missing_ok=True)
     raise UnsupportedModelError(f"Too many ops lack float16 kernels on CPU ({', '.join(kept)}).")
 
 
@@ -96,26 +86,15 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
     config = config or Config()
-    started = time.perf_counter()
-    src, dst = Path(src), Path(dst)
-    source = util.load_onnx_input(src, NAME)
-    util.require_float_model(source, NAME)
-    out_path = prepare_output(dst)
-    block_list = list(dict.fromkeys([*DEFAULT_OP_BLOCK_LIST, *config.op_block_list]))
-    kept = _write_loadable(source, out_path, config.keep_io_types, block_list)
-    error, _, check_note = util.synthetic_error(src, out_path, util.signature_of(source))
-    if error == float("inf"):
-        out_path.unlink(missing_ok=True)
-        raise AccuracyError(
-            "The float16 model produces Inf/NaN where the float32 model does not (values beyond float16's "
-            "range, 65504). Keep the overflowing ops in float32 with op_block_list."
-        )
-    size_before, size_after = util.file_size(src), util.file_size(out_path)
-    metrics = {
-        "size_before": size_before,
-        "size_after": size_after,
-        "size_ratio": size_after / size_before,
-        "max_abs_error": error,  # on synthetic inputs
-    }
-    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config), metrics=metrics,
-                      notes=_notes(config, kept, check_note), duration_s=time.perf_counter() - started)
+    with PassRun(NAME, src, dst, config) as job:
+        source = job.load()
+        block_list = list(dict.fromkeys([*DEFAULT_OP_BLOCK_LIST, *config.op_block_list]))
+        kept = _write_loadable(source, job.output(), config.keep_io_types, block_list)
+        error, _, check_note = job.synthetic_error(source)
+        if error == float("inf"):
+            raise AccuracyError(
+                "The float16 model produces Inf/NaN where the float32 model does not (values beyond float16's "
+                "range, 65504). Keep the overflowing ops in float32 with op_block_list."
+            )
+        metrics = {**job.sizes(ratio=True), "max_abs_error": error}  # the error is on synthetic inputs
+        return job.result(metrics, _notes(config, kept, check_note))

@@ -15,22 +15,14 @@ The result is checked against the source on three synthetic batches built from t
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workers import ort
 from workers.passes import _onnx_util as util
-from workers.passes.base import (
-    AccuracyError,
-    PassError,
-    PassInputError,
-    PassResult,
-    UnsupportedModelError,
-    config_to_json,
-    prepare_output,
-    save_onnx,
-)
+from workers.passes.base import AccuracyError, PassError, PassInputError, PassResult, UnsupportedModelError
+from workers.passes.frame import PassRun
 
 NAME = "graph"
 LEVELS = ("basic", "extended")
@@ -56,18 +48,8 @@ class Config:
 
 
 def _optimize(src: Path, target: Path, level: str) -> None:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    }[level]
-    options.optimized_model_filepath = str(target)
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
     try:
-        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+        ort.session(src, level=level, optimized_path=target)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise UnsupportedModelError(f"onnxruntime could not load the model to optimize it: {str(exc)[:600]}") from exc
 
@@ -83,31 +65,26 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
     import onnx
 
     config = config or Config()
-    started = time.perf_counter()
-    src, dst = Path(src), Path(dst)
-    source = util.load_onnx_input(src, NAME)
-    out_path = prepare_output(dst)
-    with util.scratch_dir(dst) as work:
-        raw = work / "ort_optimized.onnx"
-        _optimize(src, raw, config.level)
-        if not raw.is_file():
-            raise PassError("onnxruntime did not write the optimized model.")
-        optimized = util.prune_opset_imports(onnx.load(str(raw)))
-    save_onnx(optimized, out_path)
-    error, reference_scale, check_note = util.synthetic_error(src, out_path, util.signature_of(source), _CHECK_SEEDS)
-    scale = max(1.0, reference_scale)
-    if error is not None and not error <= RELATIVE_TOLERANCE * scale:
-        out_path.unlink(missing_ok=True)
-        raise AccuracyError(
-            f"The optimized graph's outputs differ from the source's by {error:.3g} (max abs error on synthetic "
-            f"inputs), over the tolerance {RELATIVE_TOLERANCE:g} x {scale:.3g}."
-        )
-    metrics = {
-        "nodes_before": util.node_count(source),
-        "nodes_after": util.node_count(optimized),
-        "max_abs_error": error,
-        "size_before": util.file_size(src),
-        "size_after": util.file_size(out_path),
-    }
-    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config), metrics=metrics,
-                      notes=_notes(optimized, check_note), duration_s=time.perf_counter() - started)
+    with PassRun(NAME, src, dst, config) as job:
+        source = job.load(float_only=False)
+        with util.scratch_dir(job.dst) as work:
+            raw = work / "ort_optimized.onnx"
+            _optimize(job.src, raw, config.level)
+            if not raw.is_file():
+                raise PassError("onnxruntime did not write the optimized model.")
+            optimized = util.prune_opset_imports(onnx.load(str(raw)))
+        job.save(optimized)
+        error, reference_scale, check_note = job.synthetic_error(source, _CHECK_SEEDS)
+        scale = max(1.0, reference_scale)
+        if error is not None and not error <= RELATIVE_TOLERANCE * scale:
+            raise AccuracyError(
+                f"The optimized graph's outputs differ from the source's by {error:.3g} (max abs error on synthetic "
+                f"inputs), over the tolerance {RELATIVE_TOLERANCE:g} x {scale:.3g}."
+            )
+        metrics = {
+            "nodes_before": util.node_count(source),
+            "nodes_after": util.node_count(optimized),
+            "max_abs_error": error,
+            **job.sizes(),
+        }
+        return job.result(metrics, _notes(optimized, check_note))

@@ -1,4 +1,5 @@
-"""Reading ONNX layer chains, shared by prune_magnitude, prune_structured, prune_advisor and distill.
+"""Reading ONNX layer chains, shared by prune_magnitude, prune_structured, distill and
+``workers.evaluation.prune_advice``.
 
 It answers three questions about a graph exported from an MLP or a CNN:
 
@@ -20,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from workers import ort
 from workers.formats import signature_from_onnx_model
 from workers.passes import _onnx_util as util
-from workers.passes.base import PassInputError, ort_session
+from workers.passes.base import PassError, PassInputError
 
 LAYER_OPS = ("Gemm", "MatMul", "Conv")
 # Ops that act on each unit alone; extra inputs (Clip bounds, Dropout ratio) must be constants.
@@ -128,12 +130,15 @@ class Graph:
         return self._arrays[name]
 
     def is_initializer(self, name: str) -> bool:
+        """Whether ``name`` is a stored weight."""
         return name in self.initializers
 
     def is_constant(self, name: str) -> bool:
+        """Whether ``name`` is absent, an initializer or a Constant node's output."""
         return not name or name in self.initializers or name in self.constants
 
     def only_used_by(self, name: str, node: Any) -> bool:
+        """Whether ``node`` is the only reader of ``name`` (and it is no graph output)."""
         users = self.consumers.get(name, [])
         return name not in self.outputs and all(u is node for u in users)
 
@@ -158,6 +163,7 @@ class Layer:
 
     @property
     def nodes(self) -> list[Any]:
+        """The layer's node, and its bias Add when it has one."""
         return [self.node] if self.bias_node is None else [self.node, self.bias_node]
 
 
@@ -238,6 +244,7 @@ class Route:
 
     @property
     def batch_norms(self) -> list[Any]:
+        """The BatchNormalization nodes on the route, whose parameters shrink with the units."""
         return [n for n in self.steps if n.op_type == "BatchNormalization"]
 
 
@@ -396,6 +403,7 @@ class EvalData:
 
     @property
     def samples(self) -> int:
+        """Number of rows of the inputs."""
         return int(next(iter(self.inputs.values())).shape[0]) if self.inputs else 0
 
 
@@ -414,16 +422,20 @@ def load_eval_data(model: Any, data: Path | None, *, max_samples: int = 512, see
 
 def run_model(model: Any, inputs: dict[str, np.ndarray], *, threads: int = 2) -> list[np.ndarray]:
     """Run a model file, or an in-memory ModelProto this code built, once on CPU."""
-    import onnxruntime as ort
+    source = model if isinstance(model, Path) else model.SerializeToString()
+    return ort.session(source, threads=threads).run(None, inputs)
 
-    if isinstance(model, Path):
-        return ort_session(model, threads=threads).run(None, inputs)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, inputs)
+
+def pruning_change(model: Any, src: Path, out: Path, data: Path | None, *, max_samples: int) -> dict[str, Any]:
+    """How pruning moved the outputs: ``src`` (whose ModelProto is ``model``) against ``out`` on the
+    first ``max_samples`` rows of ``data`` (synthetic inputs without it): ``error_data``,
+    ``error_samples`` and the metrics of :func:`output_metrics`."""
+    feeds = load_eval_data(model, data, max_samples=max_samples)
+    before, after = run_model(Path(src), feeds.inputs), run_model(Path(out), feeds.inputs)
+    if [b.shape for b in before] != [a.shape for a in after]:
+        raise PassError("Pruning changed the model's output shapes; the pruned model was not kept.")
+    return {"error_data": feeds.source, "error_samples": feeds.samples,
+            **output_metrics(before, after, labels=feeds.labels)}
 
 
 def mean_abs_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:

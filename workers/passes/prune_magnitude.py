@@ -10,7 +10,6 @@ for a later structured pass.
 
 from __future__ import annotations
 
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from workers.passes import _onnx_util as util
 from workers.passes import onnx_chain
-from workers.passes.base import (
-    PassError,
-    PassInputError,
-    PassResult,
-    UnsupportedModelError,
-    config_to_json,
-    data_field,
-    prepare_output,
-    save_onnx,
-)
+from workers.passes.base import PassInputError, PassResult, UnsupportedModelError, data_field
+from workers.passes.frame import PassRun
 
 PASS_NAME = "prune_magnitude"
 OP_TYPES = ("Gemm", "MatMul", "Conv")
@@ -59,55 +49,52 @@ class Config:
 
 def run(src: Path, dst: Path, config: Config) -> PassResult:
     """Zero the smallest weights to the target sparsity and measure how far the outputs move."""
-    started = time.perf_counter()
-    model = util.load_onnx_input(src, PASS_NAME)
-    util.require_float_model(model, PASS_NAME)
-    graph = onnx_chain.Graph(model)
-    weights = prunable_weights(graph, config.op_types)
-    if not weights:
-        raise UnsupportedModelError(
-            f"{Path(src).name} has no {'/'.join(config.op_types)} node whose weight is an initializer; "
-            "magnitude pruning only touches weights stored in the model." + onnx_chain.fused_hint(model)
-        )
-    arrays = {name: zero_smallest(graph.array(name), config.sparsity) for name in weights}
-    pruned = onnx_chain.with_initializers(graph.model, arrays)
-    out = save_onnx(pruned, prepare_output(dst))
+    with PassRun(PASS_NAME, src, dst, config) as job:
+        model = job.load()
+        graph = onnx_chain.Graph(model)
+        weights = prunable_weights(graph, config.op_types)
+        if not weights:
+            raise UnsupportedModelError(
+                f"{job.src.name} has no {'/'.join(config.op_types)} node whose weight is an initializer; "
+                "magnitude pruning only touches weights stored in the model." + onnx_chain.fused_hint(model)
+            )
+        arrays = {name: zero_smallest(graph.array(name), config.sparsity) for name in weights}
+        out = job.save(onnx_chain.with_initializers(graph.model, arrays))
+        change = onnx_chain.pruning_change(model, job.src, out, config.validation_data, max_samples=EVAL_SAMPLES)
+        metrics = _metrics(job, model, graph, arrays, change)
+        return job.result(metrics, _notes(metrics, config, len(arrays)))
 
-    data = onnx_chain.load_eval_data(model, config.validation_data, max_samples=EVAL_SAMPLES)
-    before, after = onnx_chain.run_model(Path(src), data.inputs), onnx_chain.run_model(out, data.inputs)
-    if [b.shape for b in before] != [a.shape for a in after]:
-        raise PassError("Pruning changed the model's output shapes; the pruned model was not kept.")
+
+def _metrics(job: PassRun, model: Any, graph: onnx_chain.Graph, arrays: dict[str, np.ndarray],
+             change: dict[str, Any]) -> dict[str, Any]:
     pruned_params = sum(a.size for a in arrays.values())
     zeros = sum(int((a == 0).sum()) for a in arrays.values())
     zeros_before = sum(int((graph.array(n) == 0).sum()) for n in arrays)
     total = onnx_chain.count_params(model)
-    size_before, size_after = Path(src).stat().st_size, out.stat().st_size
-    metrics: dict[str, Any] = {
+    return {
         "sparsity": zeros / pruned_params,
         "model_sparsity": zeros / total if total else 0.0,
         "params": total,
         "pruned_params": pruned_params,
         "zeroed": zeros - zeros_before,
         "weights_pruned": len(arrays),
-        "size_before": size_before,
-        "size_after": size_after,
-        "compressed_size_before": _compressed_size(Path(src)),
-        "compressed_size_after": _compressed_size(out),
-        "error_data": data.source,
-        "error_samples": data.samples,
-        **onnx_chain.output_metrics(before, after, labels=data.labels),
+        **job.sizes(),
+        "compressed_size_before": _compressed_size(job.src),
+        "compressed_size_after": _compressed_size(job.out),
+        **change,
     }
-    notes = [
-        f"Zeroed {metrics['zeroed']} of {pruned_params} weights in {len(arrays)} {'/'.join(config.op_types)} "
+
+
+def _notes(metrics: dict[str, Any], config: Config, weights: int) -> list[str]:
+    return [
+        f"Zeroed {metrics['zeroed']} of {metrics['pruned_params']} weights in {weights} {'/'.join(config.op_types)} "
         f"initializer(s) (sparsity {metrics['sparsity']:.2f}); biases are untouched.",
         "Zeros alone do not shrink the dense ONNX file or speed up dense kernels: the file still stores every "
-        f"value ({size_before} -> {size_after} bytes). They compress well (zlib: "
+        f"value ({metrics['size_before']} -> {metrics['size_after']} bytes). They compress well (zlib: "
         f"{metrics['compressed_size_before']} -> {metrics['compressed_size_after']} bytes) and prepare the "
         "model for sparse kernels or structured pruning.",
-        f"Output error measured on {data.source}; no fine-tuning was done.",
+        f"Output error measured on {metrics['error_data']}; no fine-tuning was done.",
     ]
-    return PassResult(artifact=out, pass_name=PASS_NAME, config=config_to_json(config), metrics=metrics,
-                      notes=notes, duration_s=time.perf_counter() - started)
 
 
 def prunable_weights(graph: onnx_chain.Graph, op_types: tuple[str, ...]) -> list[str]:

@@ -12,25 +12,15 @@ There is no fine-tuning here: outputs move, and the pass reports by how much on 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workers.passes import _onnx_util as util
 from workers.passes import onnx_chain
-from workers.passes.base import (
-    PassError,
-    PassInputError,
-    PassResult,
-    UnsupportedModelError,
-    config_to_json,
-    data_field,
-    prepare_output,
-    save_onnx,
-)
+from workers.passes.base import PassInputError, PassResult, UnsupportedModelError, data_field
+from workers.passes.frame import PassRun
 
 PASS_NAME = "prune_structured"
 CRITERIA = ("l1", "l2")
@@ -47,7 +37,7 @@ class Config:
     """``ratio`` of the units of each targeted layer is removed, ranked by ``criterion`` (weight norm).
 
     Targets: ``per_layer`` pairs (layer, ratio) prune exactly those layers at their own ratios (the
-    shape of ``prune_advisor``'s proposal); ``layers`` adds layers pruned at ``ratio``; when both are
+    shape of ``workers.evaluation.prune_advice``'s proposal); ``layers`` adds layers pruned at ``ratio``; when both are
     empty every prunable hidden layer is pruned at ``ratio``. Layer names are the node names (or the
     weight initializer names) listed in the ``prunable_layers`` metric.
     """
@@ -82,48 +72,44 @@ class Config:
 
 def run(src: Path, dst: Path, config: Config) -> PassResult:
     """Remove the weakest units of each prunable hidden layer and write the smaller model."""
-    started = time.perf_counter()
-    model = util.load_onnx_input(src, PASS_NAME)
-    util.require_float_model(model, PASS_NAME)
-    graph = onnx_chain.Graph(model)
-    routes, skipped = onnx_chain.prunable_routes(graph)
-    if not routes:
-        raise UnsupportedModelError(unsupported_message(src, skipped) + onnx_chain.fused_hint(model))
-    targets = resolve_targets(config, routes, skipped)
-    pruned, rows = prune_model(graph, targets, config.criterion)
-    out = save_onnx(pruned, prepare_output(dst))
+    with PassRun(PASS_NAME, src, dst, config) as job:
+        model = job.load()
+        graph = onnx_chain.Graph(model)
+        routes, skipped = onnx_chain.prunable_routes(graph)
+        if not routes:
+            raise UnsupportedModelError(unsupported_message(job.src, skipped) + onnx_chain.fused_hint(model))
+        pruned, rows = prune_model(graph, resolve_targets(config, routes, skipped), config.criterion)
+        job.save(pruned)
+        change = onnx_chain.pruning_change(model, job.src, job.out, config.validation_data, max_samples=EVAL_SAMPLES)
+        params_before, params_after = onnx_chain.count_params(model), onnx_chain.count_params(pruned)
+        metrics: dict[str, Any] = {
+            "params_before": params_before,
+            "params_after": params_after,
+            "param_ratio": params_after / params_before if params_before else 1.0,
+            **job.sizes(),
+            "pruned_layers": rows,
+            "prunable_layers": [_layer_row(r) for r in routes],
+            **change,
+        }
+        metrics["size_ratio"] = metrics["size_after"] / metrics["size_before"]
+        return job.result(metrics, _notes(metrics, rows, skipped))
 
-    data = onnx_chain.load_eval_data(model, config.validation_data, max_samples=EVAL_SAMPLES)
-    before, after = onnx_chain.run_model(Path(src), data.inputs), onnx_chain.run_model(out, data.inputs)
-    if [b.shape for b in before] != [a.shape for a in after]:
-        raise PassError("Pruning changed the model's output shapes; the pruned model was not kept.")
-    params_before, params_after = onnx_chain.count_params(model), onnx_chain.count_params(pruned)
-    metrics: dict[str, Any] = {
-        "params_before": params_before,
-        "params_after": params_after,
-        "param_ratio": params_after / params_before if params_before else 1.0,
-        "size_before": Path(src).stat().st_size,
-        "size_after": out.stat().st_size,
-        "pruned_layers": rows,
-        "prunable_layers": [_layer_row(r) for r in routes],
-        "error_data": data.source,
-        "error_samples": data.samples,
-        **onnx_chain.output_metrics(before, after, labels=data.labels),
-    }
-    metrics["size_ratio"] = metrics["size_after"] / metrics["size_before"]
+
+def _notes(metrics: dict[str, Any], rows: list[dict[str, Any]], skipped: list[str]) -> list[str]:
     notes = [
-        f"Removed whole units from {len(rows)} layer(s); parameters {params_before} -> {params_after} "
-        f"({metrics['param_ratio']:.2f}x): the dense weight matrices themselves shrink, and the compute with them.",
+        f"Removed whole units from {len(rows)} layer(s); parameters {metrics['params_before']} -> "
+        f"{metrics['params_after']} ({metrics['param_ratio']:.2f}x): the dense weight matrices themselves shrink, "
+        "and the compute with them.",
         "No fine-tuning was done: outputs differ from the original; the errors in metrics were measured on "
-        f"{data.source}.",
+        f"{metrics['error_data']}.",
     ]
     if skipped:
         notes.append("Layers left whole: " + "; ".join(skipped) + ".")
-    return PassResult(artifact=out, pass_name=PASS_NAME, config=config_to_json(config), metrics=metrics,
-                      notes=notes, duration_s=time.perf_counter() - started)
+    return notes
 
 
 def unsupported_message(src: Path, skipped: list[str]) -> str:
+    """Why ``src`` has no prunable layer: what the pass supports, and each layer's reason."""
     reasons = "; ".join(skipped[:8]) or "it has no Gemm, MatMul or Conv layer with weight initializers"
     return (
         f"Structured pruning found no prunable layer in {Path(src).name}. It supports {SUPPORTED}. Graphs with "

@@ -18,21 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from workers.passes import _onnx_util as util
-from workers.passes.base import (
-    PassError,
-    PassInputError,
-    PassResult,
-    UnsupportedModelError,
-    config_to_json,
-    prepare_output,
-    save_onnx,
-)
+from workers.passes.base import PassError, PassInputError, PassResult, UnsupportedModelError, save_onnx
+from workers.passes.frame import PassRun
 
 NAME = "quantize_dynamic"
 WEIGHT_TYPES = ("qint8", "quint8")
@@ -120,17 +112,6 @@ def prepare(src: Path, work: Path, nodes_to_exclude: tuple[str, ...]) -> tuple[P
     return model_path, notes
 
 
-def size_metrics(src: Path, out_path: Path, quantized: Any) -> dict[str, Any]:
-    """Sizes before/after, their ratio and the number of quantized nodes of a quantization pass."""
-    size_before, size_after = util.file_size(src), util.file_size(out_path)
-    return {
-        "size_before": size_before,
-        "size_after": size_after,
-        "size_ratio": size_after / size_before,
-        "quantized_nodes": util.quantized_node_count(quantized),
-    }
-
-
 def quantize(model_path: Path, out_path: Path, config: Config, work: Path) -> Any:
     """Quantize a (pre-processed) model file under ``work`` and save it to ``out_path``."""
     import onnx
@@ -175,23 +156,17 @@ def _notes(config: Config) -> list[str]:
 def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
     """Quantize ``src`` dynamically into ``dst/model.onnx``; the source file is only read."""
     config = config or Config()
-    started = time.perf_counter()
-    src, dst = Path(src), Path(dst)
-    source = util.load_onnx_input(src, NAME)
-    util.require_float_model(source, NAME)
-    out_path = prepare_output(dst)
-    with util.scratch_dir(dst) as work:
-        model_path, notes = prepare(src, work, config.nodes_to_exclude)
-        quantized = quantize(model_path, out_path, config, work)
-    metrics = size_metrics(src, out_path, quantized)
-    if metrics["quantized_nodes"] == 0:
-        out_path.unlink(missing_ok=True)
-        raise util.nothing_quantized(source, "Dynamic quantization", config.op_types)
-    error, _, check_note = util.synthetic_error(src, out_path, util.signature_of(source))
-    if error == float("inf"):
-        out_path.unlink(missing_ok=True)
-        raise PassError("The quantized model produces non-finite outputs on synthetic inputs.")
-    metrics["max_abs_error"] = error  # on synthetic inputs: a sanity figure, not an accuracy claim
-    notes += ([check_note] if check_note else []) + _notes(config)
-    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config), metrics=metrics,
-                      notes=notes, duration_s=time.perf_counter() - started)
+    with PassRun(NAME, src, dst, config) as job:
+        source = job.load()
+        with util.scratch_dir(job.dst) as work:
+            model_path, notes = prepare(job.src, work, config.nodes_to_exclude)
+            quantized = quantize(model_path, job.output(), config, work)
+        metrics = {**job.sizes(ratio=True), "quantized_nodes": util.quantized_node_count(quantized)}
+        if metrics["quantized_nodes"] == 0:
+            raise util.nothing_quantized(source, "Dynamic quantization", config.op_types)
+        error, _, check_note = job.synthetic_error(source)
+        if error == float("inf"):
+            raise PassError("The quantized model produces non-finite outputs on synthetic inputs.")
+        metrics["max_abs_error"] = error  # on synthetic inputs: a sanity figure, not an accuracy claim
+        notes += ([check_note] if check_note else []) + _notes(config)
+        return job.result(metrics, notes)

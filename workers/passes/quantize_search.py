@@ -42,17 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from workers import ort
 from workers.passes import _onnx_util as util
 from workers.passes import quantize_dynamic, quantize_static
-from workers.passes.base import (
-    PassInputError,
-    PassResult,
-    UnsupportedModelError,
-    config_to_json,
-    data_field,
-    ort_session,
-    prepare_output,
-)
+from workers.passes.base import PassInputError, PassResult, UnsupportedModelError, data_field
+from workers.passes.frame import PassRun
 
 NAME = "quantize_search"
 DEFAULT_MAX_DROP = 0.01
@@ -185,7 +179,7 @@ class _Search:
         from workers.evaluation.accuracy import compare_outputs
 
         setup = self.setup
-        session = ort_session(path, threads=self.threads)
+        session = ort.session(path, threads=self.threads)
         outputs = util.run_batched(session, setup.feeds, batch=_EVAL_BATCH, fixed=util.fixed_batch(setup.signature))
         report = compare_outputs(setup.reference, outputs, task=setup.task, labels=setup.labels)
         return float(report.metrics.get(self.bound.metric, math.nan)), bool(report.finite), dict(report.metrics)
@@ -335,7 +329,7 @@ def _setup(src: Path, config: Config, signature: util.Signature, notes: list[str
         calibration_feeds = quantize_static.load_calibration(config.calibration_data, signature,
                                                              quantize_static.Config().max_samples)
     try:
-        session = ort_session(src, threads=max(1, min(4, os.cpu_count() or 1)))
+        session = ort.session(src, threads=max(1, min(4, os.cpu_count() or 1)))
         reference = util.run_batched(session, feeds, batch=_EVAL_BATCH, fixed=util.fixed_batch(signature))
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
         raise PassInputError(f"The model does not run on the validation data: {str(exc)[:500]}") from exc
@@ -375,8 +369,7 @@ def _outcome_note(search: _Search, best: _Candidate, time_budget_s: float) -> li
     return notes
 
 
-def _metrics(search: _Search, best: _Candidate, setup: _Setup, src: Path, out_path: Path) -> dict[str, Any]:
-    size_before, size_after = util.file_size(src), util.file_size(out_path)
+def _metrics(search: _Search, best: _Candidate, setup: _Setup, sizes: dict[str, Any]) -> dict[str, Any]:
     return {
         "candidates": [c.summary() for c in search.candidates],
         "chosen": best.name,
@@ -388,9 +381,7 @@ def _metrics(search: _Search, best: _Candidate, setup: _Setup, src: Path, out_pa
         "threshold": setup.bound.threshold,
         "accuracy": best.report or {},
         "excluded_nodes": list(best.excluded),
-        "size_before": size_before,
-        "size_after": size_after,
-        "size_ratio": size_after / size_before,
+        **sizes,
         "validation_rows": len(setup.reference[0]),
     }
 
@@ -398,20 +389,16 @@ def _metrics(search: _Search, best: _Candidate, setup: _Setup, src: Path, out_pa
 def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
     """Search INT8 recipes for the best one meeting the accuracy bound; write it to ``dst/model.onnx``."""
     config = config or Config()
-    started = time.perf_counter()
-    src, dst = Path(src), Path(dst)
-    source = util.load_onnx_input(src, NAME)
-    util.require_float_model(source, NAME)
-    notes: list[str] = []
-    setup = _setup(src, config, util.signature_of(source), notes)
-    out_path = prepare_output(dst)
-    with util.scratch_dir(dst) as work:
-        model_path, note = quantize_dynamic.preprocess(src, work)
-        notes += [note] if note else []
-        search = _Search(work, model_path, setup, config.time_budget_s)
-        best, kept = search.run(_plan(setup, notes))
-        os.replace(kept, out_path)
-    notes += _outcome_note(search, best, config.time_budget_s)
-    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config),
-                      metrics=_metrics(search, best, setup, src, out_path), notes=notes,
-                      duration_s=time.perf_counter() - started)
+    with PassRun(NAME, src, dst, config) as job:
+        source = job.load()
+        notes: list[str] = []
+        setup = _setup(job.src, config, util.signature_of(source), notes)
+        out_path = job.output()
+        with util.scratch_dir(job.dst) as work:
+            model_path, note = quantize_dynamic.preprocess(job.src, work)
+            notes += [note] if note else []
+            search = _Search(work, model_path, setup, config.time_budget_s)
+            best, kept = search.run(_plan(setup, notes))
+            os.replace(kept, out_path)
+        notes += _outcome_note(search, best, config.time_budget_s)
+        return job.result(_metrics(search, best, setup, job.sizes(ratio=True)), notes)

@@ -21,26 +21,17 @@ The scratch directory is removed afterwards; the source file is only read.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from workers import ort
 from workers.passes import _onnx_util as util
-from workers.passes.base import (
-    PassError,
-    PassInputError,
-    PassResult,
-    UnsupportedModelError,
-    config_to_json,
-    data_field,
-    ort_session,
-    prepare_output,
-    save_onnx,
-)
-from workers.passes.quantize_dynamic import prepare, quant_type, size_metrics
+from workers.passes.base import PassError, PassInputError, PassResult, UnsupportedModelError, data_field, save_onnx
+from workers.passes.frame import PassRun
+from workers.passes.quantize_dynamic import prepare, quant_type
 
 NAME = "quantize_static"
 FORMATS = ("qdq", "qoperator")
@@ -263,34 +254,30 @@ def quantize(model_path: Path, out_path: Path, calibration: Calibration, config:
 def _sanity_error(src: Path, out_path: Path, feeds: dict[str, np.ndarray], fixed: int | None) -> float:
     """Max abs error on a few calibration rows (the accuracy claim belongs to quantize_search)."""
     sample = {name: value[: fixed or 16] for name, value in feeds.items()}
-    return util.max_abs_error(ort_session(src).run(None, sample), util.run_produced(out_path, [sample])[0])
+    return util.max_abs_error(ort.session(src).run(None, sample), util.run_produced(out_path, [sample])[0])
 
 
 def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
     """Calibrate on ``calibration_data`` and quantize ``src`` into ``dst/model.onnx``."""
     config = config or Config()
-    started = time.perf_counter()
-    src, dst = Path(src), Path(dst)
-    source = util.load_onnx_input(src, NAME)
-    util.require_float_model(source, NAME)
-    signature = util.signature_of(source)
-    fixed = util.fixed_batch(signature)
-    feeds = load_calibration(config.calibration_data, signature, config.max_samples)
-    out_path = prepare_output(dst)
-    with util.scratch_dir(dst) as work:
-        model_path, notes = prepare(src, work, config.nodes_to_exclude)
-        calibration = calibrate(model_path, work, feeds, config.method, config.max_memory_mb, fixed)
-        quantized = quantize(model_path, out_path, calibration, config, work)
-    metrics = {**size_metrics(src, out_path, quantized), **calibration.metrics()}
-    if metrics["quantized_nodes"] == 0:
-        out_path.unlink(missing_ok=True)
-        raise util.nothing_quantized(source, "Static quantization")
-    metrics["max_abs_error"] = _sanity_error(src, out_path, feeds, fixed)
-    if metrics["max_abs_error"] == float("inf"):
-        out_path.unlink(missing_ok=True)
-        raise PassError("The quantized model produces non-finite outputs on the calibration data.")
-    notes += calibration.notes
-    if config.format == "qoperator" and config.activation_type == "qint8":
-        notes.append("QOperator with int8 activations is slow on x64 CPUs; QDQ is recommended for S8S8.")
-    return PassResult(artifact=out_path, pass_name=NAME, config=config_to_json(config), metrics=metrics,
-                      notes=notes, duration_s=time.perf_counter() - started)
+    with PassRun(NAME, src, dst, config) as job:
+        source = job.load()
+        signature = util.signature_of(source)
+        fixed = util.fixed_batch(signature)
+        feeds = load_calibration(config.calibration_data, signature, config.max_samples)
+        out_path = job.output()
+        with util.scratch_dir(job.dst) as work:
+            model_path, notes = prepare(job.src, work, config.nodes_to_exclude)
+            calibration = calibrate(model_path, work, feeds, config.method, config.max_memory_mb, fixed)
+            quantized = quantize(model_path, out_path, calibration, config, work)
+        metrics = {**job.sizes(ratio=True), "quantized_nodes": util.quantized_node_count(quantized),
+                   **calibration.metrics()}
+        if metrics["quantized_nodes"] == 0:
+            raise util.nothing_quantized(source, "Static quantization")
+        metrics["max_abs_error"] = _sanity_error(job.src, out_path, feeds, fixed)
+        if metrics["max_abs_error"] == float("inf"):
+            raise PassError("The quantized model produces non-finite outputs on the calibration data.")
+        notes += calibration.notes
+        if config.format == "qoperator" and config.activation_type == "qint8":
+            notes.append("QOperator with int8 activations is slow on x64 CPUs; QDQ is recommended for S8S8.")
+        return job.result(metrics, notes)

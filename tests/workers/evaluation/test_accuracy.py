@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.workers.evaluation.factories import linear_onnx
+from tests.onnx_graphs import linear_onnx
 from workers.evaluation.accuracy import (
     HIGHER_IS_BETTER,
     AccuracyInputError,
@@ -16,6 +16,7 @@ from workers.evaluation.accuracy import (
     default_metric,
     evaluate,
     infer_task,
+    run_reference,
 )
 
 rng = np.random.default_rng(0)
@@ -146,6 +147,21 @@ def test_evaluate_runs_both_models_on_the_dataset(tmp_path) -> None:
     assert worse.samples == 30
     assert worse.value("agreement") < 1.0
     assert worse.value("accuracy") == pytest.approx(worse.value("agreement"))
+
+
+def test_the_reference_runs_once_and_every_candidate_is_compared_with_its_outputs(tmp_path) -> None:
+    """The reference's outputs are kept from its one run: with its file gone, candidates are still
+    compared with it, and its own score is the one a comparison with itself gives."""
+    weights = rng.normal(size=(6, 4))
+    reference = linear_onnx(tmp_path / "ref.onnx", weights)
+    candidates = [linear_onnx(tmp_path / f"cand{i}.onnx", weights + i * 0.5) for i in range(2)]
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    np.savez(tmp_path / "val.npz", x=x, labels=np.argmax(x @ weights, axis=1))
+    expected = [evaluate(reference, c, tmp_path / "val.npz", task="classification") for c in candidates]
+    run = run_reference(reference, tmp_path / "val.npz")
+    reference.unlink()
+    assert [run.compare(c, task="classification").metrics for c in candidates] == [e.metrics for e in expected]
+    assert run.itself(task="classification").value("agreement") == 1.0
 
 
 def test_evaluate_feeds_a_fixed_batch_model_whole_batches_only(tmp_path) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.workers.evaluation.factories import linear_onnx
+from tests.onnx_graphs import linear_onnx
+from workers.child import MEASURING_ENV, THREAD_ENV
 from workers.evaluation import bench
 from workers.evaluation.bench import (
     BenchConfig,
@@ -300,7 +301,7 @@ def test_the_child_does_not_inherit_the_workers_secrets(monkeypatch) -> None:
     assert "MODELHUB_TEST_SECRET" not in env and "DATABASE_URL" not in env
     assert "hunter2" not in json.dumps(env)
     assert env["OMP_NUM_THREADS"] == "3" and env["PYTHONPATH"] == str(ROOT)
-    assert set(env) <= set(bench._KEPT_ENV) | set(bench._THREAD_ENV) | {"PYTHONPATH"}
+    assert set(env) <= set(MEASURING_ENV) | set(THREAD_ENV) | {"PYTHONPATH"}
     assert os.environ["MODELHUB_TEST_SECRET"] == "hunter2"  # the parent's own environment is untouched
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.workers.evaluation.factories import accuracy_report, bench_report
+from tests.workers.evaluation.reports import accuracy_report, bench_report
 from workers.evaluation.bench import BenchReport, _figures
 from workers.evaluation.readiness import ProfileSpec, Verdict, compatibility, unjudged, verdict
 from workers.evaluation.stats import Estimate, min_calls

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
@@ -11,28 +10,25 @@ import onnx
 import pytest
 import torch
 
-from workers.formats import signature_from_onnx
+from workers import ort
+from workers.formats import sha256_file, signature_from_onnx
 from workers.passes import distill, make_config
-from workers.passes.base import MAX_IR_VERSION, PassInputError, UnsupportedModelError, ort_session
+from workers.passes.base import MAX_IR_VERSION, PassInputError, UnsupportedModelError
 from workers.samples import SampleModel
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _accuracy(path: Path, images: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(ort_session(path).run(None, {"image": images})[0].argmax(1) == labels))
+    return float(np.mean(ort.session(path).run(None, {"image": images})[0].argmax(1) == labels))
 
 
 def test_a_half_width_cnn_student_keeps_the_teachers_accuracy(digits_cnn: SampleModel, tmp_path: Path) -> None:
-    before = _sha(digits_cnn.onnx)
+    before = sha256_file(digits_cnn.onnx)
     # 20 epochs instead of 60 keep the test short; measured: 0.99 vs the teacher's 0.99 in ~3 s.
     config = distill.Config(width=0.5, epochs=20, train_data=digits_cnn.directory / "train.npz",
                             validation_data=digits_cnn.validation)
     result = distill.run(digits_cnn.onnx, tmp_path, config)
 
-    assert _sha(digits_cnn.onnx) == before
+    assert sha256_file(digits_cnn.onnx) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert onnx.load(str(result.artifact)).ir_version <= MAX_IR_VERSION
     # The contract: at most half the teacher's parameters (measured 0.26x) ...
@@ -58,7 +54,7 @@ def test_the_student_keeps_names_and_a_dynamic_batch(digits_cnn: SampleModel, tm
     assert [o.name for o in student_signature.outputs] == ["logits"]
     assert student_signature.inputs[0].shape[1:] == teacher_signature.inputs[0].shape[1:]
     images = np.load(digits_cnn.validation)["image"]
-    session = ort_session(result.artifact)
+    session = ort.session(result.artifact)
     for batch in (1, 7):
         assert session.run(None, {"image": images[:batch]})[0].shape == (batch, 10)
 
@@ -75,7 +71,7 @@ def test_a_regression_teacher_without_train_data_learns_from_a_validation_split(
     # Measured after 2 epochs at lr 3e-4: student MAE to the labels 0.084 vs the teacher's 0.087.
     assert result.metrics["student_mae"] <= result.metrics["teacher_mae"] + 0.05
     x = np.load(quality_mlp.validation)["features"][:5]
-    scores = ort_session(result.artifact).run(None, {"features": x})[0]
+    scores = ort.session(result.artifact).run(None, {"features": x})[0]
     assert scores.shape == (5, 1) and np.all((scores >= 0) & (scores <= 1))  # the Sigmoid is kept
 
 
@@ -98,7 +94,7 @@ def test_batchnorm_and_pooling_chains_are_narrowed(tmp_path: Path) -> None:
     # Conv 8 -> 4 channels (BatchNorm follows), Flatten 4 x 4x4 = 64 features, hidden 12 -> 6, output 4 kept.
     assert shapes == sorted([(4, 3, 3, 3), (4,), (4,), (4,), (4,), (4,), (6, 64), (6,), (4, 6), (4,)])
     assert result.metrics["student_params"] == 112 + 16 + 390 + 28
-    out = ort_session(result.artifact).run(None, {"x": np.zeros((3, 3, 8, 8), np.float32)})[0]
+    out = ort.session(result.artifact).run(None, {"x": np.zeros((3, 3, 8, 8), np.float32)})[0]
     assert out.shape == (3, 4)
     assert result.metrics["task"] == "classification"  # 4 unlabelled logits: soft targets only
 

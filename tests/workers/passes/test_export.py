@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from workers import ort
+from workers.formats import sha256_file
 from workers.passes import export, make_config
-from workers.passes.base import AccuracyError, PassInputError, ort_session
+from workers.passes.base import AccuracyError, PassInputError
 from workers.samples import SampleModel
 
 INPUTS = {"quality_mlp": "features", "digits_cnn": "image", "tiny_transformer": "input_ids"}
 # The exporter translates these models op for op; only float summation order differs between torch
 # and onnxruntime (measured <= 1.2e-7), so 1e-5 x max(1, |ref|) leaves room without hiding a bug.
 EXPORT_TOLERANCE = 1e-5
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _torch_reference(sample: SampleModel, x: np.ndarray) -> np.ndarray:
@@ -33,17 +30,17 @@ def _torch_reference(sample: SampleModel, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name", sorted(INPUTS))
 def test_export_matches_torchscript(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     sample: SampleModel = request.getfixturevalue(name)
-    before = _sha(sample.torchscript)
+    before = sha256_file(sample.torchscript)
     result = export.run(sample.torchscript, tmp_path, export.Config(validation_data=sample.validation))
 
     assert result.artifact == tmp_path / "model.onnx"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # one file, no .onnx.data
-    assert _sha(sample.torchscript) == before
+    assert sha256_file(sample.torchscript) == before
     assert result.metrics["opset"] == 17
     assert result.metrics["size_bytes"] == result.artifact.stat().st_size
     assert result.metrics["max_abs_error"] <= 1e-4
 
-    session = ort_session(result.artifact)
+    session = ort.session(result.artifact)
     assert [i.name for i in session.get_inputs()] == [INPUTS[name]]  # named after the dataset's array
     x = np.load(sample.validation)[INPUTS[name]]
     for rows in (1, 7, len(x)):  # the batch axis is dynamic
@@ -56,7 +53,7 @@ def test_export_matches_torchscript(name: str, request: pytest.FixtureRequest, t
 def test_export_digits_predictions_equal_torch(digits_cnn: SampleModel, tmp_path: Path) -> None:
     result = export.run(digits_cnn.torchscript, tmp_path, export.Config(validation_data=digits_cnn.validation))
     data = np.load(digits_cnn.validation)
-    (logits,) = ort_session(result.artifact).run(None, {"image": data["image"]})
+    (logits,) = ort.session(result.artifact).run(None, {"image": data["image"]})
     reference = _torch_reference(digits_cnn, data["image"])
     assert np.array_equal(np.argmax(logits, axis=1), np.argmax(reference, axis=1))
     assert np.mean(np.argmax(logits, axis=1) == data["labels"]) > 0.9  # the trained CNN, not noise
@@ -72,7 +69,7 @@ def test_export_names_inputs_after_the_dataset_when_forward_names_differ(tmp_pat
     result = export.run(source, tmp_path / "out", export.Config(validation_data=data))
     assert result.metrics["inputs"] == ["features"]
     assert any("matched the dataset's features by position" in note for note in result.notes)
-    assert [i.name for i in ort_session(result.artifact).get_inputs()] == ["features"]
+    assert [i.name for i in ort.session(result.artifact).get_inputs()] == ["features"]
 
 
 def test_export_refuses_onnx_source(digits_cnn: SampleModel, tmp_path: Path) -> None:

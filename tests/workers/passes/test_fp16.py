@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from workers import ort
+from workers.formats import sha256_file
 from workers.passes import fp16, make_config
-from workers.passes.base import PassInputError, UnsupportedModelError, ort_session
+from workers.passes.base import PassInputError, UnsupportedModelError
 from workers.samples import SampleModel
 
 INPUTS = {"quality_mlp": "features", "digits_cnn": "image", "tiny_transformer": "input_ids"}
@@ -19,24 +20,20 @@ INPUTS = {"quality_mlp": "features", "digits_cnn": "image", "tiny_transformer": 
 FP16_RELATIVE_TOLERANCE = 2e-3
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.mark.parametrize("name", sorted(INPUTS))
 def test_fp16_halves_and_stays_close(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     sample: SampleModel = request.getfixturevalue(name)
-    before = _sha(sample.onnx)
+    before = sha256_file(sample.onnx)
     result = fp16.run(sample.onnx, tmp_path, fp16.Config())
-    assert _sha(sample.onnx) == before
+    assert sha256_file(sample.onnx) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert result.metrics["size_ratio"] <= 0.56  # weights halve; graph structure is a fixed cost
     assert any("float32 speed" in note for note in result.notes)
 
-    session = ort_session(result.artifact)
+    session = ort.session(result.artifact)
     assert session.get_outputs()[0].type == "tensor(float)"  # keep_io_types
     x = np.load(sample.validation)[INPUTS[name]]
-    (reference,) = ort_session(sample.onnx).run(None, {INPUTS[name]: x})
+    (reference,) = ort.session(sample.onnx).run(None, {INPUTS[name]: x})
     (out,) = session.run(None, {INPUTS[name]: x})
     assert out.dtype == np.float32
     assert np.max(np.abs(out - reference)) <= FP16_RELATIVE_TOLERANCE * max(1.0, float(np.max(np.abs(reference))))
@@ -44,11 +41,11 @@ def test_fp16_halves_and_stays_close(name: str, request: pytest.FixtureRequest, 
 
 def test_fp16_without_io_types(digits_cnn: SampleModel, tmp_path: Path) -> None:
     result = fp16.run(digits_cnn.onnx, tmp_path, fp16.Config(keep_io_types=False))
-    session = ort_session(result.artifact)
+    session = ort.session(result.artifact)
     assert session.get_inputs()[0].type == "tensor(float16)"
     data = np.load(digits_cnn.validation)
     (logits,) = session.run(None, {"image": data["image"].astype(np.float16)})
-    (reference,) = ort_session(digits_cnn.onnx).run(None, {"image": data["image"]})
+    (reference,) = ort.session(digits_cnn.onnx).run(None, {"image": data["image"]})
     assert np.mean(np.argmax(logits, 1) == np.argmax(reference, 1)) >= 0.99
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
+from workers import ort
+from workers.formats import sha256_file
 from workers.passes import graph, make_config
-from workers.passes.base import MAX_IR_VERSION, PassInputError, UnsupportedModelError, ort_session
+from workers.passes.base import MAX_IR_VERSION, PassInputError, UnsupportedModelError
 from workers.samples import SampleModel
 
 INPUTS = {"quality_mlp": "features", "digits_cnn": "image", "tiny_transformer": "input_ids"}
@@ -18,19 +19,15 @@ INPUTS = {"quality_mlp": "features", "digits_cnn": "image", "tiny_transformer": 
 RELATIVE_TOLERANCE = 1e-4
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.mark.parametrize("level", graph.LEVELS)
 @pytest.mark.parametrize("name", sorted(INPUTS))
 def test_graph_optimizes_and_keeps_outputs(name: str, level: str, request: pytest.FixtureRequest,
                                            tmp_path: Path) -> None:
     sample: SampleModel = request.getfixturevalue(name)
-    before = _sha(sample.onnx)
+    before = sha256_file(sample.onnx)
     result = graph.run(sample.onnx, tmp_path, graph.Config(level=level))
 
-    assert _sha(sample.onnx) == before
+    assert sha256_file(sample.onnx) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # single file, scratch removed
     model = onnx.load(str(result.artifact))
     assert model.ir_version <= MAX_IR_VERSION
@@ -38,8 +35,8 @@ def test_graph_optimizes_and_keeps_outputs(name: str, level: str, request: pytes
     assert result.metrics["max_abs_error"] is not None
 
     x = np.load(sample.validation)[INPUTS[name]]
-    (reference,) = ort_session(sample.onnx, level="disable").run(None, {INPUTS[name]: x})
-    (out,) = ort_session(result.artifact, level="disable").run(None, {INPUTS[name]: x})
+    (reference,) = ort.session(sample.onnx, level="disable").run(None, {INPUTS[name]: x})
+    (out,) = ort.session(result.artifact, level="disable").run(None, {INPUTS[name]: x})
     assert np.max(np.abs(out - reference)) <= RELATIVE_TOLERANCE * max(1.0, float(np.max(np.abs(reference))))
 
 

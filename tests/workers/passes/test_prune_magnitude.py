@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +9,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from workers.formats import signature_from_onnx
+from workers import ort
+from workers.formats import sha256_file, signature_from_onnx
 from workers.passes import make_config, prune_magnitude
-from workers.passes.base import MAX_IR_VERSION, PassInputError, UnsupportedModelError, ort_session
+from workers.passes.base import MAX_IR_VERSION, PassInputError, UnsupportedModelError
 from workers.samples import SampleModel
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _weights(path: Path) -> dict[str, np.ndarray]:
@@ -30,11 +26,11 @@ def _layers(path: Path) -> list[tuple[str, str, str]]:
 
 
 def test_it_zeroes_half_of_every_mlp_weight_and_leaves_biases(quality_mlp: SampleModel, tmp_path: Path) -> None:
-    before = _sha(quality_mlp.onnx)
+    before = sha256_file(quality_mlp.onnx)
     config = prune_magnitude.Config(sparsity=0.5, validation_data=quality_mlp.validation)
     result = prune_magnitude.run(quality_mlp.onnx, tmp_path, config)
 
-    assert _sha(quality_mlp.onnx) == before
+    assert sha256_file(quality_mlp.onnx) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert onnx.load(str(result.artifact)).ir_version <= MAX_IR_VERSION
     original, pruned = _weights(quality_mlp.onnx), _weights(result.artifact)
@@ -71,7 +67,7 @@ def test_the_pruned_cnn_runs_with_the_same_signature(digits_cnn: SampleModel, tm
 
     assert signature_from_onnx(result.artifact) == signature_from_onnx(digits_cnn.onnx)
     images = np.load(digits_cnn.validation)["image"]
-    logits = ort_session(result.artifact).run(None, {"image": images[:7]})[0]
+    logits = ort.session(result.artifact).run(None, {"image": images[:7]})[0]
     assert logits.shape == (7, 10)
     # No validation data was given: the error is measured on synthetic inputs and says so.
     assert "synthetic" in result.metrics["error_data"]

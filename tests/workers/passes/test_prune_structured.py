@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from pathlib import Path
@@ -12,14 +11,11 @@ import onnx
 import pytest
 import torch
 
-from workers.formats import signature_from_onnx
+from workers import ort
+from workers.formats import sha256_file, signature_from_onnx
 from workers.passes import make_config, prune_structured
-from workers.passes.base import MAX_IR_VERSION, PassInputError, UnsupportedModelError, ort_session
+from workers.passes.base import MAX_IR_VERSION, PassInputError, UnsupportedModelError
 from workers.samples import SampleModel
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -58,11 +54,11 @@ def _kill(weight: torch.Tensor, bias: torch.Tensor | None, units: list[int]) -> 
 
 
 def test_half_the_units_of_the_mlp_leave_under_six_tenths_of_its_parameters(quality_mlp: SampleModel, tmp_path: Path) -> None:
-    before = _sha(quality_mlp.onnx)
+    before = sha256_file(quality_mlp.onnx)
     config = prune_structured.Config(ratio=0.5, validation_data=quality_mlp.validation)
     result = prune_structured.run(quality_mlp.onnx, tmp_path, config)
 
-    assert _sha(quality_mlp.onnx) == before
+    assert sha256_file(quality_mlp.onnx) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert onnx.load(str(result.artifact)).ir_version <= MAX_IR_VERSION
     # The contract: ratio 0.5 gives at most 0.6x the parameters (measured 0.44x: 2.76 M -> 1.22 M).
@@ -82,8 +78,8 @@ def test_the_pruned_mlp_keeps_its_signature_and_reports_its_error(quality_mlp: S
 
     assert signature_from_onnx(result.artifact) == signature_from_onnx(quality_mlp.onnx)
     x = np.load(quality_mlp.validation)["features"]
-    reference = ort_session(quality_mlp.onnx).run(None, {"features": x})[0]
-    pruned = ort_session(result.artifact).run(None, {"features": x})[0]
+    reference = ort.session(quality_mlp.onnx).run(None, {"features": x})[0]
+    pruned = ort.session(result.artifact).run(None, {"features": x})[0]
     assert pruned.shape == reference.shape
     # No fine-tuning: the outputs move (measured MAE 0.11 on sigmoid scores) and the metrics say by how much.
     assert result.metrics["mean_abs_error"] == pytest.approx(float(np.mean(np.abs(pruned - reference))), rel=1e-4)
@@ -99,7 +95,7 @@ def test_the_cnn_loses_channels_through_maxpool_and_flatten(digits_cnn: SampleMo
     # 16 channels x 4x4 features after the pool feed the first Gemm.
     assert _weight_shapes(digits_cnn.onnx, result.artifact) == [(8, 1, 3, 3), (16, 8, 3, 3), (32, 16 * 4 * 4), (10, 32)]
     images = np.load(digits_cnn.validation)["image"]
-    assert ort_session(result.artifact).run(None, {"image": images[:3]})[0].shape == (3, 10)
+    assert ort.session(result.artifact).run(None, {"image": images[:3]})[0].shape == (3, 10)
     # Measured without fine-tuning: accuracy 0.99 -> 0.93 (l2), 0.90 (l1).
     assert result.metrics["accuracy"] >= 0.8
     assert result.metrics["accuracy_before"] >= 0.95
@@ -129,8 +125,8 @@ def test_removing_dead_channels_is_exact_through_batchnorm_pool_and_flatten(tmp_
     assert shapes["5.weight"] == (5, 4 * 16)
     assert shapes["7.weight"] == (3, 5)
     x = np.random.default_rng(0).normal(size=(16, 2, 8, 8)).astype(np.float32)
-    reference = ort_session(src).run(None, {"x": x})[0]
-    pruned = ort_session(result.artifact).run(None, {"x": x})[0]
+    reference = ort.session(src).run(None, {"x": x})[0]
+    pruned = ort.session(result.artifact).run(None, {"x": x})[0]
     # Only dead units were removed: a wrong channel-to-feature mapping would change the outputs.
     np.testing.assert_allclose(pruned, reference, atol=1e-5)
     assert "synthetic" in result.metrics["error_data"]
@@ -146,8 +142,8 @@ def test_removing_dead_units_of_a_matmul_add_chain_is_exact(tmp_path: Path) -> N
 
     assert result.metrics["pruned_layers"][0]["units_after"] == 8
     x = np.random.default_rng(1).normal(size=(3, 5, 16)).astype(np.float32)
-    np.testing.assert_allclose(ort_session(result.artifact).run(None, {"x": x})[0],
-                               ort_session(src).run(None, {"x": x})[0], atol=1e-5)
+    np.testing.assert_allclose(ort.session(result.artifact).run(None, {"x": x})[0],
+                               ort.session(src).run(None, {"x": x})[0], atol=1e-5)
 
 
 def test_layers_and_per_layer_choose_what_is_pruned(quality_mlp: SampleModel, tmp_path: Path) -> None:

@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
+from workers import ort
+from workers.formats import sha256_file
 from workers.passes import graph, make_config, quantize_dynamic
-from workers.passes.base import MAX_IR_VERSION, PassInputError, UnsupportedModelError, ort_session
+from workers.passes.base import MAX_IR_VERSION, PassInputError, UnsupportedModelError
 from workers.samples import SampleModel
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _outputs(path: Path, name: str, x: np.ndarray) -> np.ndarray:
-    return ort_session(path).run(None, {name: x})[0]
+    return ort.session(path).run(None, {name: x})[0]
 
 
 def test_int8_mlp_is_small_and_close(quality_mlp: SampleModel, tmp_path: Path) -> None:
-    before = _sha(quality_mlp.onnx)
+    before = sha256_file(quality_mlp.onnx)
     result = quantize_dynamic.run(quality_mlp.onnx, tmp_path, quantize_dynamic.Config())
 
-    assert _sha(quality_mlp.onnx) == before
+    assert sha256_file(quality_mlp.onnx) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert onnx.load(str(result.artifact)).ir_version <= MAX_IR_VERSION
     # The contract: INT8 of the MLP is at most 0.3x the fp32 file (int8 weights are 1/4 + scales).

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from workers import ort
+from workers.formats import sha256_file
 from workers.passes import make_config, quantize_search
-from workers.passes.base import PassInputError, ort_session
+from workers.passes.base import PassInputError
 from workers.samples import SampleModel
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _config(sample: SampleModel, **options: object) -> quantize_search.Config:
@@ -23,13 +20,13 @@ def _config(sample: SampleModel, **options: object) -> quantize_search.Config:
 
 
 def test_loose_bound_passes_with_best_candidate(quality_mlp: SampleModel, tmp_path: Path) -> None:
-    before = _sha(quality_mlp.onnx)
+    before = sha256_file(quality_mlp.onnx)
     # Scores in [0, 1]: an MAE of 0.01 against the float model is loose; every recipe measured
     # 0.0008-0.009, so the search must pass and then pick the lowest MAE, not the first pass.
     result = quantize_search.run(quality_mlp.onnx, tmp_path, _config(quality_mlp, metric="mae", max_drop=0.01))
     metrics = result.metrics
 
-    assert _sha(quality_mlp.onnx) == before
+    assert sha256_file(quality_mlp.onnx) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert metrics["passed"] is True
     assert metrics["task"] == "regression" and metrics["metric"] == "mae"
@@ -47,7 +44,7 @@ def test_loose_bound_passes_with_best_candidate(quality_mlp: SampleModel, tmp_pa
     # Fed in the search's batches of 64: dynamic quantization scales activations per batch, so its
     # outputs depend (slightly) on which rows share a batch.
     x = np.load(quality_mlp.validation)["features"]
-    reference_session, candidate_session = ort_session(quality_mlp.onnx), ort_session(result.artifact)
+    reference_session, candidate_session = ort.session(quality_mlp.onnx), ort.session(result.artifact)
     reference = np.concatenate([reference_session.run(None, {"features": x[i:i + 64]})[0] for i in range(0, len(x), 64)])
     candidate = np.concatenate([candidate_session.run(None, {"features": x[i:i + 64]})[0] for i in range(0, len(x), 64)])
     assert float(np.mean(np.abs(candidate - reference))) == pytest.approx(metrics["value"], rel=1e-3)
@@ -81,7 +78,7 @@ def test_impossible_bound_keeps_best_effort(quality_mlp: SampleModel, tmp_path: 
     assert metrics["value"] == pytest.approx(min(c["value"] for c in built))
     # It went on to keep sensitive layers in float, ranked by exclude-one.
     assert any("-exclude-" in c["name"] for c in metrics["candidates"])
-    ort_session(result.artifact)  # the best effort is a loadable model
+    ort.session(result.artifact)  # the best effort is a loadable model
 
 
 def test_time_budget_stops_the_search(tiny_transformer: SampleModel, tmp_path: Path) -> None:

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.onnx_graphs import node, onnx_model, tensor, write_model
+from workers import ort
+from workers.formats import sha256_file
 from workers.passes import make_config, quantize_static
-from workers.passes.base import PassInputError, ort_session
+from workers.passes.base import PassInputError
 from workers.samples import SampleModel
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _outputs(path: Path, name: str, x: np.ndarray) -> np.ndarray:
-    return ort_session(path).run(None, {name: x})[0]
+    return ort.session(path).run(None, {name: x})[0]
 
 
 def _config(sample: SampleModel, **options: object) -> quantize_static.Config:
@@ -27,9 +25,9 @@ def _config(sample: SampleModel, **options: object) -> quantize_static.Config:
 
 @pytest.mark.parametrize("method", quantize_static.METHODS)
 def test_static_mlp(quality_mlp: SampleModel, tmp_path: Path, method: str) -> None:
-    before = _sha(quality_mlp.onnx)
+    before = sha256_file(quality_mlp.onnx)
     result = quantize_static.run(quality_mlp.onnx, tmp_path, _config(quality_mlp, method=method))
-    assert _sha(quality_mlp.onnx) == before
+    assert sha256_file(quality_mlp.onnx) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # augmented model and cache removed
     assert result.metrics["size_ratio"] <= 0.3
     assert result.metrics["calibration_samples"] == 256
@@ -76,19 +74,10 @@ def test_histogram_memory_reduces_batch(tiny_transformer: SampleModel, tmp_path:
 
 def test_histogram_memory_refuses(tmp_path: Path) -> None:
     # A model whose input and output each hold 1 MB per sample: histograms of one sample need ~4 MB.
-    import onnx
-    from onnx import TensorProto, helper
-
     width = 1 << 18
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"], name="relu")], "wide",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    source, data = tmp_path / "wide.onnx", tmp_path / "calibration.npz"
-    onnx.save_model(model, str(source))
+    wide = onnx_model([node("Relu", ["x"], ["y"], name="relu")], [tensor("x", "float32", ["batch", width])],
+                      [tensor("y", "float32", ["batch", width])], name="wide")
+    source, data = write_model(wide, tmp_path / "wide.onnx"), tmp_path / "calibration.npz"
     np.savez(data, x=np.random.default_rng(0).standard_normal((4, width)).astype(np.float32))
     config = quantize_static.Config(method="entropy", max_memory_mb=1, calibration_data=data)
     with pytest.raises(PassInputError, match="about 4 MB for one sample.*max_memory_mb=1.*minmax"):

@@ -1,9 +1,9 @@
 """Per-layer pruning sensitivity: how much each layer can lose before the outputs move too much.
 
-Not a pass: the planner calls :func:`advise_sparsity` and feeds the proposal to ``prune_structured``
-as its ``per_layer`` option. Each prunable layer is pruned alone (with the same code as
-``prune_structured``) at each candidate ratio and the mean absolute output error is measured on a
-slice of the validation data. A layer gets the largest candidate whose error stays under
+Not a pass (pure engine: no Django): :func:`advise_sparsity` measures, and its proposal is the
+``per_layer`` option of the ``prune_structured`` pass. Each prunable layer is pruned alone (with
+the same code as ``prune_structured``) at each candidate ratio and the mean absolute output error
+is measured on a slice of the validation data. A layer gets the largest candidate whose error stays under
 ``max_error``; then the proposal is checked with every layer pruned at once and, while that joint
 error is over the bound, the layer whose own error is largest steps down to its next candidate.
 
@@ -34,6 +34,7 @@ class SensitivityRow:
     error: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The row as JSON."""
         return {"layer": self.layer, "ratio": self.ratio, "error": self.error}
 
 
@@ -59,6 +60,7 @@ class SparsityAdvice:
         return tuple((layer, ratio) for layer, ratio in self.proposal.items() if ratio > 0)
 
     def to_dict(self) -> dict[str, Any]:
+        """The advice as JSON (the proposal also as ``per_layer`` pairs)."""
         return {
             "rows": [row.to_dict() for row in self.rows],
             "proposal": dict(self.proposal),

@@ -1,4 +1,4 @@
-"""prune_advisor: per-layer sensitivity and a per-layer proposal that prune_structured accepts."""
+"""prune_advice: per-layer sensitivity and a per-layer proposal that prune_structured accepts."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import onnx
 import pytest
 
+from workers.evaluation.prune_advice import DEFAULT_ERROR_FRACTION, advise_sparsity
 from workers.passes import make_config, prune_structured
 from workers.passes.base import PassInputError, UnsupportedModelError
-from workers.passes.prune_advisor import DEFAULT_ERROR_FRACTION, advise_sparsity
 from workers.samples import SampleModel
 
 

@@ -1,11 +1,13 @@
-"""Running a pass in the sandboxed child ``workers.pass_child`` instead of the calling process.
+"""Running a pass in the sandboxed child ``workers.pass_child`` instead of the calling process
+(pure: no Django).
 
 TorchScript is code: ``torch.jit.load`` runs the archive's ``__setstate__``, and ``forward`` runs
 whatever the uploader scripted. A pass that loads one (export, or any pass given a TorchScript
 file) runs in a fresh child with no network and a read-only file system except its output
 directory and a scratch directory (``workers.sandbox``), a scrubbed environment and resource
-limits. ``run_isolated`` returns the PassResult, or raises the PassError subclass, that the pass's
-own ``run`` would have; a crash, a timeout or running out of memory becomes a PassError too.
+limits (``workers.child``). ``run_isolated`` returns the PassResult, or raises the PassError
+subclass, that the pass's own ``run`` would have; a crash, a timeout or running out of memory
+becomes a PassError too.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import stat
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from workers import formats
+from workers import child, formats
 from workers.passes import base
 
 CHILD_MODULE = "workers.pass_child"
@@ -29,6 +30,13 @@ _ERRORS: dict[str, type[base.PassError]] = {
     error.__name__: error
     for error in (base.PassError, base.UnsupportedModelError, base.AccuracyError, base.PassInputError)
 }
+_CRASH = child.CrashWords(
+    killed="The {pass_name} pass was killed ({label}), most likely for exceeding its limits "
+           "({memory_mb} MB of memory, MODELHUB_PASS_MEMORY_MB).",
+    cpu="The {pass_name} pass used up its CPU time ({label}) and was stopped.",
+    crashed="The {pass_name} pass crashed ({label}) while running on the model; the model "
+            "triggers a bug in torch or onnxruntime, or was built to.",
+)
 
 
 def needs_isolation(pass_name: str, src: Path) -> bool:
@@ -62,14 +70,15 @@ def run_isolated(pass_name: str, src: Path, dst: Path, config: Any, *, memory_mb
         command.append("--no-sandbox")
     with tempfile.TemporaryDirectory(prefix="modelhub-pass-") as scratch:
         try:
-            returncode, stdout, _ = formats.run_child(command, scratch, wall, what=f"The {pass_name} pass")
-        except formats.FormatError as exc:  # the wall-clock limit
-            raise base.PassError(str(exc)) from None
-    if returncode < 0:
-        raise _crash(pass_name, -returncode, memory_mb)
-    payload = formats.parse_payload(stdout)
+            finished = child.run(command, scratch, wall)
+        except child.ChildTimeout as exc:
+            raise base.PassError(f"The {pass_name} pass took longer than {exc.seconds:.0f} s and was stopped; the "
+                                 "model is too large or loading it hangs.") from None
+    if finished.returncode < 0:
+        raise base.PassError(_CRASH.message(-finished.returncode, pass_name=pass_name, memory_mb=memory_mb))
+    payload = child.last_result(finished.stdout)
     if payload is None:
-        raise base.PassError(f"The {pass_name} pass exited with status {returncode} before reporting a result.")
+        raise base.PassError(f"The {pass_name} pass exited with status {finished.returncode} before reporting a result.")
     if not payload.get("ok"):
         raise _error(pass_name, payload, memory_mb)
     return _checked_result(pass_name, dst, payload.get("result"))
@@ -83,17 +92,6 @@ def _config_spec(config: Any) -> dict[str, Any]:
         if value is not None and (isinstance(value, Path) or spec.metadata.get("data")):
             data[spec.name] = str(Path(value).resolve())
     return {"options": base.config_to_json(config), "data": data}
-
-
-def _crash(pass_name: str, number: int, memory_mb: int) -> base.PassError:
-    label = f"signal {number}: {formats.signal_name(number)}"
-    if number == signal.SIGKILL:
-        return base.PassError(f"The {pass_name} pass was killed ({label}), most likely for exceeding its limits "
-                              f"({memory_mb} MB of memory, MODELHUB_PASS_MEMORY_MB).")
-    if number == signal.SIGXCPU:
-        return base.PassError(f"The {pass_name} pass used up its CPU time ({label}) and was stopped.")
-    return base.PassError(f"The {pass_name} pass crashed ({label}) while running on the model; the model "
-                          "triggers a bug in torch or onnxruntime, or was built to.")
 
 
 def _error(pass_name: str, payload: dict[str, Any], memory_mb: int) -> base.PassError:

@@ -1,32 +1,10 @@
-"""Small things the evaluation tests build: tiny ONNX models and reports made from numbers."""
+"""Reports the evaluation tests make from numbers, as if measured (their tiny ONNX models are in
+tests/onnx_graphs.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-
 from workers.evaluation.accuracy import AccuracyReport
 from workers.evaluation.bench import BenchReport
-
-
-def linear_onnx(path: Path, weights: np.ndarray, *, batch: int | str = "batch", input_name: str = "x") -> Path:
-    """y = x @ weights as an ONNX file (opset 17, IR 10) with the given batch dimension."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rows, cols = weights.shape
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", [input_name, "w"], ["y"])],
-        "linear",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, rows])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, cols])],
-        [numpy_helper.from_array(weights.astype(np.float32), "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10
-    onnx.save_model(model, str(path))
-    return path
 
 
 def bench_report(

@@ -1,0 +1,55 @@
+"""The one place that builds an ONNX Runtime session (pure engine: no Django).
+
+Intake, the passes, the benchmark child and the serving plane all open models through
+``session``, so the settings that matter for comparable numbers (explicit thread counts,
+sequential execution, quiet logging) are written once. onnxruntime is imported on first use:
+the sandboxed children must not start its thread pools before they enter the sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+CPU = ("CPUExecutionProvider",)
+LEVELS = ("disable", "basic", "extended", "all")
+
+
+def session(model: Path | str | bytes, *, threads: int = 1, inter_threads: int = 1, level: str = "all",
+            providers: Sequence[str] = CPU, optimized_path: Path | None = None,
+            config: dict[str, str] | None = None, log_level: int = 3) -> Any:
+    """An ``InferenceSession`` for a model file (path) or serialized bytes.
+
+    ``level`` is the graph optimization level (one of ``LEVELS``); ``optimized_path`` makes ORT
+    write the optimized graph there; ``config`` holds session config entries
+    (``session.allow_released_opsets_only`` …). ORT's own exception types pass through: each
+    caller turns them into its own error with its own words.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = inter_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = _level(ort, level)
+    options.log_severity_level = log_level
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=list(providers))
+
+
+def available_providers() -> list[str]:
+    """The execution providers this onnxruntime build offers (CUDA only where its build has it)."""
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def _level(ort: Any, level: str) -> Any:
+    levels = ort.GraphOptimizationLevel
+    return {"disable": levels.ORT_DISABLE_ALL, "basic": levels.ORT_ENABLE_BASIC,
+            "extended": levels.ORT_ENABLE_EXTENDED, "all": levels.ORT_ENABLE_ALL}[level]
