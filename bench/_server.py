@@ -68,9 +68,9 @@ def setup(samples: Path) -> dict[str, Any]:
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
-    from modelhub.celery import app
+    from modelhub import queue
 
-    app.conf.task_always_eager = True  # intake runs here: there is no worker in this benchmark
+    queue.eager().__enter__()  # intake runs here: there is no worker in this benchmark
     call_command("migrate", verbosity=0)
     from workers.samples import build_sample
 
@@ -83,13 +83,13 @@ def setup(samples: Path) -> dict[str, Any]:
         variant = _register(name, sample.onnx, int8, admin)
         models.append(variant.version.model)
         if cached:
-            from predictions import cache
+            from predictions import services
 
-            cache.config_set(model=variant.version.model, cache_responses=True, cache_ttl_s=600)
+            services.config_set(model=variant.version.model, cache_responses=True, cache_ttl_s=600)
         out["variant"], out["artifact"] = variant.name, str(_local(variant))
-    from predictions import auth
+    from predictions import services
 
-    out["token"] = auth.token_create(name="bench", models=models, by=admin, rate_limit_per_minute=0)[1]
+    out["token"] = services.token_create(name="bench", models=models, by=admin, rate_limit_per_minute=0)[1]
     return out
 
 

@@ -47,9 +47,9 @@ import io, json
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from modelhub import services
-from modelhub.celery import app
-from predictions import auth
-app.conf.task_always_eager = True  # intake runs here: there is no worker in this benchmark
+from modelhub import queue
+from predictions import services
+queue.eager().__enter__()  # intake runs here: there is no worker in this benchmark
 call_command("migrate", verbosity=0)
 admin = User.objects.create_superuser("burst", password=None)
 model = services.model_create(name="heavy", owner=admin)
@@ -59,7 +59,7 @@ with open({path!r}, "rb") as handle:
 version.refresh_from_db()
 services.deployment_promote(model=model, variant=version.variants.get(name="original"), by=admin, force=True,
                             reason="bench/burst.py: no optimization job in this benchmark")
-print(json.dumps({{"token": auth.token_create(name="burst", models=[model], by=admin, rate_limit_per_minute=0)[1]}}))
+print(json.dumps({{"token": services.token_create(name="burst", models=[model], by=admin, rate_limit_per_minute=0)[1]}}))
 """
 
 

@@ -44,12 +44,10 @@ from _server import ROOT, Client, Stack, percentile  # noqa: E402 - bench/ is a 
 
 
 def raw_p50(artifact: Path, row: Any, count: int) -> float:
-    import onnxruntime as ort
+    """Median ms of one batch-1 run of the file in this process, on a session made as serving makes it."""
+    from workers import ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(artifact), sess_options=options, providers=["CPUExecutionProvider"])
+    session = ort.session(artifact, threads=1, inter_threads=1)
     feeds = {session.get_inputs()[0].name: row}
     for _ in range(50):
         session.run(None, feeds)

@@ -20,7 +20,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
-from modelhub import gate, regressions, roles, selectors, services
+from modelhub import gate, jobs, regressions, roles, selectors, services
 from modelhub.errors import ServiceError
 from modelhub.models import (
     BenchmarkResult,
@@ -449,7 +449,7 @@ class OptimizationJobAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Cancel")
     def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
-        _report(request, lambda j: services.job_cancel(job=j, user=request.user), queryset, "cancel requested")
+        _report(request, lambda j: jobs.job_cancel(job=j, user=request.user), queryset, "cancel requested")
 
 
 @admin.register(BenchmarkResult)

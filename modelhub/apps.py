@@ -10,6 +10,6 @@ class ModelhubConfig(AppConfig):
     verbose_name = "Model registry"
 
     def ready(self) -> None:
-        from modelhub import metrics
+        from modelhub import metrics, tasks  # noqa: F401 - registers the Celery tasks (run eagerly by default)
 
         metrics.register()

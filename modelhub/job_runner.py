@@ -21,12 +21,13 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from modelhub import artifacts, measurement, services
+from modelhub import artifacts, jobs, measurement, services
 from modelhub.errors import ServiceError
 from modelhub.models import BenchmarkResult, OptimizationJob, Variant
-from workers import formats, planner
+from workers import formats, isolation, planner
+from workers.errors import EngineError
 from workers.evaluation import advisor, bench
-from workers.passes import base, get_pass, isolated, make_config
+from workers.passes import base, get_pass, make_config
 
 log = logging.getLogger(__name__)
 PLAN_SHARE = 60.0  # percent of the progress bar given to the passes; evaluation gets the rest
@@ -68,12 +69,12 @@ def job_run(*, job_id: int, worker: str, task_id: str = "", soft_limit_s: float 
     ``soft_limit_s``: the task's soft time limit; the job also stops at the first step boundary
     after it, in case a pass swallowed Celery's SoftTimeLimitExceeded.
     """
-    job = services.job_claim(job_id=job_id, worker=worker, task_id=task_id)
+    job = jobs.job_claim(job_id=job_id, worker=worker, task_id=task_id)
     if job is None:
         return
     started = time.monotonic()
     limit = soft_limit_s or settings.CELERY_TASK_SOFT_TIME_LIMIT
-    services.job_event(job=job, message=f"started on {worker} (attempt {job.attempts})", progress=0)
+    jobs.job_event(job=job, message=f"started on {worker} (attempt {job.attempts})", progress=0)
     try:
         with _lease_heartbeat(job), artifacts.scratch(f"job-{job.pk}") as scratch:
             context = JobContext(job=job, scratch=scratch, variants=_original_variants(job),
@@ -82,19 +83,19 @@ def job_run(*, job_id: int, worker: str, task_id: str = "", soft_limit_s: float 
                 _run_plan(context)
             result = _evaluate(context)
     except JobCancelled:
-        services.job_finish(job=job, status=OptimizationJob.Status.CANCELLED, error="Cancelled by a user.")
+        jobs.job_finish(job=job, status=OptimizationJob.Status.CANCELLED, error="Cancelled by a user.")
         return
     except SoftTimeLimitExceeded:
-        services.job_finish(job=job, status=OptimizationJob.Status.FAILED,
-                            error=f"Stopped at the time limit ({limit:g} s); "
-                                  "run fewer passes or raise MODELHUB_TASK_SOFT_LIMIT_S.")
+        jobs.job_finish(job=job, status=OptimizationJob.Status.FAILED,
+                        error=f"Stopped at the time limit ({limit:g} s); "
+                              "run fewer passes or raise MODELHUB_TASK_SOFT_LIMIT_S.")
         return
-    except (base.PassError, bench.BenchError, formats.FormatError, ServiceError) as exc:
-        services.job_finish(job=job, status=OptimizationJob.Status.FAILED, error=str(exc))
+    except (EngineError, ServiceError) as exc:  # input the engine or the registry refused, in words
+        jobs.job_finish(job=job, status=OptimizationJob.Status.FAILED, error=str(exc))
         return
     result["wall_s"] = round(time.monotonic() - started, 2)
-    services.job_event(job=job, message=f"finished in {result['wall_s']} s", progress=100)
-    if services.job_finish(job=job, status=OptimizationJob.Status.SUCCEEDED, result=result):
+    jobs.job_event(job=job, message=f"finished in {result['wall_s']} s", progress=100)
+    if jobs.job_finish(job=job, status=OptimizationJob.Status.SUCCEEDED, result=result):
         _auto_promote(job, result)
 
 
@@ -106,9 +107,9 @@ def _lease_heartbeat(job: OptimizationJob) -> Iterator[None]:
 
     def beat() -> None:
         try:
-            while not stop.wait(services.LEASE_SECONDS / 4):
+            while not stop.wait(jobs.LEASE_SECONDS / 4):
                 try:
-                    services.job_renew_lease(job_id=job.pk, owner=job.lease_owner)
+                    jobs.job_renew_lease(job_id=job.pk, owner=job.lease_owner)
                 except DatabaseError as exc:  # a database blip: the next beat tries again
                     log.warning("could not renew the lease of job %s: %s", job.pk, exc)
         finally:
@@ -138,11 +139,11 @@ def _run_plan(context: JobContext) -> None:
         progress = PLAN_SHARE * index / max(1, len(steps))
         source = context.variants.get(step.source)
         if source is None or source.status != Variant.Status.READY:
-            services.job_event(job=context.job, message=f"{step.name}: skipped, its source {step.source!r} "
-                               "did not produce a model", level="warning", progress=progress, step=step.name)
+            jobs.job_event(job=context.job, message=f"{step.name}: skipped, its source {step.source!r} "
+                           "did not produce a model", level="warning", progress=progress, step=step.name)
             continue
-        services.job_event(job=context.job, message=f"{step.name}: running {step.pass_name}", progress=progress,
-                           step=step.name)
+        jobs.job_event(job=context.job, message=f"{step.name}: running {step.pass_name}", progress=progress,
+                       step=step.name)
         # The runner names the output directory: a step's name is the client's and never a path.
         context.variants[step.name] = _run_step(context, step, source, context.scratch / f"step-{index}")
 
@@ -165,29 +166,29 @@ def _run_step(context: JobContext, step: planner.PlanStep, source: Variant, dst:
     key = base.config_hash(step.pass_name, {**config_json, "source": source.sha256})
     existing = context.version.variants.filter(pass_name=step.pass_name, config_hash=key).first()
     if existing is not None and existing.status == Variant.Status.READY:
-        services.job_event(job=context.job, message=f"{step.name}: reusing variant {existing.name}")
+        jobs.job_event(job=context.job, message=f"{step.name}: reusing variant {existing.name}")
         return existing
     started = time.monotonic()
     try:
         result = _run_pass(context, step.pass_name, artifacts.local_path(source.storage_key), dst, config)
     except base.PassError as exc:
         context.check_cancel()  # a pass that turned the time limit into its own error is not a failed variant
-        services.job_event(job=context.job, message=f"{step.name}: failed: {exc}", level="error")
+        jobs.job_event(job=context.job, message=f"{step.name}: failed: {exc}", level="error")
         return _save_variant(context, step, source, key, config_json, status=Variant.Status.FAILED, reason=str(exc))
     duration = round(time.monotonic() - started, 3)
     variant = _save_variant(context, step, source, key, config_json, result=result)
-    services.job_event(job=context.job, message=f"{step.name}: {variant.size_bytes / 1e6:.2f} MB in {duration} s",
-                       duration_s=duration)
+    jobs.job_event(job=context.job, message=f"{step.name}: {variant.size_bytes / 1e6:.2f} MB in {duration} s",
+                   duration_s=duration)
     return variant
 
 
 def _run_pass(context: JobContext, pass_name: str, src: Path, dst: Path, config: Any) -> base.PassResult:
     """Run one pass; one that would load TorchScript (code) runs in the sandboxed child, never here."""
-    if not isolated.needs_isolation(pass_name, src):
+    if not isolation.needs_isolation(pass_name, src):
         return get_pass(pass_name).run(src, dst, config)
     # The child stops at the job's deadline; with none, Celery's soft limit interrupts the wait (and kills it).
     wall = context.deadline - time.monotonic() if context.deadline is not None else settings.CELERY_TASK_SOFT_TIME_LIMIT
-    return isolated.run_isolated(pass_name, src, dst, config, memory_mb=settings.MODELHUB_PASS_MEMORY_MB,
+    return isolation.run_isolated(pass_name, src, dst, config, memory_mb=settings.MODELHUB_PASS_MEMORY_MB,
                                  wall_seconds=wall, sandbox=settings.MODELHUB_SANDBOX != "off")
 
 
@@ -228,12 +229,12 @@ def _evaluate(context: JobContext) -> dict[str, Any]:
     BenchmarkResult.objects.filter(job=job).delete()  # a re-run after a crash measures afresh, once
     context.check_cancel()
     names = ", ".join(v.name for v in variants)
-    services.job_event(job=job, message=f"measuring {names} together in interleaved rounds", step="benchmark",
-                       progress=PLAN_SHARE)
+    jobs.job_event(job=job, message=f"measuring {names} together in interleaved rounds", step="benchmark",
+                   progress=PLAN_SHARE)
     measured, errors = measurement.measure_variants(variants, setup, config)
     for variant in variants:
         if variant.pk in errors:
-            services.job_event(job=job, message=f"{variant.name}: benchmark failed: {errors[variant.pk]}", level="error")
+            jobs.job_event(job=job, message=f"{variant.name}: benchmark failed: {errors[variant.pk]}", level="error")
     if variants and not measured:
         raise bench.BenchError(f"No variant could be measured: {'; '.join(errors.values())}")
     for variant in variants:

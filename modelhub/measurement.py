@@ -25,13 +25,15 @@ from workers.evaluation import accuracy, bench, readiness
 @dataclass
 class EvaluationSetup:
     """What measuring variants of one version needs: the profile (None: measure, do not judge),
-    its spec, the signature, the validation data and the reference with its own score."""
+    its spec, the signature, the validation data and the reference: its outputs on that data,
+    computed once per setup, and its own score."""
 
     profile: ReadinessProfile | None
     spec: readiness.ProfileSpec
     signature: formats.Signature
     validation: Path | None
     reference: Variant | None
+    reference_run: accuracy.ReferenceRun | None
     reference_accuracy: Any
     task: str
 
@@ -60,18 +62,22 @@ def reference_of(version: Any) -> Variant | None:
 
 def evaluation_setup(version: Any, profile: ReadinessProfile | None,
                      spec: readiness.ProfileSpec | None = None) -> EvaluationSetup:
-    """Prepare measuring variants of ``version`` under ``profile`` (scores the reference once).
+    """Prepare measuring variants of ``version`` under ``profile``: the reference runs on the
+    validation data here, once, and every variant is compared with those outputs.
     ``spec`` stands in for a profile that no longer exists (its limits kept by a baseline)."""
     dataset = version.dataset("validation")
     validation = artifacts.local_path(dataset.storage_key) if dataset else None
     reference = reference_of(version)
     task = version.model.task
-    ref_accuracy = _accuracy(reference, reference, validation, task)
-    if ref_accuracy is not None:
+    run = ref_accuracy = None
+    if reference is not None and validation is not None:
+        run = accuracy.run_reference(artifacts.local_path(reference.storage_key), validation)
+        ref_accuracy = run.itself(task=task)
         task = ref_accuracy.task
     spec = profile.to_spec() if profile is not None else spec or readiness.ProfileSpec()
     return EvaluationSetup(profile=profile, spec=spec, signature=formats.Signature.from_dict(version.signature),
-                           validation=validation, reference=reference, reference_accuracy=ref_accuracy, task=task)
+                           validation=validation, reference=reference, reference_run=run,
+                           reference_accuracy=ref_accuracy, task=task)
 
 
 def bench_config(overrides: dict[str, Any], spec: readiness.ProfileSpec) -> bench.BenchConfig:
@@ -93,11 +99,12 @@ def _variant_signature(path: Path, fallback: formats.Signature) -> formats.Signa
         return fallback
 
 
-def _accuracy(reference: Variant | None, variant: Variant | None, validation: Path | None, task: str) -> Any:
-    if reference is None or variant is None or validation is None:
+def _accuracy(setup: EvaluationSetup, variant: Variant) -> Any:
+    if setup.reference_run is None:
         return None
-    return accuracy.evaluate(artifacts.local_path(reference.storage_key), artifacts.local_path(variant.storage_key),
-                             validation, task=task)
+    if setup.reference is not None and variant.pk == setup.reference.pk:
+        return setup.reference_accuracy
+    return setup.reference_run.compare(artifacts.local_path(variant.storage_key), task=setup.task)
 
 
 def _judge(setup: EvaluationSetup, report: bench.BenchReport, acc: Any, parent: bench.BenchReport | None,
@@ -125,7 +132,7 @@ def measure_variants(variants: list[Variant], setup: EvaluationSetup, config: be
         report = reports.get(variant.pk)
         if report is None or str(variant.pk) not in run.reports:
             continue
-        acc = _accuracy(setup.reference, variant, setup.validation, setup.task)
+        acc = _accuracy(setup, variant)
         verdict = _judge(setup, report, acc, reports.get(variant.parent_id), variant)
         measured[variant.pk] = Measurement(report=report, accuracy=acc, verdict=verdict)
     return measured, {int(key): str(exc) for key, exc in run.errors.items()}

@@ -50,13 +50,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from modelhub import gate, measurement, regressions
+from modelhub import gate, measurement, regressions, selectors
 from modelhub.errors import NotFound
 from modelhub.models import (
     BenchmarkResult,
     Deployment,
     ModelFormat,
-    PromotionEvent,
     ReadinessProfile,
     RegisteredModel,
     Variant,
@@ -67,7 +66,6 @@ log = logging.getLogger(__name__)
 
 ALIAS = "production"
 CLAIM_STALE_S = 1800  # longer than any one group's measurement (bench timeouts + accuracy)
-MAX_LINEAGE = 50
 NIGHTLY = BenchmarkResult.Kind.NIGHTLY
 
 
@@ -178,17 +176,15 @@ def nightly_targets(*, model: str | None = None) -> list[NightlyTarget]:
 
 
 def _chain(deployment: Deployment) -> list[tuple[Variant, str]]:
-    """Ancestors first (a speed-up check needs the parent measured), then production, then previous."""
-    current = deployment.variant
-    lineage = [current]
-    while lineage[-1].parent_id and len(lineage) < MAX_LINEAGE:
-        lineage.append(Variant.objects.select_related("version__model").get(pk=lineage[-1].parent_id))
-    chain = [(v, "ancestor") for v in reversed(lineage[1:])] + [(current, "production")]
-    event = (PromotionEvent.objects.filter(model=deployment.model, alias=deployment.alias, to_variant=current)
-             .select_related("from_variant__version__model").first())
-    if event is not None and event.from_variant is not None:
-        chain.append((event.from_variant, "previous"))
-    return [(v, role) for v, role in chain if v.status == Variant.Status.READY and v.format == ModelFormat.ONNX]
+    """The deployment's chain (``selectors.deployment_chain``), ONNX links only, reordered for
+    measuring: ancestors first (a speed-up check needs the parent measured), then production,
+    then previous."""
+    links = [link for link in selectors.deployment_chain(variant=deployment.variant, alias=deployment.alias)
+             if link.variant.format == ModelFormat.ONNX]
+    ancestors = [(link.variant, "ancestor") for link in links if link.role == selectors.ANCESTOR]
+    rest = [(link.variant, "production" if link.role == selectors.PRIMARY else link.role)
+            for link in links if link.role != selectors.ANCESTOR]
+    return ancestors[::-1] + rest
 
 
 def nightly_plan(target: NightlyTarget) -> NightlyPlan:

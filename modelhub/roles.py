@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelhub.errors import Forbidden
+
 VIEWER = "viewer"
 MAINTAINER = "maintainer"
 APPROVER = "approver"
@@ -49,6 +51,12 @@ def has_role(user: Any, role: str) -> bool:
     if user.is_superuser:
         return True
     return user.groups.filter(name=role).exists()
+
+
+def require(user: Any, role: str, action: str) -> None:
+    """Raise Forbidden, naming the role and the action, unless the user holds ``role``."""
+    if not has_role(user, role):
+        raise Forbidden(f"You need the {role} role to {action}.")
 
 
 def can_upload_torchscript(user: Any) -> bool:

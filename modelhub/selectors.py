@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Count, Max, Q, QuerySet
@@ -17,6 +18,7 @@ from modelhub.models import (
     Regression,
     Variant,
 )
+from workers import planner
 
 
 def model_visible_to(user: Any) -> QuerySet[RegisteredModel]:
@@ -63,6 +65,15 @@ def model_task(version: ModelVersion) -> str:
     return version.model.task
 
 
+def default_plan_for(version: ModelVersion, profile: Any = None) -> list[planner.PlanStep]:
+    """The steps "Optimize" runs for this version under ``profile`` when no plan is given: what
+    its format, task, target and uploaded datasets allow (PlanError when nothing applies)."""
+    return planner.default_plan(
+        target=profile.target if profile else "cpu", task=model_task(version), source_format=version.format,
+        has_calibration=version.dataset("calibration") is not None,
+        has_training=version.dataset("training") is not None)
+
+
 def deployment_variant(*, model: RegisteredModel, alias: str = "production") -> Variant | None:
     deployment = Deployment.objects.filter(model=model, alias=alias).select_related("variant__version").first()
     return deployment.variant if deployment else None
@@ -84,6 +95,65 @@ def earlier_variants(*, model: RegisteredModel, alias: str = "production") -> li
                 seen.add(variant.pk)
                 earlier.append(variant)
     return earlier
+
+
+# --- the fallback chain of a deployment ------------------------------------------------------
+
+PRIMARY, ANCESTOR, PREVIOUS = "primary", "ancestor", "previous"
+MAX_LINEAGE = 50  # a lineage is a short tree walk; the cap guards against a bad row, not real depth
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """One variant of a deployment's chain and why it is there: primary, ancestor or previous."""
+
+    variant: Variant
+    role: str
+
+
+def deployment_chain(*, variant: Variant, alias: str | None = None) -> list[ChainLink]:
+    """The variants that may stand in for ``variant``, best first: the variant itself, its
+    ancestors up to the original (nearest first: the fp32 parents of a quantized or pruned
+    variant), then, for an alias, the variant it replaced there when it was last promoted.
+    READY variants only, each once. Serving's fallback chain and the nightly re-benchmark both
+    start from this list and keep what they can use of it."""
+    links = [ChainLink(variant, PRIMARY)] + [ChainLink(v, ANCESTOR) for v in _lineage(variant)]
+    replaced = _replaced(variant, alias) if alias is not None else None
+    if replaced is not None:
+        links.append(ChainLink(replaced, PREVIOUS))
+    seen: set[int] = set()
+    chain = []
+    for link in links:
+        if link.variant.pk not in seen and link.variant.status == Variant.Status.READY:
+            seen.add(link.variant.pk)
+            chain.append(link)
+    return chain
+
+
+def _chain_variants() -> QuerySet[Variant]:
+    return Variant.objects.select_related("version__model", "job__profile")
+
+
+def _lineage(variant: Variant) -> list[Variant]:
+    """The variant's parent, grandparent ... up to the original."""
+    lineage: list[Variant] = []
+    seen = {variant.pk}
+    parent_id = variant.parent_id
+    while parent_id is not None and parent_id not in seen and len(lineage) < MAX_LINEAGE:
+        parent = _chain_variants().filter(pk=parent_id).first()
+        if parent is None:
+            break
+        seen.add(parent_id)
+        lineage.append(parent)
+        parent_id = parent.parent_id
+    return lineage
+
+
+def _replaced(variant: Variant, alias: str) -> Variant | None:
+    """The variant that served ``alias`` before ``variant`` was last promoted to it."""
+    previous_id = (PromotionEvent.objects.filter(model_id=variant.version.model_id, alias=alias, to_variant=variant)
+                   .values_list("from_variant_id", flat=True).first())
+    return _chain_variants().filter(pk=previous_id).first() if previous_id else None
 
 
 def version_chosen_variant(version: ModelVersion) -> Variant | None:

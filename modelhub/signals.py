@@ -1,7 +1,7 @@
 """Signals the registry sends; other apps listen without the registry importing them.
 
-``routing_changed`` is sent (after the commit) whenever an alias of a model moves: a promotion,
-a rollback or a deployment edited by hand. The serving app connects to it and moves its routing
+``routing_changed`` is sent (after the commit) whenever an alias of a model moves: a promotion
+or a rollback (deployments are read-only in the admin). The serving app connects to it and moves its routing
 generation, so every serving process rebuilds its route and warms the new primary itself.
 """
 

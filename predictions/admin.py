@@ -1,4 +1,4 @@
-"""Admin of serving: predict tokens (made through ``auth.token_create``, shown once) and per-model options."""
+"""Admin of serving: predict tokens (made through ``services.token_create``, shown once) and per-model options."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ from django.http import HttpRequest
 
 from modelhub import selectors
 from modelhub.admin import ServiceForm, ServiceFormAdmin
-from predictions import auth, cache
+from predictions import cache, services
 from predictions.models import PredictToken, ServingConfig
 
 
 class TokenCreateForm(ServiceForm):
+    """Make a predict token through the service (the token is shown once, by the admin below)."""
+
     class Meta:
         model = PredictToken
         fields = ["name", "allowed_models", "rate_limit_per_minute"]
 
     def run_service(self) -> PredictToken:
-        token, self.raw_token = auth.token_create(
+        token, self.raw_token = services.token_create(
             name=self.cleaned_data["name"], models=list(self.cleaned_data["allowed_models"]), by=self.request.user,
             rate_limit_per_minute=self.cleaned_data["rate_limit_per_minute"])
         return token
@@ -28,6 +30,8 @@ class TokenCreateForm(ServiceForm):
 
 @admin.register(PredictToken)
 class PredictTokenAdmin(ServiceFormAdmin):
+    """Predict tokens: made once through the service, then read-only apart from revoking."""
+
     list_display = ["name", "prefix", "rate_limit_per_minute", "revoked", "created_by", "created_at"]
     list_filter = ["revoked"]
     search_fields = ["name", "prefix"]
@@ -59,12 +63,14 @@ class PredictTokenAdmin(ServiceFormAdmin):
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[PredictToken]) -> None:
         for token in queryset:
-            auth.token_revoke(token=token)
+            services.token_revoke(token=token)
         self.message_user(request, f"Revoked {queryset.count()} token(s).")
 
 
 @admin.register(ServingConfig)
 class ServingConfigAdmin(admin.ModelAdmin):
+    """Per-model serving options; a change moves the routing generation so every process sees it."""
+
     list_display = ["model", "cache_responses", "cache_ttl_s"]
 
     def save_model(self, request: HttpRequest, obj: ServingConfig, form: Any, change: bool) -> None:

@@ -15,7 +15,6 @@ Over the limit: 429 with ``Retry-After``.
 from __future__ import annotations
 
 import hashlib
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -28,15 +27,18 @@ from django.middleware.csrf import CsrfViewMiddleware
 from rest_framework.authentication import BaseAuthentication
 
 from modelhub import roles, selectors
-from modelhub.errors import Forbidden, Invalid, ServiceError
+from modelhub.errors import Forbidden, ServiceError
 from predictions import cache
 from predictions.models import PredictToken
+from predictions.refusals import Unavailable
 
 TOKEN_PREFIX = "mhp_"
 MAX_REMEMBERED = 10_000
 
 
 class Unauthorized(ServiceError):
+    """No valid credentials came with the request (401, with the scheme to use)."""
+
     status = 401
 
     def __init__(self, message: str) -> None:
@@ -45,19 +47,13 @@ class Unauthorized(ServiceError):
 
 
 class Throttled(ServiceError):
+    """The caller is over its rate for this minute (429, with when to retry)."""
+
     status = 429
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after)}
-
-
-class RegistryUnavailable(ServiceError):
-    status = 503
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": "5"}
 
 
 @dataclass(frozen=True)
@@ -77,35 +73,11 @@ class Caller:
 
 
 def hash_token(raw: str) -> str:
+    """The SHA-256 under which a predict token is stored and looked up."""
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-# --- tokens --------------------------------------------------------------------------------------
-
-
-def token_create(*, name: str, models: list[Any], by: Any, rate_limit_per_minute: int = 600) -> tuple[PredictToken, str]:
-    """Make a predict token for models the maker (a maintainer) can see; returns (row, the token).
-
-    The token is returned once; only its SHA-256 is stored.
-    """
-    if not roles.has_role(by, roles.MAINTAINER):
-        raise Forbidden("You need the maintainer role to make predict tokens.")
-    visible = set(selectors.model_visible_to(by).values_list("pk", flat=True))
-    hidden = [m.name for m in models if m.pk not in visible]
-    if hidden or not models:
-        raise Invalid("A predict token needs at least one model, all visible to you"
-                      + (f"; not: {', '.join(hidden)}." if hidden else "."))
-    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = PredictToken.objects.create(name=name, token_hash=hash_token(raw), prefix=raw[:10],
-                                        rate_limit_per_minute=rate_limit_per_minute, created_by=by)
-    token.allowed_models.set(models)
-    return token, raw
-
-
-def token_revoke(*, token: PredictToken) -> None:
-    """Revoke a token; every process stops accepting it within ``MODELHUB_SERVING_AUTH_CACHE_S``."""
-    PredictToken.objects.filter(pk=token.pk).update(revoked=True)
-    _REMEMBERED.clear()
+# --- callers -------------------------------------------------------------------------------------
 
 
 def _token_caller(raw: str) -> Caller | None:
@@ -151,7 +123,7 @@ def _remembered(cache_key: str, find: Any) -> Caller | None:
     except DatabaseError:
         if known is not None:  # the registry is down: a caller known a moment ago keeps its rights
             return known[1]
-        raise RegistryUnavailable("The model registry is unavailable; try again shortly.") from None
+        raise Unavailable("The model registry is unavailable; try again shortly.") from None
     if caller is not None and settings.MODELHUB_SERVING_AUTH_CACHE_S > 0:
         with _lock:
             if len(_REMEMBERED) >= MAX_REMEMBERED:
@@ -160,9 +132,14 @@ def _remembered(cache_key: str, find: Any) -> Caller | None:
     return caller
 
 
-def forget() -> None:
-    """Forget remembered callers and throttle windows (after a token or role change, between tests)."""
+def forget_callers() -> None:
+    """Forget remembered callers (after a token or role change): the next request asks the database."""
     _REMEMBERED.clear()
+
+
+def forget() -> None:
+    """Forget remembered callers and throttle windows (between tests)."""
+    forget_callers()
     _windows.clear()
 
 

@@ -34,11 +34,12 @@ clock = time.monotonic
 DOWN = object()  # what a guarded operation returns when Redis was not (or could not be) asked
 
 _state = {"down_until": 0.0}
-# Called by bump_generation in this process, so that this process's router sees a promotion at once.
+# Called by bump_generation in this process, so that this process's routing table sees a promotion at once.
 _listeners: list[Callable[[str], None]] = []
 
 
 def on_bump(listener: Callable[[str], None]) -> None:
+    """Call ``listener(model_name)`` whenever this process bumps the generation."""
     _listeners.append(listener)
 
 
@@ -47,6 +48,7 @@ def _store() -> Any:
 
 
 def key(*parts: object) -> str:
+    """A serving cache key under this deployment's prefix."""
     return ":".join([settings.MODELHUB_SERVING_KEY_PREFIX, *(str(p) for p in parts)])
 
 
@@ -92,7 +94,8 @@ def generation() -> Any:
 
 
 def bump_generation(model_name: str) -> None:
-    """Tell every web process that the routing of ``model_name`` changed (called on promotion commit).
+    """Tell every web process that the routing of ``model_name`` changed (on ``routing_changed``,
+    sent after a promotion commits, and when serving options change).
 
     Processes check the counter at most every ``MODELHUB_SERVING_ROUTING_CHECK_MS``; this process
     sees the change at once. With Redis down the others notice through the database instead.
@@ -112,10 +115,12 @@ def bump_generation(model_name: str) -> None:
 
 
 def route_get(model_name: str, selector: str) -> Any:
+    """The shared routing-table entry of (model, selector), None if absent, DOWN without Redis."""
     return guarded("route_get", lambda: _store().get(key("route", model_name, selector)))
 
 
 def route_set(model_name: str, selector: str, entry: dict[str, Any], ttl_s: int) -> None:
+    """Share a routing-table entry with the other processes for ``ttl_s`` seconds."""
     guarded("route_set", lambda: _store().set(key("route", model_name, selector), entry, ttl_s))
 
 
@@ -214,19 +219,7 @@ def response_get(model_name: str, sha256: str, digest: str) -> bytes | None:
 
 
 def response_set(sha256: str, digest: str, payload: bytes, ttl_s: int) -> None:
+    """Keep an answer's JSON bytes for ``ttl_s`` seconds, here and in Redis."""
     name = key("answer", sha256, digest)
     RESPONSES.put(name, payload, ttl_s)
     guarded("response_set", lambda: _store().set(name, payload, ttl_s))
-
-
-# --- serving options ---------------------------------------------------------------------------
-
-
-def config_set(*, model: Any, cache_responses: bool, cache_ttl_s: int = 300) -> Any:
-    """Turn the response cache of a model on or off; every process picks it up with the routing."""
-    from predictions.models import ServingConfig
-
-    config, _ = ServingConfig.objects.update_or_create(
-        model=model, defaults={"cache_responses": cache_responses, "cache_ttl_s": cache_ttl_s})
-    bump_generation(model.name)
-    return config

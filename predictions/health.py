@@ -37,10 +37,10 @@ def _cache() -> None:
 
 def _runtimes() -> tuple[str, dict[str, str]]:
     """Production runtimes of every model, loaded now if this process has not loaded them yet."""
-    from predictions import router
+    from predictions import readiness
 
     try:
-        models = router.production_status()
+        models = readiness.production_status()
     except Exception as exc:  # noqa: BLE001 - the database check reports the cause
         return f"error: {exc.__class__.__name__}", {}
     if any(value.startswith("error") for value in models.values()):

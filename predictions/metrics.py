@@ -42,6 +42,9 @@ RUNTIME_LOAD = _metric(Histogram, "modelhub_runtime_load_seconds", "Time to veri
                        ("kind",), buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 RUNTIME_LOAD_FAILURES = _metric(Counter, "modelhub_runtime_load_failures", "Runtimes that could not be loaded.",
                                 ("reason",))
+WARM_FAILURES = _metric(Counter, "modelhub_serving_warm_failures",
+                        "New primaries that could not be warmed when their route changed (the chain's next link "
+                        "answered).", ("model", "reason"))
 
 _latency_children: dict[tuple[str, str, str], Any] = {}
 

@@ -1,7 +1,7 @@
 """Serving data: predict tokens (who may call which models, how often) and per-model serving options.
 
-State changes go through ``predictions.auth`` (tokens) and ``predictions.cache`` (serving options);
-these classes hold data only.
+State changes go through ``predictions.services`` (tokens, serving options); these classes hold
+data only.
 """
 
 from __future__ import annotations

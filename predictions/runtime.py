@@ -26,6 +26,7 @@ from django.conf import settings
 
 from modelhub import artifacts
 from predictions import metrics
+from workers import ort
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class VariantSpec:
 
     @property
     def label(self) -> str:
+        """``v<version>/<variant name>``, as responses, logs and metrics name a variant."""
         return f"v{self.version}/{self.name}"
 
     @classmethod
@@ -79,10 +81,12 @@ class VariantSpec:
                    signature=variant.version.signature)
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form, for the Redis routing table."""
         return {**self.__dict__, "files": [list(f) for f in self.files]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VariantSpec:
+        """The spec ``to_dict`` wrote."""
         return cls(**{**data, "files": tuple(tuple(f) for f in data["files"])})
 
 
@@ -115,6 +119,8 @@ class Runtime(ABC):
 
 
 class OnnxRuntime(Runtime):
+    """An ONNX Runtime session (made by ``workers.ort.session``)."""
+
     kind = ONNX
 
     def __init__(self, spec: VariantSpec, session: Any, memory_bytes: int) -> None:
@@ -129,6 +135,8 @@ class OnnxRuntime(Runtime):
 
 
 class TorchRuntime(Runtime):
+    """A TorchScript module, typed by the version's declared signature."""
+
     kind = TORCH
 
     def __init__(self, spec: VariantSpec, module: Any, memory_bytes: int) -> None:
@@ -173,9 +181,8 @@ def _verified_model(spec: VariantSpec) -> tuple[bytes, Path]:
 
 
 def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
+    """The execution providers this host's onnxruntime offers."""
+    return ort.available_providers()
 
 
 def providers_for(target: str) -> list[str]:
@@ -186,19 +193,14 @@ def providers_for(target: str) -> list[str]:
 
 
 def _load_onnx(spec: VariantSpec) -> Runtime:
-    import onnxruntime as ort
-
     blob, path = _verified_model(spec)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.MODELHUB_SERVING_INTRA_OP_THREADS
-    options.inter_op_num_threads = settings.MODELHUB_SERVING_INTER_OP_THREADS
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
     # A single file is loaded from the bytes that were just verified; a model with external data
     # has to be loaded by path (its data files were verified above).
-    source: Any = blob if len(spec.files) <= 1 else str(path)
+    source: bytes | Path = blob if len(spec.files) <= 1 else path
     try:
-        session = ort.InferenceSession(source, sess_options=options, providers=providers_for(spec.target))
+        session = ort.session(source, threads=settings.MODELHUB_SERVING_INTRA_OP_THREADS,
+                              inter_threads=settings.MODELHUB_SERVING_INTER_OP_THREADS,
+                              providers=providers_for(spec.target))
     except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types for a bad file
         raise LoadError(f"ONNX Runtime could not load {spec.label}: {str(exc)[:300]}", "onnxruntime") from None
     return OnnxRuntime(spec, session, spec.size_bytes or len(blob))
@@ -276,9 +278,11 @@ class RuntimeCache:
             metrics.RUNTIME_MEMORY.set(self.memory_bytes())
 
     def memory_bytes(self) -> int:
+        """The estimated bytes of every runtime held."""
         return sum(r.memory_bytes for r in self._items.values())
 
     def loaded(self, sha256: str) -> bool:
+        """True when the file with this sha256 is loaded in this process."""
         return sha256 in self._items
 
     def clear(self) -> None:
@@ -297,16 +301,16 @@ def get(spec: VariantSpec) -> Runtime:
     return RUNTIMES.get(spec)
 
 
-def warm(variant: Any) -> Runtime:
-    """Load a variant (a ``Variant`` row or a ``VariantSpec``) and run one synthetic batch through it.
+def warm(spec: VariantSpec) -> Runtime:
+    """Load a variant and run one synthetic batch through it, so that the first request finds it
+    ready; ``LoadError`` when it cannot load or cannot run that batch.
 
-    Called by ``modelhub.services.deployment_promote`` before the alias switches, so the first
-    request after a promotion finds the runtime loaded. Raises ``LoadError`` when it cannot load.
+    The routing table warms a route's new primary before it routes requests to it; readiness
+    warms a production chain's first loadable link.
     """
-    spec = variant if isinstance(variant, VariantSpec) else VariantSpec.from_variant(variant)
     runtime = get(spec)
     try:
         runtime.run(runtime.synthetic_feeds())
-    except Exception as exc:  # noqa: BLE001 - a model that cannot run a zero batch must not be promoted
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run a zero batch must not serve first
         raise LoadError(f"{spec.label} loaded but failed on a synthetic batch: {str(exc)[:300]}", "warm") from None
     return runtime

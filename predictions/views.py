@@ -25,7 +25,9 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from modelhub.errors import Invalid, NotFound, ServiceError, TooLarge
-from predictions import admission, auth, metrics, router
+from predictions import admission, auth, metrics, router, routing_table
+from predictions.outputs import jsonable_outputs
+from predictions.routes import selector_for
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ def _error(exc: ServiceError, reason: str) -> HttpResponse:
     return _json({"error": exc.message}, exc.status, getattr(exc, "headers", None))
 
 
-DEFAULT_SELECTOR = router.selector_for(alias="production")
+DEFAULT_SELECTOR = selector_for(alias="production")
 
 
 def _selector(request: HttpRequest) -> str:
@@ -52,10 +54,10 @@ def _selector(request: HttpRequest) -> str:
     if version is not None:
         if not version.isdigit() or len(version) > 9:
             raise Invalid(f"?version= must be a version number; got {version[:20]!r}.")
-        return router.selector_for(version=int(version))
+        return selector_for(version=int(version))
     if alias is not None and (not alias or len(alias) > 50 or not alias.replace("-", "").replace("_", "").isalnum()):
         raise Invalid("?alias= must be an alias name such as production or staging.")
-    return router.selector_for(alias=alias)
+    return selector_for(alias=alias)
 
 
 _REASONS = {400: "bad_input", 401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "too_large",
@@ -75,7 +77,7 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
             if not caller.may_predict(name):
                 raise NotFound(f"No model named {name!r}.")
             auth.throttle(caller)
-            route = router.route(name, _selector(request))
+            route = routing_table.route(name, _selector(request))
             answer = router.answer(route, _body(request), request.content_type or "")
     except ServiceError as exc:
         return _error(exc, getattr(exc, "reason", None) or _REASONS.get(exc.status, "error"))
@@ -92,7 +94,7 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
     elapsed = time.perf_counter() - started
     metrics.observe_latency(route.model, variant.version, variant.name, elapsed)
     reply = {
-        "outputs": router.jsonable_outputs(answer.outputs),
+        "outputs": jsonable_outputs(answer.outputs),
         "model": route.model,
         "version": variant.version,
         "variant": variant.name,

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from modelhub import bundles, gate, selectors, services
+from modelhub import bundles, gate, jobs, selectors, services
 from modelhub.api import serializers as s
 from modelhub.errors import Invalid, NotFound, ServiceError
 from modelhub.models import ModelVersion, ReadinessProfile
@@ -112,8 +112,8 @@ class ResultsView(ServiceAPIView):
 
     def get(self, request: Request, name: str, number: int) -> Response:
         version = self.version(request, name, number)
-        jobs = selectors.judgment_jobs(version=version)
-        job = jobs.filter(pk=_job_id(request)).first() if "job" in request.query_params else jobs.first()
+        judged = selectors.judgment_jobs(version=version)
+        job = judged.filter(pk=_job_id(request)).first() if "job" in request.query_params else judged.first()
         if "job" in request.query_params and job is None:
             raise NotFound(f"Version {number} of {name} has no succeeded job {request.query_params['job']}.")
         result = job.result if job else {}
@@ -121,7 +121,7 @@ class ResultsView(ServiceAPIView):
         return Response({
             "judgment": result.get("judgment"), "job": job.pk if job else None,
             "judgments": [{"job": j.pk, "kind": j.kind, "profile": j.profile.name if j.profile else None,
-                           "finished_at": j.finished_at} for j in jobs[:50]],
+                           "finished_at": j.finished_at} for j in judged[:50]],
             "statistic": ranking.get("statistic"), "batch_size": ranking.get("batch_size"),
             "variants": selectors.variant_rows(version=version, job=job),
             "best": result.get("best"), "best_effort": result.get("best_effort"), "ties": ranking.get("ties", {}),
@@ -191,7 +191,7 @@ class JobDetailView(ServiceAPIView):
 class JobCancelView(ServiceAPIView):
     serializer_class = s.JobSerializer
     def post(self, request: Request, job_id: int) -> Response:
-        job = services.job_cancel(job=selectors.job_get(user=request.user, job_id=job_id), user=request.user)
+        job = jobs.job_cancel(job=selectors.job_get(user=request.user, job_id=job_id), user=request.user)
         return Response(s.JobSerializer(job).data)
 
 

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from modelhub import bundles, gate, selectors, services
+from modelhub import bundles, gate, jobs, selectors, services
 from modelhub.dashboard import forms, pages
 from modelhub.errors import Conflict, Forbidden, Invalid, NotFound
 from modelhub.models import ModelVersion, OptimizationJob
@@ -246,7 +246,7 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     """Cancel a job: a queued one at once, a running one at its next step (maintainers)."""
     job = selectors.job_get(user=request.user, job_id=job_id)
     try:
-        job = services.job_cancel(job=job, user=request.user)
+        job = jobs.job_cancel(job=job, user=request.user)
     except REFUSED as exc:
         messages.error(request, exc.message)
     else:

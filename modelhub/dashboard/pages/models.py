@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from modelhub import gate, selectors
 from modelhub.dashboard import svg
 from modelhub.dashboard.pages.common import ACTIVE, NIGHTS_SHOWN, result_summary
@@ -29,24 +31,20 @@ def production_numbers(production: Variant | None) -> dict[str, Any] | None:
 
 def serving_counts(model_name: str) -> dict[str, float | None]:
     """Cache hit rate (percent) and fallback count of this web process since it started, from the
-    serving metrics; None where serving has counted nothing for the model."""
-    try:
-        from predictions import metrics
-    except ImportError:
-        return {"cache_hit_rate": None, "fallbacks": None}
-    hits = _counter_total(getattr(metrics, "CACHE", None), model=model_name, result="hit")
-    lookups = _counter_total(getattr(metrics, "CACHE", None), model=model_name)
-    fallbacks = _counter_total(getattr(metrics, "FALLBACKS", None), model=model_name)
+    serving metrics; None where serving has counted nothing for the model. The counters are read
+    by their exported names from the process's Prometheus registry, as a scraper would, so the
+    registry's pages do not import the serving app."""
+    hits = _counter_total("modelhub_predict_cache", model=model_name, result="hit")
+    lookups = _counter_total("modelhub_predict_cache", model=model_name)
+    fallbacks = _counter_total("modelhub_predict_fallbacks", model=model_name)
     return {"cache_hit_rate": 100.0 * hits / lookups if lookups else None, "fallbacks": fallbacks or None}
 
 
-def _counter_total(counter: Any, **labels: str) -> float:
-    if counter is None:
-        return 0.0
+def _counter_total(name: str, **labels: str) -> float:
     total = 0.0
-    for family in counter.collect():
+    for family in REGISTRY.collect():
         for sample in family.samples:
-            if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items()):
+            if sample.name == f"{name}_total" and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
 

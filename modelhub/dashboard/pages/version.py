@@ -237,10 +237,7 @@ def nightly_charts(*, version: ModelVersion) -> list[tuple[str, str]]:
 def default_plan(*, version: ModelVersion, profile: ReadinessProfile | None) -> list[dict[str, Any]]:
     """The steps the default plan would run for this version and profile (what "Optimize" runs)."""
     try:
-        steps = planner.default_plan(
-            target=profile.target if profile else "cpu", task=selectors.model_task(version),
-            source_format=version.format, has_calibration=version.dataset("calibration") is not None,
-            has_training=version.dataset("training") is not None)
+        steps = selectors.default_plan_for(version, profile)
     except planner.PlanError:
         return []
     return [step.to_dict() for step in steps]

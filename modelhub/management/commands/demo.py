@@ -20,8 +20,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.test import Client
 from tqdm import tqdm
 
-from modelhub import job_runner, selectors, services
-from modelhub.celery import app
+from modelhub import job_runner, queue, selectors, services
 from modelhub.models import ModelVersion, OptimizationJob, ReadinessProfile, RegisteredModel
 from workers.samples import SampleModel, build_sample
 
@@ -101,13 +100,10 @@ class Command(BaseCommand):
         return version
 
     def _optimize(self, user: Any, version: ModelVersion, profile: ReadinessProfile) -> OptimizationJob:
-        local = app.conf.task_always_eager
-        app.conf.task_always_eager = False  # queue it, then run it here in a thread so the bar can move
-        try:
+        local = queue.is_eager()
+        with queue.eager(False):  # queue it, then run it here in a thread so the bar can move
             job = services.optimization_request(version=version, user=user, profile=profile, auto_promote=True,
                                                 bench=DEMO_BENCH)
-        finally:
-            app.conf.task_always_eager = local
         runner = None
         if local:
             runner = threading.Thread(target=job_runner.job_run, kwargs={"job_id": job.pk, "worker": "demo"})
