@@ -9,7 +9,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from modelhub import selectors
-from modelhub.admin import ServiceForm, ServiceFormAdmin
+from modelhub.admin import ServiceFormAdmin
+from modelhub.admin_forms import ServiceForm
 from predictions import cache, services
 from predictions.models import PredictToken, ServingConfig
 
