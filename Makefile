@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check --no-warn-script-location
 
-.PHONY: install demo test lint bench clean browser
+.PHONY: install demo test test-fast lint bench clean browser
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -32,6 +32,12 @@ browser:
 test: install browser
 	$(VENV)/bin/ruff check .
 	DEBUG=$${DEBUG:-1} $(PY) -m pytest
+
+# Everything but the tests marked slow (whole jobs, sandboxed children, real workers, servers, the
+# browser), in under three minutes; the sample models are built once into var/test-samples and reused.
+test-fast: install
+	$(VENV)/bin/ruff check .
+	DEBUG=$${DEBUG:-1} MODELHUB_TEST_SAMPLES=$(CURDIR)/var/test-samples $(PY) -m pytest -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

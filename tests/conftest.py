@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,22 +18,52 @@ from workers.samples import SampleModel, build_sample
 
 @pytest.fixture(scope="session")
 def samples_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("samples")
+    """Where the sample models are built: a new directory each run, or the directory MODELHUB_TEST_SAMPLES
+    names (`make test-fast`), whose samples, built once from the same seeds, later runs reuse."""
+    given = os.environ.get("MODELHUB_TEST_SAMPLES")
+    if not given:
+        return tmp_path_factory.mktemp("samples")
+    root = Path(given).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _sample(name: str, root: Path) -> SampleModel:
+    """build_sample, safe for runs sharing a directory: a sample not there yet is built beside it and
+    moved in whole, so no run ever reads a half-built one."""
+    if not (root / name).exists():
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+        try:
+            build_sample(name, staging)
+            with contextlib.suppress(OSError):  # another run moved its own in first
+                (staging / name).rename(root / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return build_sample(name, root)
 
 
 @pytest.fixture(scope="session")
 def quality_mlp(samples_root: Path) -> SampleModel:
-    return build_sample("quality_mlp", samples_root)
+    return _sample("quality_mlp", samples_root)
 
 
 @pytest.fixture(scope="session")
 def digits_cnn(samples_root: Path) -> SampleModel:
-    return build_sample("digits_cnn", samples_root)
+    return _sample("digits_cnn", samples_root)
 
 
 @pytest.fixture(scope="session")
 def tiny_transformer(samples_root: Path) -> SampleModel:
-    return build_sample("tiny_transformer", samples_root)
+    return _sample("tiny_transformer", samples_root)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone, which the test may stop, flush and start again."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -48,22 +81,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def make_user(db: None) -> Callable[..., Any]:
-    """Create a user holding the given roles (groups made by the roles migration)."""
-    from django.contrib.auth.models import Group, Permission, User
+    """factories.user: a user holding the given roles (make_user("alice", "maintainer", torchscript=True))."""
+    from tests import factories
 
-    from modelhub.roles import sync_role_groups
-
-    sync_role_groups(Group, Permission)  # transactional tests flush the groups the migration made
-
-    def make(username: str = "alice", *roles: str, torchscript: bool = False, superuser: bool = False) -> Any:
-        user = User.objects.create_user(username=username, password="pw-" + username, is_superuser=superuser,
-                                        is_staff=superuser)
-        user.groups.set(Group.objects.filter(name__in=roles))
-        if torchscript:
-            user.user_permissions.add(Permission.objects.get(codename="upload_torchscript"))
-        return User.objects.get(pk=user.pk)  # fresh object: permission caches start empty
-
-    return make
+    return factories.user
 
 
 @pytest.fixture
@@ -116,9 +137,7 @@ def short_benchmarks(settings: Any) -> None:
 def eager_tasks() -> Iterator[None]:
     """Tasks run in the calling process unless a test starts a real worker (even when CI gives
     REDIS_URL, which otherwise switches the settings to a real broker)."""
-    from modelhub.celery import app
+    from modelhub import queue
 
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = previous
+    with queue.eager():
+        yield

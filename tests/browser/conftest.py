@@ -100,15 +100,6 @@ def log_in(page: Any, live_server: Any) -> Callable[[Any, str], None]:
 def queue_tasks() -> Callable[[], contextlib.AbstractContextManager[None]]:
     """Within it, work is queued instead of run in the request (to the in-memory broker nobody
     reads), so a test can run a job in a thread of its own while a page watches, as the demo does."""
-    from modelhub.celery import app
+    from modelhub import queue
 
-    @contextlib.contextmanager
-    def queued() -> Iterator[None]:
-        previous = app.conf.task_always_eager
-        app.conf.task_always_eager = False
-        try:
-            yield
-        finally:
-            app.conf.task_always_eager = previous
-
-    return queued
+    return lambda: queue.eager(False)

@@ -20,20 +20,12 @@ from playwright.sync_api import expect
 
 from modelhub import job_runner, nightly, services
 from modelhub.models import ModelVersion, OptimizationJob, PromotionEvent
-from tests.modelhub.dashboard.factories import (
-    MODEL,
-    QUICK_BENCH,
-    QUICK_PLAN,
-    benchmark_job,
-    optimized_version,
-    profile,
-    renamed_copy,
-    staff,
-    uploaded_version,
-)
+from tests import factories
+from tests.onnx_graphs import onnx_copy
 from workers.samples import SampleModel
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True)  # the live server's threads see commits only
+MODEL = factories.TEAM_MODEL
 JOB_TIMEOUT_MS = 240_000
 
 
@@ -55,9 +47,9 @@ def _run_job(job_id: int) -> None:
 
 
 def test_a_maintainer_registers_a_model_and_uploads_it_with_its_data_through_the_admin(
-        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path],
         quality_mlp: SampleModel, media_root: Path, tmp_path: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
+    maintainer = factories.staff_user("maria", "maintainer")
     log_in(maintainer)
     expect(page.locator(".empty")).to_contain_text("No models yet.")
     page.click("text=Register a model")
@@ -95,18 +87,18 @@ def test_a_maintainer_registers_a_model_and_uploads_it_with_its_data_through_the
 
 
 def test_an_optimization_shows_its_progress_live_until_100_percent(
-        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path],
         queue_tasks: Callable[[], Any], quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = uploaded_version(maintainer, quality_mlp)
-    profile()
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.team_version(maintainer, quality_mlp)
+    factories.team_profile()
     log_in(maintainer, f"/dashboard/models/{MODEL}/versions/{version.number}/")
     page.click("text=or choose the passes…")
     page.select_option("#id_profile", label=f"{MODEL}-profile")
     page.wait_for_url("**/optimize/?profile=*")
     for step in ("graph", "int8-static"):
         page.uncheck(f"input[name=steps][value={step}]")
-    page.fill("#id_bench_budget_s", str(QUICK_BENCH["time_budget_s"]))
+    page.fill("#id_bench_budget_s", str(factories.TEAM_BENCH["time_budget_s"]))
     page.fill("#id_batch_sizes", "1")
     shoot("03-choose-passes")
 
@@ -138,13 +130,13 @@ def test_an_optimization_shows_its_progress_live_until_100_percent(
 
 
 def test_a_maintainer_cancels_a_queued_job(
-        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path],
         queue_tasks: Callable[[], Any], quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = uploaded_version(maintainer, quality_mlp)
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.team_version(maintainer, quality_mlp)
     with queue_tasks():
-        job = services.optimization_request(version=version, user=maintainer, profile=profile(), plan=QUICK_PLAN,
-                                            bench=QUICK_BENCH)
+        job = services.optimization_request(version=version, user=maintainer, profile=factories.team_profile(),
+                                            plan=factories.TEAM_PLAN, bench=factories.TEAM_BENCH)
     log_in(maintainer, f"/dashboard/jobs/{job.pk}/")
     page.click("input[value='Cancel the job']")
     expect(page.locator(".messagelist")).to_contain_text("Job cancelled.")
@@ -156,10 +148,10 @@ def test_a_maintainer_cancels_a_queued_job(
 
 
 def test_the_version_page_shows_verdicts_lineage_charts_and_downloads_a_bundle(
-        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path],
         quality_mlp: SampleModel, media_root: Path, tmp_path: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = optimized_version(maintainer, quality_mlp)
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     log_in(maintainer, f"/dashboard/models/{MODEL}/versions/{version.number}/")
     expect(page.locator("#best-variant")).to_have_text("int8-dynamic")
     expect(page.locator("tr[data-variant='original']")).to_contain_text("size 10.5 MB > 5 MB")
@@ -180,12 +172,12 @@ def test_the_version_page_shows_verdicts_lineage_charts_and_downloads_a_bundle(
 
 
 def test_the_version_page_stamps_every_row_with_its_run_and_declares_the_statistic(
-        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path],
         quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = optimized_version(maintainer, quality_mlp)
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     first = version.jobs.get()
-    second = benchmark_job(version.variants.get(name="int8-dynamic"), maintainer, profile_to_use=profile())
+    second = factories.team_benchmark(version.variants.get(name="int8-dynamic"), maintainer, factories.team_profile())
     log_in(maintainer, f"/dashboard/models/{MODEL}/versions/{version.number}/")
     head = page.locator("#variants thead")
     for text in ("p50 ms (batch 1) ★", "p95 ms (batch 1)", "p99 ms (batch 1)", "samples/s at batch 1",
@@ -211,14 +203,13 @@ def test_the_version_page_stamps_every_row_with_its_run_and_declares_the_statist
 
 
 def test_the_promote_page_sets_the_candidate_beside_production_with_intervals_and_the_gate(
-        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path],
         quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    version = optimized_version(maintainer, quality_mlp)
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     job = version.jobs.get()
-    services.deployment_promote(model=version.model, variant=version.variants.get(name="int8-dynamic"), by=approver,
-                                reason="fastest passing variant")
+    factories.promote(version.variants.get(name="int8-dynamic"), approver, reason="fastest passing variant")
     log_in(approver, f"/dashboard/models/{MODEL}/versions/{version.number}/variants/original/promote/")
     expect(page.locator("#gate")).to_contain_text("refused under the governing profile quality-mlp-profile")
     expect(page.locator("#gate")).to_contain_text("size 10.5 MB > 5 MB")
@@ -243,11 +234,11 @@ def test_the_promote_page_sets_the_candidate_beside_production_with_intervals_an
 
 
 def test_an_approver_promotes_forces_a_failing_variant_rolls_back_and_finds_it_all_in_the_history(
-        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path],
         quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    version = optimized_version(maintainer, quality_mlp)
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     log_in(approver, f"/dashboard/models/{MODEL}/versions/{version.number}/")
     page.locator("tr[data-variant='int8-dynamic'] a", has_text="promote").click()
     expect(page.locator("#verdict")).to_contain_text("passes")
@@ -287,16 +278,16 @@ def test_an_approver_promotes_forces_a_failing_variant_rolls_back_and_finds_it_a
 
 
 def test_the_models_list_and_the_comparison_show_production_trends_and_versions(
-        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path], make_user: Callable[..., Any],
+        page: Any, log_in: Callable[..., None], shoot: Callable[[str], Path],
         quality_mlp: SampleModel, media_root: Path, tmp_path: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    viewer = staff(make_user, "vic", "viewer")
-    optimized_version(maintainer, quality_mlp)
-    retrained = renamed_copy(quality_mlp.onnx, tmp_path / "model.onnx", "retrained")
-    second = optimized_version(maintainer, quality_mlp, plan=QUICK_PLAN[:1], model_file=retrained)
-    services.deployment_promote(model=second.model, variant=second.variants.get(name="int8-dynamic"), by=approver,
-                                reason="v2 retrained")
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    viewer = factories.staff_user("vic", "viewer")
+    factories.optimized_team_version(maintainer, quality_mlp)
+    retrained = onnx_copy(quality_mlp.onnx, tmp_path / "model.onnx", "retrained")
+    second = factories.optimized_team_version(maintainer, quality_mlp, plan=factories.TEAM_PLAN[:1],
+                                              model_file=retrained)
+    factories.promote(second.variants.get(name="int8-dynamic"), approver, reason="v2 retrained")
     first_night = datetime.date(2026, 1, 10)
     for offset in range(3):
         nightly.nightly_run(night=first_night + datetime.timedelta(days=offset), model=MODEL)

@@ -8,11 +8,11 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
-from modelhub import services
 from modelhub.models import RegisteredModel
+from tests import factories
 
-PUBLIC = {"healthz", "readyz"}
-SAMPLE_KWARGS = {"name": "m", "number": 1, "variant": "original", "job_id": 1}
+PUBLIC = {"healthz", "readyz", "oip-server", "oip-live", "oip-ready"}  # the protocol's health and server metadata
+SAMPLE_KWARGS = {"name": "m", "number": 1, "variant": "original", "job_id": 1, "version": 1}
 
 
 def _routes(resolver: URLResolver | None = None, prefix: str = "") -> list[tuple[str, URLPattern]]:
@@ -80,7 +80,7 @@ def test_a_viewer_cannot_register_a_model(make_user: Any) -> None:
 
 @pytest.mark.django_db
 def test_another_users_model_is_invisible_in_lists_and_details(make_user: Any, maintainer: Any) -> None:
-    services.model_create(name="secret-model", owner=maintainer)
+    factories.model(maintainer, "secret-model")
     intruder = APIClient()
     intruder.force_authenticate(make_user("ivan", "maintainer", "approver"))
     assert intruder.get("/api/v1/models").json() == []
@@ -97,7 +97,7 @@ def test_team_members_see_the_teams_models(make_user: Any, maintainer: Any) -> N
     from django.contrib.auth.models import Group
 
     team = Group.objects.create(name="ranking-team")
-    services.model_create(name="ranker", owner=maintainer, team=team)
+    factories.model(maintainer, "ranker", team=team)
     colleague = make_user("carla", "viewer")
     colleague.groups.add(team)
     client = APIClient()

@@ -11,10 +11,12 @@ import pytest
 from modelhub import gate, services
 from modelhub.errors import Forbidden, Invalid
 from modelhub.models import GoverningProfileChange, PromotionEvent
-from predictions import router
+from predictions import routes
 from tests import factories
 
-# Jobs run a lease heartbeat thread on its own connection: these tests commit (transaction=True).
+# Nothing here needs a commit: the factories run what the services leave for it (a job's lease
+# heartbeat, on a connection of its own, first beats after LEASE_SECONDS / 4, long after these jobs).
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # every test runs whole optimization jobs
 # quality_mlp's original is about 10.5 MB: a 5 MB limit refuses it and passes its int8 variant.
 SMALL = {"max_size_mb": 5.0, "accuracy_metric": "mae", "max_accuracy_drop": 0.02}
 
@@ -23,11 +25,7 @@ SMALL = {"max_size_mb": 5.0, "accuracy_metric": "mae", "max_accuracy_drop": 0.02
 def judged(maintainer: Any, approver: Any, quality_mlp: Any, media_root: Path, settings: Any) -> Any:
     """Version 1 of "mlp" governed by "small", after one job under it: original refused, int8 passes."""
     settings.MODELHUB_BENCH_BUDGET_S = 0.2
-    version = factories.version(maintainer, quality_mlp)
-    small = factories.profile("small", **SMALL)
-    factories.govern(version, small, maintainer)
-    factories.job(version, maintainer, small)
-    return version
+    return factories.optimized_version(maintainer, quality_mlp, profile=factories.profile("small", **SMALL))
 
 
 def _variant(version: Any, name: str) -> Any:
@@ -35,10 +33,9 @@ def _variant(version: Any, name: str) -> Any:
 
 
 def _promote(version: Any, name: str, by: Any, **kwargs: Any) -> PromotionEvent:
-    return services.deployment_promote(model=version.model, variant=_variant(version, name), by=by, **kwargs)
+    return factories.promote(_variant(version, name), by, **kwargs)
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_job_under_no_profile_cannot_make_a_refused_variant_promotable(judged: Any, maintainer: Any,
                                                                            approver: Any) -> None:
     """G1: the original, refused under the governing profile, stays refused after a job that judged nothing."""
@@ -50,7 +47,6 @@ def test_a_job_under_no_profile_cannot_make_a_refused_variant_promotable(judged:
     assert not PromotionEvent.objects.exists()
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_judgment_under_a_more_lenient_profile_does_not_open_the_gate(judged: Any, maintainer: Any,
                                                                           approver: Any) -> None:
     """G1: passing some other profile is not passing the one that governs production."""
@@ -62,7 +58,6 @@ def test_a_judgment_under_a_more_lenient_profile_does_not_open_the_gate(judged: 
         _promote(judged, "original", approver)
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_passing_variant_is_promoted_and_the_event_names_its_judgment(judged: Any, approver: Any) -> None:
     """B3: a promotion through the gate records the governing profile and the result that opened it."""
     event = _promote(judged, "int8", approver, reason="smaller")
@@ -70,7 +65,6 @@ def test_a_passing_variant_is_promoted_and_the_event_names_its_judgment(judged: 
     assert event.judgment.job.profile.name == "small" and event.judgment.passed is True
 
 
-@pytest.mark.django_db(transaction=True)
 def test_tightening_the_governing_profile_closes_the_gate_until_judged_again(judged: Any, approver: Any) -> None:
     """G1: a judgment under limits that have since changed is stale."""
     small = gate.governing_profile(model=judged.model)
@@ -80,7 +74,6 @@ def test_tightening_the_governing_profile_closes_the_gate_until_judged_again(jud
     assert decision.passed is False and "current limits" in decision.reason
 
 
-@pytest.mark.django_db(transaction=True)
 def test_without_a_governing_profile_only_a_forced_promotion_goes_through(maintainer: Any, approver: Any,
                                                                             quality_mlp: Any, media_root: Path,
                                                                             settings: Any) -> None:
@@ -94,7 +87,6 @@ def test_without_a_governing_profile_only_a_forced_promotion_goes_through(mainta
     assert event.forced is True and event.judgment is None
 
 
-@pytest.mark.django_db(transaction=True)
 def test_auto_promotion_follows_the_same_gate(maintainer: Any, approver: Any, quality_mlp: Any, media_root: Path,
                                               settings: Any) -> None:
     """G1: a job under no profile never auto-promotes; one under the governing profile does."""
@@ -109,20 +101,18 @@ def test_auto_promotion_follows_the_same_gate(maintainer: Any, approver: Any, qu
     assert PromotionEvent.objects.get().to_variant.name == "int8"
 
 
-@pytest.mark.django_db(transaction=True)
 def test_the_version_route_does_not_change_when_a_maintainer_runs_another_job(judged: Any, maintainer: Any,
                                                                                approver: Any) -> None:
     """G2: ?version=N serves what an approver chose for the version, never the newest job's best."""
-    assert router.build_route("mlp", "version:1").chain[0].name == "original"  # nothing chosen yet
+    assert routes.build_route("mlp", "version:1").chain[0].name == "original"  # nothing chosen yet
     _promote(judged, "int8", approver, reason="smaller")
     lenient = factories.profile("lenient", max_size_mb=50.0)
     graph = [{"name": "graph", "pass_name": "graph", "options": {"level": "extended"}}]
     later = factories.job(judged, maintainer, lenient, plan=graph)
     assert later.result["best"] is not None
-    assert router.build_route("mlp", "version:1").chain[0].name == "int8"
+    assert routes.build_route("mlp", "version:1").chain[0].name == "int8"
 
 
-@pytest.mark.django_db(transaction=True)
 def test_rollback_skips_a_failing_variant_unless_forced(judged: Any, approver: Any) -> None:
     """G3: int8 (passes) → original (forced, fails) → int8 again; rolling back skips the failing
     original; when only failing variants are left, a rollback needs force and a reason."""
@@ -139,7 +129,6 @@ def test_rollback_skips_a_failing_variant_unless_forced(judged: Any, approver: A
     assert forced.to_variant.name == "original" and forced.forced is True
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_forced_rollback_needs_a_reason(judged: Any, approver: Any) -> None:
     """G3: the forced flow is the forced flow: an approver and a written reason."""
     _promote(judged, "original", approver, force=True, reason="first")
@@ -148,7 +137,6 @@ def test_a_forced_rollback_needs_a_reason(judged: Any, approver: Any) -> None:
         services.deployment_rollback(model=judged.model, by=approver, force=True)
 
 
-@pytest.mark.django_db(transaction=True)
 def test_changing_the_governing_profile_needs_a_maintainer_and_a_reason_and_is_audited(judged: Any, maintainer: Any,
                                                                                       approver: Any) -> None:
     """B3: the governing profile changes only with an audit entry."""
@@ -162,3 +150,18 @@ def test_changing_the_governing_profile_needs_a_maintainer_and_a_reason_and_is_a
     assert (change.from_profile, change.to_profile, change.by, change.reason) == (
         "small", "strict", maintainer, "smaller devices")
     assert gate.decide(variant=_variant(judged, "int8")).passed is False  # judged under small, not strict
+
+
+def test_a_variant_whose_stored_file_was_altered_cannot_be_promoted_even_by_force(judged: Any, approver: Any) -> None:
+    """A13: one byte of the stored file flipped after it was judged: the promotion is refused by hash,
+    forced or not, and the alias stays where it was."""
+    from modelhub import artifacts
+
+    path = artifacts.local_path(_variant(judged, "int8").storage_key)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    for force in (False, True):
+        with pytest.raises(Invalid, match="does not match its sha256"):
+            _promote(judged, "int8", approver, force=force, reason="try anyway")
+    assert not PromotionEvent.objects.filter(model=judged.model).exists()

@@ -15,9 +15,10 @@ from rest_framework.test import APIClient
 
 from modelhub import services
 from modelhub.models import ModelVersion, Variant
+from tests import factories
 from workers.samples import SampleModel
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True)  # an upload's answer reports its intake, run at commit
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -41,6 +42,7 @@ class _Canary:
         return (Path.touch, (Path(self.path),))
 
 
+@pytest.mark.slow
 def test_an_onnx_upload_becomes_a_ready_version_with_its_original_variant(
         api: APIClient, quality_mlp: SampleModel, media_root: Path) -> None:
     response = _upload(api, quality_mlp.onnx)
@@ -54,6 +56,7 @@ def test_an_onnx_upload_becomes_a_ready_version_with_its_original_variant(
     assert _stored_files(media_root) == [f"models/{body['sha256']}/{version.files[0]['path']}"]
 
 
+@pytest.mark.slow
 def test_the_same_file_twice_gives_back_the_existing_version(api: APIClient, quality_mlp: SampleModel,
                                                              media_root: Path) -> None:
     first = _upload(api, quality_mlp.onnx)
@@ -62,6 +65,7 @@ def test_the_same_file_twice_gives_back_the_existing_version(api: APIClient, qua
     assert ModelVersion.objects.count() == 1
 
 
+@pytest.mark.slow
 def test_versions_are_numbered_per_model(api: APIClient, quality_mlp: SampleModel, tiny_transformer: SampleModel,
                                          media_root: Path) -> None:
     assert _upload(api, quality_mlp.onnx).json()["number"] == 1
@@ -92,6 +96,7 @@ def test_a_torch_save_checkpoint_is_refused_with_what_to_upload_instead(api: API
     assert _stored_files(media_root) == []
 
 
+@pytest.mark.slow
 def test_an_onnx_file_failing_the_checker_fails_the_version_and_leaves_no_file(
         api: APIClient, quality_mlp: SampleModel, tmp_path: Path, media_root: Path) -> None:
     import onnx
@@ -128,6 +133,7 @@ def test_torchscript_needs_the_upload_permission(api: APIClient, digits_cnn: Sam
     assert "upload TorchScript" in response.json()["error"]
 
 
+@pytest.mark.slow
 def test_a_trusted_maintainer_uploads_torchscript_inspected_out_of_process_and_datasets_give_its_shapes(
         make_user: Any, digits_cnn: SampleModel, media_root: Path) -> None:
     client = APIClient()
@@ -144,6 +150,7 @@ def test_a_trusted_maintainer_uploads_torchscript_inspected_out_of_process_and_d
     assert ModelVersion.objects.get().signature["inputs"][0]["shape"] == ["batch", 1, 8, 8]
 
 
+@pytest.mark.slow
 def test_a_dataset_matching_the_signature_is_stored(api: APIClient, quality_mlp: SampleModel,
                                                     media_root: Path) -> None:
     _upload(api, quality_mlp.onnx)
@@ -154,6 +161,7 @@ def test_a_dataset_matching_the_signature_is_stored(api: APIClient, quality_mlp:
     assert response.json()["sample_count"] == 512 and response.json()["has_labels"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arrays, message", [
     ({"wrong_name": np.zeros((4, 2056), np.float32)}, "features"),
     ({"features": np.zeros((4, 100), np.float32)}, "features"),
@@ -173,6 +181,7 @@ def test_a_dataset_that_does_not_fit_is_refused_naming_the_problem(
     assert not any(p.startswith("datasets/") for p in _stored_files(media_root))
 
 
+@pytest.mark.slow
 def test_register_model_command_registers_with_datasets_and_fails_loudly_on_bad_files(
         quality_mlp: SampleModel, tmp_path: Path) -> None:
     env_dir = tmp_path / "data"
@@ -195,7 +204,7 @@ def test_register_model_command_registers_with_datasets_and_fails_loudly_on_bad_
 def test_services_refuse_optimizing_a_version_that_is_not_ready(maintainer: Any, media_root: Path) -> None:
     from modelhub.errors import Invalid
 
-    model = services.model_create(name="m", owner=maintainer)
+    model = factories.model(maintainer, "m")
     version = ModelVersion.objects.create(model=model, number=1, format="onnx", original_filename="x.onnx",
                                           storage_key="k", sha256="0" * 64, size_bytes=1,
                                           status=ModelVersion.Status.FAILED)

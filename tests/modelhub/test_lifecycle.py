@@ -14,7 +14,8 @@ from rest_framework.test import APIClient
 from modelhub.models import BenchmarkResult, OptimizationJob, PromotionEvent
 from workers.samples import SampleModel
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Answers report the intake and the jobs that run at commit; every test uploads, most run a job.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 PLAN = [{"name": "int8", "pass_name": "quantize_dynamic", "options": {}},
         {"name": "pruned", "pass_name": "prune_structured", "options": {"ratio": 0.5}}]
 
@@ -132,14 +133,15 @@ def test_a_bad_plan_is_refused_before_any_job_exists(api: APIClient, quality_mlp
 
 def test_cancelling_a_queued_job_ends_it(api: APIClient, quality_mlp: SampleModel, media_root: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelhub import queue
     from modelhub.celery import app
 
     _register(api, quality_mlp)
     # Nothing consumes the in-memory broker, so the job waits in QUEUED.
-    monkeypatch.setattr(app.conf, "task_always_eager", False)
     monkeypatch.setattr(app.conf, "broker_url", "memory://")
     app.close()
-    job = api.post("/api/v1/models/mlp/versions/1/optimize", {"plan": PLAN}, format="json").json()
+    with queue.eager(False):
+        job = api.post("/api/v1/models/mlp/versions/1/optimize", {"plan": PLAN}, format="json").json()
     cancelled = api.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert cancelled.json()["status"] == "CANCELLED"
     again = api.post(f"/api/v1/jobs/{job['id']}/cancel")

@@ -25,8 +25,10 @@ from prometheus_client import REGISTRY
 from modelhub import nightly, regressions, services, webhooks
 from modelhub.errors import Forbidden
 from modelhub.models import BenchmarkResult, ModelVersion, RegisteredModel, Regression, Variant
+from tests import factories
 from workers.samples import SampleModel
 
+# Regressions are announced (log, gauge, webhook) at commit, and D8 races two runs in threads: real commits.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 BENCH = {"time_budget_s": 0.2, "batch_sizes": [1]}
 PLAN = [{"name": "int8-dynamic", "pass_name": "quantize_dynamic", "options": {}},
@@ -49,23 +51,13 @@ class Production:
 
 @pytest.fixture
 def production(maintainer: Any, approver: Any, quality_mlp: SampleModel, media_root: Any) -> Production:
-    model = services.model_create(name="mlp", owner=maintainer)
-    with quality_mlp.onnx.open("rb") as handle:
-        version, _ = services.version_upload(model=model, stream=handle, filename="model.onnx", user=maintainer)
-    version.refresh_from_db()
-    for purpose, path in (("validation", quality_mlp.validation), ("calibration", quality_mlp.calibration)):
-        with path.open("rb") as handle:
-            services.dataset_upload(version=version, purpose=purpose, stream=handle, filename=path.name,
-                                    user=maintainer)
     profile = services.profile_create(user=maintainer, name="cpu-small", max_p95_ms=1000.0, batch_size=1, threads=1)
-    services.governing_profile_set(model=model, profile=profile, by=maintainer)
-    job = services.optimization_request(version=version, user=maintainer, profile=profile, plan=PLAN, bench=BENCH)
-    job.refresh_from_db()
-    assert job.status == "SUCCEEDED", job.error
+    version = factories.optimized_version(maintainer, quality_mlp, profile=profile, plan=PLAN, bench=BENCH,
+                                          purposes=factories.BOTH, reason="")
     variants = {v.name: v for v in version.variants.all()}
     for name in ("int8-static", "int8-dynamic"):
-        services.deployment_promote(model=model, variant=variants[name], by=approver)
-    return Production(model=model, version=version, variants=variants)
+        factories.promote(variants[name], approver)
+    return Production(model=version.model, version=version, variants=variants)
 
 
 def seed_nights(variant: Variant, p50s: list[float], *, before: date = NIGHT, fingerprint_hash: str | None = None,
@@ -461,7 +453,7 @@ def test_the_rebenchmark_command_runs_the_night_with_a_progress_bar(production: 
 
 
 def test_the_task_runs_the_night_it_is_given(production: Production) -> None:
-    from workers import tasks
+    from modelhub import tasks
 
     result = tasks.nightly_rebenchmark_task.delay(night=NIGHT.isoformat(), model="mlp").get()
     assert result["night"] == NIGHT.isoformat() and result["measured"] == 3

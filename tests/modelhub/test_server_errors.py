@@ -23,7 +23,7 @@ from rest_framework.authtoken.models import Token
 
 from tests.real_services import free_port
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True)  # the outage closes the test's connection
 
 
 # --- a URLconf of this module for errors that are not an outage -----------------------------------

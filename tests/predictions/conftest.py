@@ -1,4 +1,4 @@
-"""Fixtures of the serving tests: models registered through modelhub.services, variants, tokens.
+"""Fixtures of the serving tests: models registered through the factories, variants, tokens.
 
 Every test starts with empty serving state in this process (routes, runtimes, breaker, caches,
 remembered callers) and its own key prefix in the serving cache, so a shared Redis (CI) never
@@ -7,7 +7,6 @@ carries one test's routes or counters into another.
 
 from __future__ import annotations
 
-import io
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,19 +16,29 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests import factories
+from tests.onnx_graphs import node, onnx_copy, onnx_model, tensor, write_model
 from tests.real_services import RedisServer
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A serving test that registers a model (the registry fixture, behind mlp and caller) waits for the
+    sandboxed intake child of each upload, over a second apiece: slow (`make test-fast` leaves it out)."""
+    for item in items:
+        if "registry" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
 def serving_state(settings: Any) -> Iterator[None]:
-    from predictions import auth, cache, router, runtime
+    from predictions import auth, breaker, cache, routing_table, runtime
 
     settings.MODELHUB_SERVING_KEY_PREFIX = f"test-{uuid.uuid4().hex[:12]}"
     settings.MODELHUB_SERVING_AUTH_CACHE_S = 0
 
     def reset() -> None:
-        router.TABLE.clear()
-        router.BREAKER.clear()
+        routing_table.TABLE.clear()
+        breaker.BREAKER.clear()
         runtime.RUNTIMES.clear()
         cache.reset()
         auth.forget()
@@ -39,56 +48,16 @@ def serving_state(settings: Any) -> Iterator[None]:
     reset()
 
 
-def onnx_model(path: Path, nodes: list[Any], inputs: list[Any], outputs: list[Any], initializers: list[Any] = ()) -> Path:
-    """Write a small ONNX graph (opset 17, IR 8) for a test."""
-    import onnx
-    from onnx import helper
-
-    graph = helper.make_graph(nodes, path.stem, inputs, outputs, initializer=list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.fixture(scope="session")
 def multi_input_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """x float32 [batch, 3], mask bool [batch, 3], ids int64 [batch, 2] -> y = where(mask, x, 0), z = ids + 1."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    return onnx_model(
-        tmp_path_factory.mktemp("multi") / "multi.onnx",
-        [helper.make_node("Where", ["mask", "x", "zero"], ["y"]), helper.make_node("Add", ["ids", "one"], ["z"])],
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3]),
-         helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", 3]),
-         helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3]),
-         helper.make_tensor_value_info("z", TensorProto.INT64, ["batch", 2])],
-        [numpy_helper.from_array(np.array(0, np.float32), "zero"), numpy_helper.from_array(np.array(1, np.int64), "one")],
-    )
-
-
-def sqrt_onnx(path: Path, *, safe: bool) -> Path:
-    """x float32 [batch, 1] -> y = sqrt(|x|) when safe, else sqrt(x) (NaN for negative x)."""
-    from onnx import TensorProto, helper
-
-    nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Sqrt", ["a"], ["y"])] if safe \
-        else [helper.make_node("Sqrt", ["x"], ["y"])]
-    return onnx_model(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])])
-
-
-def onnx_copy(src: Path, dst: Path, note: str) -> Path:
-    """The same graph under another sha256 (a different doc string): a second, equivalent variant."""
-    import onnx
-
-    model = onnx.load(str(src))
-    model.doc_string = note
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(dst))
-    return dst
+    model = onnx_model(
+        [node("Where", ["mask", "x", "zero"], ["y"]), node("Add", ["ids", "one"], ["z"])],
+        [tensor("x", "float32", ["batch", 3]), tensor("mask", "bool", ["batch", 3]),
+         tensor("ids", "int64", ["batch", 2])],
+        [tensor("y", "float32", ["batch", 3]), tensor("z", "int64", ["batch", 2])],
+        {"zero": np.array(0, np.float32), "one": np.array(1, np.int64)}, name="multi")
+    return write_model(model, tmp_path_factory.mktemp("multi") / "multi.onnx", check=True)
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
@@ -100,22 +69,15 @@ def sample(name: str, labels: dict[str, str] | None = None) -> float:
 
 @dataclass
 class Registry:
-    """Registers sample models through modelhub.services and makes variants, promotions and tokens."""
+    """Registers models through the factories and makes variants, promotions and tokens."""
 
     maintainer: Any
     approver: Any
     tmp: Path
 
     def register(self, path: Path, name: str = "mlp") -> Any:
-        """A READY version of ``name`` from an ONNX file (the model is created on first use)."""
-        from modelhub import services
-        from modelhub.models import ModelVersion, RegisteredModel
-
-        model = RegisteredModel.objects.filter(name=name).first() or services.model_create(
-            name=name, owner=self.maintainer)
-        version, _ = services.version_upload(model=model, stream=io.BytesIO(path.read_bytes()),
-                                             filename=path.name, user=self.maintainer)
-        version = ModelVersion.objects.get(pk=version.pk)
+        """A READY version of ``name`` from a model file (the model is created on first use)."""
+        version = factories.upload(self.maintainer, path, name=name)
         assert version.status == "READY", version.status_reason
         return version
 
@@ -145,17 +107,14 @@ class Registry:
         return self.add_variant(version, path, name, parent=source)
 
     def promote(self, variant: Any, alias: str = "production") -> Any:
-        from modelhub import services
-
-        return services.deployment_promote(model=variant.version.model, variant=variant, by=self.approver,
-                                           alias=alias, force=True, reason="test setup")
+        return factories.promote(variant, self.approver, alias, force=True, reason="test setup")
 
     def token(self, *model_names: str, rate: int = 600) -> str:
         from modelhub.models import RegisteredModel
-        from predictions import auth
+        from predictions import services
 
         models = list(RegisteredModel.objects.filter(name__in=model_names or ["mlp"]))
-        return auth.token_create(name="test", models=models, by=self.maintainer, rate_limit_per_minute=rate)[1]
+        return services.token_create(name="test", models=models, by=self.maintainer, rate_limit_per_minute=rate)[1]
 
 
 @pytest.fixture
@@ -208,15 +167,11 @@ def make_caller() -> Callable[[str | None], Caller]:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path, settings: Any) -> Iterator[RedisServer]:
-    """A redis-server of this test alone (it may be stopped), wired as the serving cache."""
-    server = RedisServer(tmp_path)
-    server.start()
+def serving_redis(private_redis: RedisServer, settings: Any) -> RedisServer:
+    """The test's private redis-server (it may be stopped) wired as the serving cache: routes,
+    generations, throttle counters and cached answers go through it."""
     settings.CACHES = {**settings.CACHES, "serving": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url,
+        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": private_redis.url,
         "OPTIONS": {"socket_connect_timeout": 0.1, "socket_timeout": 0.1}}}
     settings.MODELHUB_SERVING_CACHE = "serving"
-    try:
-        yield server
-    finally:
-        server.stop()
+    return private_redis

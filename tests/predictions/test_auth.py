@@ -10,11 +10,11 @@ import pytest
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from predictions import auth
+from predictions import auth, services
 from predictions.models import PredictToken
-from tests.predictions.conftest import onnx_copy
+from tests.onnx_graphs import onnx_copy
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_a_revoked_token_stops_working(registry: Any, mlp: Any, make_caller: Any
     raw = registry.token("mlp")
     caller = make_caller(raw)
     assert caller.post("mlp", body).status_code == 200
-    auth.token_revoke(token=PredictToken.objects.get(token_hash=auth.hash_token(raw)))
+    services.token_revoke(token=PredictToken.objects.get(token_hash=auth.hash_token(raw)))
     assert caller.post("mlp", body).status_code == 401
 
 
@@ -143,9 +143,9 @@ def test_tokens_are_made_only_for_models_the_maker_can_see(registry: Any, other_
 
     stranger = make_user("sam", "maintainer")
     with pytest.raises(Invalid, match="other"):
-        auth.token_create(name="x", models=[other_model.model], by=stranger)
+        services.token_create(name="x", models=[other_model.model], by=stranger)
     with pytest.raises(Forbidden):
-        auth.token_create(name="x", models=[other_model.model], by=make_user("val", "viewer"))
+        services.token_create(name="x", models=[other_model.model], by=make_user("val", "viewer"))
 
 
 def test_the_throttle_window_is_shared_between_processes_through_the_cache() -> None:

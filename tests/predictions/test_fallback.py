@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,13 @@ import pytest
 from django.test import Client
 
 from modelhub import artifacts
-from predictions import router, runtime
-from tests.predictions.conftest import onnx_copy, sample, sqrt_onnx
+from predictions import breaker, router, routing_table, runtime
+from predictions.routes import selector_for
+from tests.onnx_graphs import onnx_copy, sqrt_onnx
+from tests.predictions.conftest import sample
+from tests.real_services import RedisServer
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def _corrupt(variant: Any) -> bytes:
@@ -63,7 +67,7 @@ def test_the_breaker_skips_a_failing_variant_and_tries_it_again_later(
         registry: Any, mlp: Any, caller: Any, features: np.ndarray, monkeypatch: pytest.MonkeyPatch,
         settings: Any) -> None:
     now = [1000.0]
-    monkeypatch.setattr(router, "clock", lambda: now[0])
+    monkeypatch.setattr(breaker, "clock", lambda: now[0])
     child = registry.copy_variant(mlp, name="graph")
     registry.promote(child)
     good_bytes = _corrupt(child)
@@ -97,6 +101,37 @@ def test_the_previous_production_variant_answers_when_the_new_one_cannot(
     runtime.RUNTIMES.clear()
     answer = caller.post("mlp", body).json()
     assert (answer["version"], answer["variant"], answer["fallback_reason"]) == (1, "original", "load_error")
+
+
+def test_a_promoted_variant_that_cannot_load_never_answers_and_its_chain_does(
+        serving_redis: RedisServer, registry: Any, mlp: Any, features: np.ndarray, monkeypatch: pytest.MonkeyPatch,
+        settings: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """E1: a variant whose file is damaged after its promotion: each serving process finds out when it
+    warms the new primary: the failure is counted and logged, the route still moves, and the original
+    answers (flagged) instead of the variant that cannot load."""
+    from modelhub.models import Deployment
+
+    now = [100.0]
+    monkeypatch.setattr(routing_table, "clock", lambda: now[0])
+    other = routing_table.RoutingTable()  # another web process sharing Redis
+    selector = selector_for(alias="production")
+    assert other.route("mlp", selector).chain[0].name == "original"
+    graph = registry.copy_variant(mlp, name="graph")
+    registry.promote(graph)
+    _corrupt(graph)
+    assert Deployment.objects.get(model=mlp.model).variant.name == "graph"
+    runtime.RUNTIMES.clear()
+    labels = {"model": "mlp", "reason": "hash_mismatch"}
+    failures = sample("modelhub_serving_warm_failures_total", labels)
+
+    now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
+    with caplog.at_level(logging.WARNING, logger="predictions.routing_table"):
+        route = other.route("mlp", selector)
+    assert route.chain[0].name == "graph" and not runtime.RUNTIMES.loaded(graph.sha256)
+    assert sample("modelhub_serving_warm_failures_total", labels) == failures + 1
+    assert "the new primary v1/graph cannot serve" in caplog.text
+    answer = router.run_chain(route, {"features": features[:1]})
+    assert (answer.variant.name, answer.fallback_reason) == ("original", "circuit_open")
 
 
 def test_a_variant_emitting_nan_falls_back_to_its_parent(registry: Any, make_caller: Any, tmp_path: Path) -> None:
@@ -146,7 +181,7 @@ def test_torchscript_serves_only_when_enabled_and_then_as_the_last_fallback(
     assert caught.value.reason == "torchscript_disabled"
 
     settings.MODELHUB_SERVING_TORCHSCRIPT = True
-    router.TABLE.clear()
+    routing_table.TABLE.clear()
     _corrupt(export)
     runtime.RUNTIMES.clear()
     name = version.signature["inputs"][0]["name"]
@@ -162,7 +197,7 @@ def test_a_replaced_external_data_file_is_refused_and_the_previous_version_answe
         registry: Any, make_caller: Any, tmp_path: Path) -> None:
     """A13/E1: the sha256 recorded at upload covers every file of a model, not only the .onnx: swapping the
     production version's external-data file is a hash mismatch, version 1 answers flagged, /readyz degrades."""
-    from tests.workers.test_formats import WEIGHTS, add_model, external_model_dir, make_zip, write_model
+    from tests.onnx_graphs import WEIGHTS, add_model, external_model_dir, make_zip, write_model
 
     first = registry.register(write_model(add_model(), tmp_path / "plain" / "model.onnx"), name="adder")
     registry.promote(registry.original(first))

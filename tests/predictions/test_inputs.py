@@ -12,9 +12,10 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.predictions.conftest import sqrt_onnx
+from tests.onnx_graphs import sqrt_onnx
+from tests.predictions.conftest import sample
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 GOOD = {"x": [[1, 2, 3]], "mask": [[True, False, True]], "ids": [[1, 2]]}
 
@@ -186,8 +187,6 @@ def test_get_is_refused_with_405_json(served: dict[str, str], make_caller: Any) 
 def test_a_model_emitting_nan_gets_an_error_and_a_metric_never_a_nan_answer(
         registry: Any, make_caller: Any, tmp_path: Any) -> None:
     """C4: a non-finite output is a 422 error and a metric, never a NaN prediction."""
-    from tests.predictions.conftest import sample
-
     registry.promote(registry.original(registry.register(sqrt_onnx(tmp_path / "nan.onnx", safe=False), name="root")))
     caller = make_caller(registry.token("root"))
     assert caller.post("root", {"inputs": {"x": [[4.0]]}}).json()["outputs"] == {"y": [[2.0]]}

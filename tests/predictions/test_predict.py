@@ -10,9 +10,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from tests.onnx_graphs import onnx_copy
 from tests.predictions.conftest import sample
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def _reference(quality_mlp: Any, features: np.ndarray) -> np.ndarray:
@@ -110,9 +111,9 @@ def test_answers_are_counted_in_the_latency_histogram(caller: Any, features: np.
 
 def test_the_response_cache_answers_a_repeated_input_when_the_model_opts_in(caller: Any, mlp: Any,
                                                                            features: np.ndarray) -> None:
-    from predictions import cache
+    from predictions import services
 
-    cache.config_set(model=mlp.model, cache_responses=True, cache_ttl_s=60)
+    services.config_set(model=mlp.model, cache_responses=True, cache_ttl_s=60)
     body = {"inputs": {"features": features[:2]}}
     first, second = caller.post("mlp", body).json(), caller.post("mlp", body).json()
     assert (first["cached"], second["cached"]) == (False, True)
@@ -126,6 +127,4 @@ def test_without_opting_in_nothing_is_cached(caller: Any, features: np.ndarray) 
 
 
 def _other_file(registry: Any, quality_mlp: Any) -> Any:
-    from tests.predictions.conftest import onnx_copy
-
     return onnx_copy(quality_mlp.onnx, registry.tmp / "v2.onnx", note="second upload")

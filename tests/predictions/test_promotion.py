@@ -1,4 +1,4 @@
-"""Promotion without downtime, routing across processes, and serving without Redis."""
+"""Promotion without downtime, routing across processes (each warming its new primary), and serving without Redis."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 import orjson
 import pytest
 
-from predictions import cache, router
+from predictions import cache, router, routing_table, runtime, services
+from predictions.routes import selector_for
 from tests.predictions.conftest import sample
 from tests.real_services import RedisServer
 
@@ -69,12 +70,12 @@ def test_promoting_under_load_fails_no_request(live_server: Any, registry: Any, 
 
 
 def test_a_promotion_reaches_another_process_through_the_redis_generation(
-        private_redis: RedisServer, registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
+        serving_redis: RedisServer, registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
         settings: Any) -> None:
     now = [100.0]
-    monkeypatch.setattr(router, "clock", lambda: now[0])
-    other = router.RoutingTable()  # another web process: it learns of promotions through Redis only
-    selector = router.selector_for(alias="production")
+    monkeypatch.setattr(routing_table, "clock", lambda: now[0])
+    other = routing_table.RoutingTable()  # another web process: it learns of promotions through Redis only
+    selector = selector_for(alias="production")
     assert other.route("mlp", selector).chain[0].name == "original"
 
     registry.promote(registry.copy_variant(mlp, name="graph"))
@@ -83,42 +84,89 @@ def test_a_promotion_reaches_another_process_through_the_redis_generation(
     assert other.route("mlp", selector).chain[0].name == "graph"
 
 
+def _onnx_loads() -> float:
+    return sample("modelhub_runtime_load_seconds_count", {"kind": "onnxruntime"})
+
+
+def test_another_process_loads_the_new_primary_before_it_routes_a_request_to_it(
+        serving_redis: RedisServer, registry: Any, mlp: Any, features: np.ndarray, monkeypatch: pytest.MonkeyPatch,
+        settings: Any) -> None:
+    """E3: a process that learns of a promotion through Redis loads and warms the new primary while it
+    rebuilds the route, so the first request routed there runs on a ready session and pays no load."""
+    now = [100.0]
+    monkeypatch.setattr(routing_table, "clock", lambda: now[0])
+    other = routing_table.RoutingTable()  # another web process sharing Redis
+    selector = selector_for(alias="production")
+    assert other.route("mlp", selector).chain[0].name == "original"
+    graph = registry.copy_variant(mlp, name="graph")
+    registry.promote(graph)
+    runtime.RUNTIMES.clear()  # the other process has loaded nothing of the new primary
+    loads = _onnx_loads()
+
+    now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
+    route = other.route("mlp", selector)
+    assert route.chain[0].name == "graph" and runtime.RUNTIMES.loaded(graph.sha256)
+    assert _onnx_loads() == loads + 1
+    answer = router.run_chain(route, {"features": features[:1]})
+    assert (answer.variant.name, answer.fallback_reason) == ("graph", None)
+    assert answer.outputs["quality"].shape == (1, 1)
+    assert _onnx_loads() == loads + 1  # answered by the session loaded when the route changed
+
+
+def test_while_one_request_warms_the_new_primary_the_others_keep_the_old_route(
+        serving_redis: RedisServer, registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
+        settings: Any) -> None:
+    """E3: during a promotion no request waits for the new primary's load: the route being rebuilt
+    (and its primary warmed) by one request is answered by the old route for the others."""
+    now = [100.0]
+    monkeypatch.setattr(routing_table, "clock", lambda: now[0])
+    other = routing_table.RoutingTable()
+    selector = selector_for(alias="production")
+    assert other.route("mlp", selector).chain[0].name == "original"
+    registry.promote(registry.copy_variant(mlp, name="graph"))
+    now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
+
+    with other._build_lock(("mlp", selector)):  # noqa: SLF001 - held as the request warming the new primary holds it
+        assert other.route("mlp", selector).chain[0].name == "original"
+    assert other.route("mlp", selector).chain[0].name == "graph"
+
+
 def test_a_promotion_reaches_another_process_through_the_database_without_redis(
-        private_redis: RedisServer, registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
+        serving_redis: RedisServer, registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
         settings: Any) -> None:
     now = [100.0]
-    monkeypatch.setattr(router, "clock", lambda: now[0])
-    other = router.RoutingTable()
-    selector = router.selector_for(alias="production")
+    monkeypatch.setattr(routing_table, "clock", lambda: now[0])
+    other = routing_table.RoutingTable()
+    selector = selector_for(alias="production")
     assert other.route("mlp", selector).chain[0].name == "original"
-    private_redis.stop()
+    serving_redis.stop()
 
     registry.promote(registry.copy_variant(mlp, name="graph"))
     now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
     assert other.route("mlp", selector).chain[0].name == "graph"
 
 
-def test_routes_are_shared_through_the_redis_routing_table(private_redis: RedisServer, registry: Any,
+def test_routes_are_shared_through_the_redis_routing_table(serving_redis: RedisServer, registry: Any,
                                                            mlp: Any) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    selector = router.selector_for(alias="production")
-    first = router.RoutingTable().route("mlp", selector)
+    selector = selector_for(alias="production")
+    first = routing_table.RoutingTable().route("mlp", selector)
     with CaptureQueriesContext(connection) as queries:
-        second = router.RoutingTable().route("mlp", selector)  # a fresh process: read from Redis
+        second = routing_table.RoutingTable().route("mlp", selector)  # a fresh process: read from Redis
     assert second == first and len(queries) == 0
 
 
-def test_predictions_are_answered_while_redis_is_down(private_redis: RedisServer, registry: Any, mlp: Any,
+def test_predictions_are_answered_while_redis_is_down(serving_redis: RedisServer, registry: Any, mlp: Any,
                                                        caller: Any, features: np.ndarray) -> None:
-    cache.config_set(model=mlp.model, cache_responses=True, cache_ttl_s=60)
+    services.config_set(model=mlp.model, cache_responses=True, cache_ttl_s=60)
     first = {"inputs": {"features": features[:1]}}
     assert caller.post("mlp", first).json()["cached"] is False
     cache.RESPONSES.clear()  # only Redis has it now
     assert caller.post("mlp", first).json()["cached"] is True
 
-    private_redis.stop()
+    serving_redis.stop()
     unavailable = sum(sample("modelhub_serving_redis_unavailable_total", {"op": op})
                       for op in ("throttle", "response_get", "response_set", "generation"))
     started = time.monotonic()
@@ -132,10 +180,10 @@ def test_predictions_are_answered_while_redis_is_down(private_redis: RedisServer
     assert not cache.available()
 
 
-def test_the_throttle_counts_in_process_while_redis_is_down(private_redis: RedisServer, registry: Any,
+def test_the_throttle_counts_in_process_while_redis_is_down(serving_redis: RedisServer, registry: Any,
                                                             mlp: Any, make_caller: Any,
                                                             features: np.ndarray) -> None:
     caller = make_caller(registry.token("mlp", rate=2))
-    private_redis.stop()
+    serving_redis.stop()
     statuses = [caller.post("mlp", {"inputs": {"features": features[:1]}}).status_code for _ in range(8)]
     assert 200 in statuses and statuses[-1] == 429

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import threading
 from typing import Any
 
@@ -60,20 +62,22 @@ def test_sessions_use_the_configured_threads_and_the_cpu_unless_cuda_is_targeted
 def test_warm_loads_and_runs_a_synthetic_batch(registry: Any, mlp: Any) -> None:
     variant = registry.copy_variant(mlp, name="graph")
     runtime.RUNTIMES.clear()
-    warmed = runtime.warm(variant)
+    warmed = runtime.warm(runtime.VariantSpec.from_variant(variant))
     assert runtime.RUNTIMES.loaded(variant.sha256) and warmed.synthetic_feeds()["features"].shape == (1, 2056)
 
 
-def test_a_variant_that_cannot_load_is_not_promoted(registry: Any, mlp: Any) -> None:
+def test_a_file_onnx_runtime_refuses_is_a_load_error_in_its_words(registry: Any, mlp: Any) -> None:
     from modelhub import artifacts
-    from modelhub.errors import Invalid
-    from modelhub.models import Deployment
 
     variant = registry.copy_variant(mlp, name="graph")
-    artifacts.local_path(variant.storage_key).write_bytes(b"not a model")
-    with pytest.raises(Invalid, match="could not be loaded"):
-        registry.promote(variant)
-    assert Deployment.objects.get(model=mlp.model).variant.name == "original"
+    garbage = b"not a model"
+    artifacts.local_path(variant.storage_key).write_bytes(garbage)
+    sha = hashlib.sha256(garbage).hexdigest()  # recorded as it is now: the hash check passes, ORT refuses
+    spec = dataclasses.replace(runtime.VariantSpec.from_variant(variant), sha256=sha,
+                               files=(("model.onnx", variant.storage_key, sha),))
+    with pytest.raises(runtime.LoadError, match="ONNX Runtime could not load v1/graph") as caught:
+        runtime.warm(spec)
+    assert caught.value.reason == "onnxruntime" and not runtime.RUNTIMES.loaded(sha)
 
 
 def test_the_admin_makes_a_token_and_shows_it_once(mlp: Any, make_user: Any) -> None:

@@ -12,7 +12,7 @@ from django.test import RequestFactory
 
 from predictions.wsgi import ServingApplication
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True)  # the WSGI app closes old connections per request
 
 
 def _call(path: str, body: bytes = b"", method: str = "POST", **headers: str) -> tuple[str, dict[str, str], bytes]:

@@ -36,9 +36,10 @@ from modelhub.models import (
     RegisteredModel,
     Variant,
 )
-from tests.reliability.conftest import register, tiny_onnx_bytes
+from tests import factories
+from tests.onnx_graphs import tiny_onnx_bytes
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 NOT_OBJECT_ROUTES = {"healthz", "readyz", "metrics", "schema"}
 PROC_ROOT = "//proc/self/" + "root/etc/passwd"  # the MLflow bypass, spelt in two parts for path linters
 HOSTILE_NAMES = ["../x", "..\\x", PROC_ROOT, "a#/../../", "file:///etc/passwd", "..", ".",
@@ -78,16 +79,18 @@ def _npz(**arrays: Any) -> io.BytesIO:
 
 
 @pytest.fixture
-def owned(make_user: Any, media_root: Path, memory_broker: None) -> dict[str, Any]:
+def owned(make_user: Any, media_root: Path, memory_broker: None,
+          django_capture_on_commit_callbacks: Any) -> dict[str, Any]:
     """Maria's model m: a READY version with a dataset, a promoted original, and a QUEUED job."""
     owner = make_user("maria", "maintainer", "approver")
-    version = register(owner, tiny_onnx_bytes(), name="m")
+    version = factories.upload(owner, tiny_onnx_bytes(), name="m")
     assert version.status == ModelVersion.Status.READY, version.status_reason
     services.dataset_upload(version=version, purpose="validation", stream=_npz(x=np.ones((4, 4), np.float32)),
                             filename="v.npz", user=owner)
     original = version.variants.get(name=Variant.ORIGINAL)
-    services.deployment_promote(model=version.model, variant=original, by=owner, force=True, reason="first")
-    job = services.optimization_request(version=version, user=owner, plan=[])
+    factories.promote(original, owner, force=True, reason="first")
+    with django_capture_on_commit_callbacks(execute=True):  # sent to the broker nobody reads, as at a commit
+        job = services.optimization_request(version=version, user=owner, plan=[])
     return {"owner": owner, "version": version, "job": job}
 
 
@@ -108,9 +111,7 @@ def _snapshot() -> dict[str, Any]:
 @pytest.fixture
 def intruder(make_user: Any) -> Client:
     """Every role, staff (dashboard), TorchScript trust: everything except being the owner or in the team."""
-    user = make_user("ivan", "viewer", "maintainer", "approver", torchscript=True)
-    user.is_staff = True
-    user.save()
+    user = make_user("ivan", "viewer", "maintainer", "approver", torchscript=True, staff=True)
     client = APIClient()
     client.force_login(user)
     return client
@@ -122,6 +123,7 @@ BODIES: dict[str, Any] = {
 }
 
 
+@pytest.mark.slow
 def test_another_user_gets_404_on_every_route_with_the_owners_ids_and_changes_nothing(
         owned: dict[str, Any], intruder: APIClient) -> None:
     """B2: every method on every detail/list/action route with the owner's name, version, variant and job
@@ -140,12 +142,14 @@ def test_another_user_gets_404_on_every_route_with_the_owners_ids_and_changes_no
     assert _snapshot() == before
 
 
+@pytest.mark.slow
 def test_lists_never_include_the_owners_rows(owned: dict[str, Any], intruder: APIClient) -> None:
     """B2: the model list is filtered per user, not just the detail routes."""
     assert intruder.get("/api/v1/models").json() == []
     assert b"/dashboard/models/m/" not in intruder.get("/dashboard/").content
 
 
+@pytest.mark.slow
 def test_sequential_job_ids_reveal_nothing_existing_or_not(owned: dict[str, Any], intruder: APIClient) -> None:
     """B2: walking job ids gives the same 404 for the owner's job and for ids that do not exist."""
     highest = OptimizationJob.objects.order_by("-pk").first().pk
@@ -173,6 +177,7 @@ def owner_api(owned: dict[str, Any]) -> APIClient:
     return client
 
 
+@pytest.mark.slow
 def test_registering_a_model_ignores_owner_production_and_timestamps(
         owned: dict[str, Any], owner_api: APIClient, make_user: Any) -> None:
     """B3: the owner is the caller; nothing about production can be set by creating a model."""
@@ -185,6 +190,7 @@ def test_registering_a_model_ignores_owner_production_and_timestamps(
     assert not Deployment.objects.filter(model=model).exists()
 
 
+@pytest.mark.slow
 def test_an_upload_ignores_status_sha256_number_format_and_storage_key_from_the_client(
         owned: dict[str, Any], owner_api: APIClient, media_root: Path) -> None:
     """B3: a broken file is refused though the form says READY; a good one gets its real hash and number
@@ -204,6 +210,7 @@ def test_an_upload_ignores_status_sha256_number_format_and_storage_key_from_the_
     assert version.storage_key == f"incoming/{version.sha256}/upload.onnx" and version.created_by == owned["owner"]
 
 
+@pytest.mark.slow
 def test_an_optimize_request_ignores_status_result_attempts_and_ownership_fields(
         owned: dict[str, Any], owner_api: APIClient, make_user: Any) -> None:
     """B3: a job starts QUEUED with no result whatever the body says."""
@@ -217,6 +224,7 @@ def test_an_optimize_request_ignores_status_result_attempts_and_ownership_fields
     assert job.created_by == owned["owner"] and job.pk != 999
 
 
+@pytest.mark.slow
 def test_a_dataset_upload_ignores_counts_and_hashes_from_the_client(owned: dict[str, Any],
                                                                     owner_api: APIClient) -> None:
     """B3: sample count, labels flag and hash come from the file."""
@@ -229,6 +237,7 @@ def test_a_dataset_upload_ignores_counts_and_hashes_from_the_client(owned: dict[
     assert (dataset.sample_count, dataset.has_labels) == (3, False) and dataset.sha256 != "0" * 64
 
 
+@pytest.mark.slow
 def test_a_profile_ignores_its_id_and_timestamps(owned: dict[str, Any], owner_api: APIClient) -> None:
     """B3: profiles take their own fields only."""
     response = owner_api.post("/api/v1/profiles", {"name": "fast", "max_p95_ms": 5, **FORGED}, format="json")
@@ -237,6 +246,7 @@ def test_a_profile_ignores_its_id_and_timestamps(owned: dict[str, Any], owner_ap
     assert profile.pk != 999 and profile.created_at.year > 2000
 
 
+@pytest.mark.slow
 def test_no_route_accepts_a_partial_update_from_the_owner(owned: dict[str, Any], owner_api: APIClient) -> None:
     """B3: PATCH/PUT with production, owner, hash and status fields is 405 (or 403/404) on every route."""
     before = _snapshot()
@@ -249,6 +259,7 @@ def test_no_route_accepts_a_partial_update_from_the_owner(owned: dict[str, Any],
     assert _snapshot() == before
 
 
+@pytest.mark.slow
 def test_promotion_happens_only_through_promote_by_an_approver_and_is_audited(
         owned: dict[str, Any], make_user: Any) -> None:
     """B3: a maintainer who is not an approver cannot promote; an approver's promotion writes an event."""
@@ -302,6 +313,7 @@ def listener() -> Iterator[dict[str, Any]]:
 URL_FIELDS = ("url", "uri", "source", "link", "href", "location", "model_url", "file")
 
 
+@pytest.mark.slow
 def test_no_route_fetches_a_model_or_dataset_from_a_url(
         owned: dict[str, Any], owner_api: APIClient, listener: dict[str, Any]) -> None:
     """B5: the feature is absent: uploads take file bodies only; a URL offered as JSON or as a form field
@@ -349,6 +361,7 @@ def test_no_input_serializer_of_the_api_takes_a_url() -> None:
 VARIANT_ROUTES = [r for r in _object_routes() if "<name:variant>" in r or "<str:variant>" in r]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", VARIANT_ROUTES)
 def test_a_path_like_variant_name_is_refused_by_the_route_itself(
         owned: dict[str, Any], owner_api: APIClient, route: str) -> None:
@@ -365,6 +378,7 @@ def test_a_path_like_variant_name_is_refused_by_the_route_itself(
     assert _snapshot() == before
 
 
+@pytest.mark.slow
 def test_a_path_like_dataset_purpose_is_400(owned: dict[str, Any], owner_api: APIClient) -> None:
     """B6: the purpose is a choice, never a path."""
     for value in HOSTILE_NAMES:
@@ -374,6 +388,7 @@ def test_a_path_like_dataset_purpose_is_400(owned: dict[str, Any], owner_api: AP
     assert Dataset.objects.count() == 1
 
 
+@pytest.mark.slow
 def test_a_path_like_plan_step_model_or_profile_name_is_400(owned: dict[str, Any], owner_api: APIClient) -> None:
     """B6: step names (which name variants), model and profile names go through the same kind of check."""
     for value in HOSTILE_NAMES:
@@ -421,6 +436,7 @@ def _csrf_posts(owned: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
     ]
 
 
+@pytest.mark.slow
 def test_admin_and_session_promote_or_rollback_without_a_csrf_token_is_403(
         owned: dict[str, Any], staff_session: Client) -> None:
     """B7: a cross-site form cannot promote or roll back with the victim's session cookie."""
@@ -434,13 +450,14 @@ def test_admin_and_session_promote_or_rollback_without_a_csrf_token_is_403(
     assert _snapshot() == before
 
 
+@pytest.mark.slow
 def test_the_same_session_post_with_the_csrf_token_gets_through(owned: dict[str, Any], staff_session: Client) -> None:
     """B7 control: the 403 above is the CSRF check, not a permission problem."""
     import onnx
 
     second = onnx.load_from_string(tiny_onnx_bytes())
     second.doc_string = "version 2"
-    register(owned["owner"], second.SerializeToString(), name="m")
+    factories.upload(owned["owner"], second.SerializeToString(), name="m")
     staff_session.get("/admin/modelhub/variant/")
     token = staff_session.cookies["csrftoken"].value
     response = staff_session.post("/api/v1/models/m/promote",

@@ -110,10 +110,10 @@ def _tokens(stack: Any) -> dict[str, str]:
             "from django.contrib.auth.models import User\n"
             "from rest_framework.authtoken.models import Token\n"
             "from modelhub.models import RegisteredModel\n"
-            "from predictions import auth\n"
+            "from predictions import services\n"
             "admin = User.objects.get(username='bench')\n"
             "mlp = list(RegisteredModel.objects.filter(name='mlp'))\n"
-            "out = {name: auth.token_create(name=name, models=mlp, by=admin, rate_limit_per_minute=0)[1]\n"
+            "out = {name: services.token_create(name=name, models=mlp, by=admin, rate_limit_per_minute=0)[1]\n"
             "       for name in ('cold', 'late')}\n"
             "print(json.dumps({**out, 'drf': Token.objects.create(user=admin).key}))\n")
     done = stack.manage_shell(code)

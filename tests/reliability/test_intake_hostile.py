@@ -29,16 +29,24 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from modelhub import services
+from modelhub import jobs
 from modelhub.models import ModelVersion, OptimizationJob, Variant
-from tests.reliability.conftest import register, tiny_onnx_bytes
-from tests.workers.test_formats import WEIGHTS, add_model, externalize, make_zip, one_node_model
-from tests.workers.test_formats_hostile import _patch_declared_size
-from workers.passes import PASS_NAMES, get_pass, isolated, make_config
+from tests import factories
+from tests.onnx_graphs import (
+    WEIGHTS,
+    add_model,
+    externalize,
+    make_zip,
+    one_node_model,
+    patch_declared_size,
+    tiny_onnx_bytes,
+)
+from workers import isolation
+from workers.passes import PASS_NAMES, get_pass, make_config
 from workers.passes.base import PassError
 from workers.samples import SampleModel
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True)  # an upload's answer reports its intake, run at commit
 SECRET = b"RELIABILITY-SECRET-TARGET-7731"
 MODEL = "m"
 
@@ -171,6 +179,7 @@ def _fake_torchscript(tmp_path: Path, data_pkl: bytes) -> bytes:
     }).read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("payload", sorted(PAYLOADS))
 def test_a_torchscript_lookalike_with_a_payload_fails_in_the_intake_child_for_a_trusted_user(
         make_user: Any, media_root: Path, tmp_path: Path, payload: str) -> None:
@@ -242,6 +251,7 @@ def _hostile_torchscript(tmp_path: Path, canary: str, template: str = HOSTILE_TO
     return out
 
 
+@pytest.mark.slow
 def test_the_hostile_torchscript_really_writes_its_file_when_loaded(tmp_path: Path) -> None:
     """A3 control: torch.jit.load of this archive creates the canary, relative to the loader's cwd."""
     archive = _hostile_torchscript(tmp_path, "canary.bin")
@@ -252,6 +262,7 @@ def test_the_hostile_torchscript_really_writes_its_file_when_loaded(tmp_path: Pa
     assert (elsewhere / "canary.bin").exists()
 
 
+@pytest.mark.slow
 def test_a_torchscript_upload_without_the_permission_is_403_and_nothing_is_loaded_or_kept(
         api: APIClient, media_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A3: a non-trusted maintainer gets 403 before anything is stored or loaded."""
@@ -286,6 +297,7 @@ def torch_load_tripwire(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
+@pytest.mark.slow
 def test_a_trusted_torchscript_upload_is_loaded_only_in_the_intake_child_and_its_side_effect_stays_there(
         make_user: Any, media_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         torch_load_tripwire: list[str]) -> None:
@@ -308,6 +320,7 @@ def test_a_trusted_torchscript_upload_is_loaded_only_in_the_intake_child_and_its
     assert not list(tmp_path.rglob("canary.bin"))
 
 
+@pytest.mark.slow
 def test_a_trusted_torchscript_writing_by_absolute_path_when_loaded_is_refused_and_writes_nothing(
         make_user: Any, media_root: Path, tmp_path: Path, torch_load_tripwire: list[str]) -> None:
     """A3: the intake child's file system is read-only outside its scratch directory, so the load-time
@@ -322,6 +335,7 @@ def test_a_trusted_torchscript_writing_by_absolute_path_when_loaded_is_refused_a
     _nothing_kept(media_root)
 
 
+@pytest.mark.slow
 def test_with_the_sandbox_off_the_same_upload_does_write_outside(
         make_user: Any, media_root: Path, tmp_path: Path, settings: Any) -> None:
     """A3 control: MODELHUB_SANDBOX=off keeps only the resource limits, and the write lands."""
@@ -333,6 +347,7 @@ def test_with_the_sandbox_off_the_same_upload_does_write_outside(
     assert canary.exists()
 
 
+@pytest.mark.slow
 def test_the_export_pass_loads_a_hostile_torchscript_only_in_its_sandbox(tmp_path: Path,
                                                                         torch_load_tripwire: list[str]) -> None:
     """A3: run for a job, the export pass loads the archive in the sandboxed child, where the load-time
@@ -344,12 +359,13 @@ def test_the_export_pass_loads_a_hostile_torchscript_only_in_its_sandbox(tmp_pat
     np.savez(data, x=np.ones((8, 4), np.float32))
     config = make_config("export", {}, validation_data=data)
     with pytest.raises(PassError, match="could not be loaded as TorchScript.*Read-only file system"):
-        isolated.run_isolated("export", archive, tmp_path / "out", config, wall_seconds=120)
+        isolation.run_isolated("export", archive, tmp_path / "out", config, wall_seconds=120)
     assert not canary.exists()
     assert list((tmp_path / "out").iterdir()) == []
     assert torch_load_tripwire == []
 
 
+@pytest.mark.slow
 def test_a_job_exporting_a_torchscript_whose_forward_writes_by_absolute_path_writes_nothing(
         make_user: Any, media_root: Path, tmp_path: Path, settings: Any, torch_load_tripwire: list[str]) -> None:
     """A3: the model loads cleanly (so the intake accepts it) but writes a file whenever forward runs; the
@@ -405,11 +421,7 @@ def _symlink_member(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
 
 
 def _zip(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]], *, deflate: bool = False) -> bytes:
-    method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
-    with zipfile.ZipFile(path, "w", method) as archive:
-        for name, data in members:
-            archive.writestr(name, data)
-    return path.read_bytes()
+    return make_zip(path, members, deflate=deflate).read_bytes()
 
 
 def _trillion_elements() -> bytes:
@@ -420,7 +432,7 @@ def _trillion_elements() -> bytes:
 
 def _declared_huge(path: Path) -> bytes:
     _zip(path, [("model.onnx", add_model().SerializeToString()), ("weights.bin", b"x" * 100)])
-    _patch_declared_size(path, "weights.bin", 0xF0000000)
+    patch_declared_size(path, "weights.bin", 0xF0000000)
     return path.read_bytes()
 
 
@@ -461,6 +473,7 @@ ARCHIVES: dict[str, tuple[Callable[[Path, Path], bytes], str]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(ARCHIVES))
 def test_a_hostile_zip_upload_is_refused_leaving_no_file_and_leaking_no_target_bytes(
         api: APIClient, media_root: Path, tmp_path: Path, secret_file: Path, case: str,
@@ -479,6 +492,7 @@ def test_a_hostile_zip_upload_is_refused_leaving_no_file_and_leaking_no_target_b
     assert secret_file.read_bytes() == SECRET * 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("op_type", "domain"), [("PyOp", "com.microsoft"), ("Evil", "evil.domain")])
 def test_a_plain_onnx_with_a_code_running_or_unknown_custom_op_fails_its_version(
         api: APIClient, media_root: Path, op_type: str, domain: str) -> None:
@@ -551,10 +565,11 @@ def test_a_pass_writes_only_under_its_output_directory(
     assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_a_plan_step_named_like_a_path_is_refused(api: APIClient, maintainer: Any, media_root: Path) -> None:
     """A6: step names become variant names and (before) the pass's output directory; one validator refuses
     anything that is not a plain name, so no plan can steer where a pass writes."""
-    register(maintainer, tiny_onnx_bytes(), name=MODEL)
+    factories.upload(maintainer, tiny_onnx_bytes(), name=MODEL)
     for name in ("../../escape", "/tmp/escape", "a/b", "..", "x\\y"):
         plan = [{"name": name, "pass_name": "graph", "options": {}}]
         response = api.post(f"/api/v1/models/{MODEL}/versions/1/optimize", {"plan": plan}, format="json")
@@ -563,18 +578,19 @@ def test_a_plan_step_named_like_a_path_is_refused(api: APIClient, maintainer: An
     assert OptimizationJob.objects.count() == 0
 
 
+@pytest.mark.slow
 def test_a_stored_job_whose_step_name_is_a_path_still_writes_only_in_its_scratch_dir(
         maintainer: Any, media_root: Path, tmp_path: Path) -> None:
     """A6: a job row from before the name check (or written by hand) cannot steer a pass either: each
     step's output directory is chosen by the runner, not by the step's name."""
-    version = register(maintainer, tiny_onnx_bytes(), name=MODEL)
+    version = factories.upload(maintainer, tiny_onnx_bytes(), name=MODEL)
     escape = tmp_path / "escaped"  # the scratch dir is job-<id>-<random> in the work dir under tmp_path
     plan = [{"name": f"../../{escape.name}", "pass_name": "graph", "options": {}, "source": "original"},
             {"name": str(escape / "abs"), "pass_name": "fp16", "options": {}, "source": "original"}]
     job = OptimizationJob.objects.create(version=version, plan=plan, options={"bench": {"time_budget_s": 0.1,
                                                                                          "batch_sizes": [1]}},
                                          created_by=maintainer)
-    services.job_dispatch(job_id=job.pk)
+    jobs.job_dispatch(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == OptimizationJob.Status.SUCCEEDED, job.error
     assert not escape.exists()
@@ -584,6 +600,7 @@ def test_a_stored_job_whose_step_name_is_a_path_still_writes_only_in_its_scratch
 # --- A14: names are the client's, keys are ours ---------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("filename", ["../../app/settings.py", "x.onnx.html", "..\\..\\evil.onnx", "/etc/cron.d/x"])
 def test_a_model_named_like_a_path_or_a_web_page_is_stored_under_a_server_generated_key(
         api: APIClient, media_root: Path, tmp_path: Path, filename: str) -> None:
@@ -603,6 +620,7 @@ def test_html_with_a_png_header_is_refused(api: APIClient, media_root: Path) -> 
     _nothing_kept(media_root)
 
 
+@pytest.mark.slow
 def test_a_bundle_is_downloaded_as_an_attachment_never_rendered_inline(api: APIClient, media_root: Path) -> None:
     """A14: Content-Disposition attachment with a server-made name, nosniff, and no route serves storage."""
     body = _post(api, tiny_onnx_bytes(), "x.onnx.html").json()

@@ -8,6 +8,7 @@ redis-server private to each test, so a test may stop, flush or restart it; work
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,15 +27,15 @@ import pytest
 from django.db import connection, transaction
 from rest_framework.test import APIClient
 
-from modelhub import artifacts, job_runner, services
+from modelhub import artifacts, job_runner, jobs, services
 from modelhub.models import ModelVersion, OptimizationJob, Variant
 from tests import factories
+from tests.onnx_graphs import tiny_onnx_bytes
 from tests.real_services import QUEUES, ROOT, RedisServer, child_pids, running_worker, stop_worker, wait_for
-from tests.reliability.conftest import register, tiny_onnx_bytes
 from workers import formats
 from workers.samples import SampleModel
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True)  # real workers, threads and brokers see commits
 FAST_BENCH = {"time_budget_s": 0.1, "batch_sizes": [1]}
 LONG_PLAN = [  # about ten seconds of passes on quality_mlp: long enough to be interrupted
     {"name": "int8-dynamic", "pass_name": "quantize_dynamic", "options": {}},
@@ -42,6 +44,7 @@ LONG_PLAN = [  # about ten seconds of passes on quality_mlp: long enough to be i
     {"name": "int8-pruned", "pass_name": "quantize_dynamic", "options": {}, "source": "pruned"},
     {"name": "distilled", "pass_name": "distill", "options": {"epochs": 40, "max_time_s": 20.0}},
 ]
+LONG_PLAN_DATA = ("validation", "calibration", "training")  # quality_mlp's files for every step of the long plan
 
 
 class Clock:
@@ -65,14 +68,12 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 @pytest.fixture
-def eager() -> Any:
+def eager() -> Iterator[Any]:
     """Switch this process back to running tasks in-process (after a broker fixture switched it off)."""
-    from modelhub.celery import app
+    from modelhub import queue
 
-    def switch(on: bool = True) -> None:
-        app.conf.task_always_eager = on
-
-    return switch
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(queue.eager())
 
 
 def _status(job_id: int) -> OptimizationJob:
@@ -82,16 +83,6 @@ def _status(job_id: int) -> OptimizationJob:
 def _finished(job_id: int) -> OptimizationJob | None:
     job = _status(job_id)
     return job if job.is_finished else None
-
-
-def _register_quality(user: Any, sample: SampleModel) -> ModelVersion:
-    """quality_mlp with its validation, calibration and training data (the long plan needs all three)."""
-    version = register(user, sample.onnx, name="mlp")
-    for purpose, path in (("validation", sample.validation), ("calibration", sample.calibration),
-                          ("training", sample.calibration)):
-        services.dataset_upload(version=version, purpose=purpose, stream=io.BytesIO(path.read_bytes()),
-                                filename=path.name, user=user)
-    return version
 
 
 def _messages(server: RedisServer, queue: str) -> list[dict[str, Any]]:
@@ -117,45 +108,47 @@ def _variant_files_match(version: ModelVersion) -> None:
 # --- D2 / D3: dead workers and poison jobs --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_running_job_whose_lease_lapsed_is_requeued_by_the_reconciler_and_completes(
         maintainer: Any, data_dir: Path, memory_broker: None, clock: Clock, eager: Any) -> None:
     """D2: a worker took the job and vanished with its message acked (reject_on_worker_lost off, or a
     lost host): once the lease lapses the reconciler puts the job back to QUEUED and it runs to an end."""
-    version = register(maintainer, tiny_onnx_bytes())
+    version = factories.upload(maintainer, tiny_onnx_bytes(), name="m")
     job = services.optimization_request(version=version, user=maintainer, plan=[], bench=FAST_BENCH)
-    assert services.job_claim(job_id=job.pk, worker="gone@host", task_id="t-1") is not None
-    assert services.jobs_reconcile()["recovered"] == 0  # the lease still holds
-    clock.advance(services.LEASE_SECONDS - 5)
-    assert services.jobs_reconcile()["recovered"] == 0 and _status(job.pk).status == "RUNNING"
+    assert jobs.job_claim(job_id=job.pk, worker="gone@host", task_id="t-1") is not None
+    assert jobs.jobs_reconcile()["recovered"] == 0  # the lease still holds
+    clock.advance(jobs.LEASE_SECONDS - 5)
+    assert jobs.jobs_reconcile()["recovered"] == 0 and _status(job.pk).status == "RUNNING"
     clock.advance(10)
-    eager(True)  # the reconciler's re-send now runs the job in this process
-    assert services.jobs_reconcile()["recovered"] == 1
+    eager()  # the reconciler's re-send now runs the job in this process
+    assert jobs.jobs_reconcile()["recovered"] == 1
     job = _status(job.pk)
     assert job.status == "SUCCEEDED", job.error
     assert job.attempts == 2 and job.lease_owner == "" and job.lease_expires_at is None
 
 
+@pytest.mark.slow
 def test_a_job_whose_worker_dies_every_time_ends_failed_after_the_attempt_limit(
         maintainer: Any, data_dir: Path, memory_broker: None, clock: Clock, settings: Any) -> None:
     """D3 (database side): claim, die, lease lapses, reconcile, again; the attempt counter stops the loop
     with FAILED and a reason, and the reconciler never touches the job again."""
     settings.MODELHUB_JOB_MAX_ATTEMPTS = 3
-    version = register(maintainer, tiny_onnx_bytes())
+    version = factories.upload(maintainer, tiny_onnx_bytes(), name="m")
     job = services.optimization_request(version=version, user=maintainer, plan=[], bench=FAST_BENCH)
     claims = 0
     for attempt in range(1, 11):  # capped: the limit is 3
-        claimed = services.job_claim(job_id=job.pk, worker=f"w{attempt}@host", task_id=f"t-{attempt}")
+        claimed = jobs.job_claim(job_id=job.pk, worker=f"w{attempt}@host", task_id=f"t-{attempt}")
         if claimed is None:
             break
         claims += 1
         assert claimed.attempts == attempt
-        clock.advance(services.LEASE_SECONDS + 1)  # killed by the OOM killer: no word, no ack
-        assert services.jobs_reconcile()["recovered"] == 1
+        clock.advance(jobs.LEASE_SECONDS + 1)  # killed by the OOM killer: no word, no ack
+        assert jobs.jobs_reconcile()["recovered"] == 1
     job = _status(job.pk)
     assert claims == 3 and job.status == "FAILED"
     assert "Gave up after 3 attempts" in job.error
     clock.advance(3600)
-    assert services.jobs_reconcile() == {"resent": 0, "recovered": 0, "intake": 0}
+    assert jobs.jobs_reconcile() == {"resent": 0, "recovered": 0, "intake": 0}
     assert _status(job.pk).status == "FAILED"
 
 
@@ -167,7 +160,7 @@ def test_a_poison_job_that_kills_its_worker_child_each_time_ends_failed_and_its_
     """D3 (real worker): the job's child is SIGKILLed (as the OOM killer does) on every attempt; with
     acks_late + reject_on_worker_lost the message comes back each time, the claim counts attempts, and
     at the limit the job is FAILED and the message acknowledged: no endless redelivery."""
-    version = _register_quality(maintainer, quality_mlp)
+    version = factories.version(maintainer, quality_mlp, purposes=LONG_PLAN_DATA)
     log = data_dir / "worker.log"
     with running_worker(broker.url, data_dir, MODELHUB_JOB_MAX_ATTEMPTS="2") as worker:
         job = services.optimization_request(version=version, user=maintainer, plan=LONG_PLAN, bench=FAST_BENCH)
@@ -186,14 +179,15 @@ def test_a_poison_job_that_kills_its_worker_child_each_time_ends_failed_and_its_
 # --- D4: one execution at a time ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_step_outlasting_the_lease_is_never_taken_over_by_a_second_worker(
         maintainer: Any, quality_mlp: SampleModel, data_dir: Path, memory_broker: None,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """D4: one distillation step runs more than twice the job's lease (3 s here, 300 s in production) with
     no step boundary to renew it, while the reconciler and a second delivery of the job keep trying. The
     worker's heartbeat holds the lease: no recovery, no second claim; one attempt, one SUCCEEDED."""
-    monkeypatch.setattr(services, "LEASE_SECONDS", 3)
-    version = _register_quality(maintainer, quality_mlp)
+    monkeypatch.setattr(jobs, "LEASE_SECONDS", 3)
+    version = factories.version(maintainer, quality_mlp, purposes=LONG_PLAN_DATA)
     plan = [{"name": "distilled", "pass_name": "distill",
              "options": {"epochs": 100_000, "patience": 100_000, "max_time_s": 8.0}}]
     job = services.optimization_request(version=version, user=maintainer, plan=plan, bench=FAST_BENCH)
@@ -215,8 +209,8 @@ def test_a_step_outlasting_the_lease_is_never_taken_over_by_a_second_worker(
         for _ in range(200):  # capped at about a minute; the step takes about 8 s
             if not thread.is_alive():
                 break
-            recovered += services.jobs_reconcile()["recovered"]
-            second_claims += services.job_claim(job_id=job.pk, worker="second@host", task_id="t-2") is not None
+            recovered += jobs.jobs_reconcile()["recovered"]
+            second_claims += jobs.job_claim(job_id=job.pk, worker="second@host", task_id="t-2") is not None
             time.sleep(0.3)
     finally:
         thread.join(timeout=180)
@@ -225,7 +219,7 @@ def test_a_step_outlasting_the_lease_is_never_taken_over_by_a_second_worker(
     job = _status(job.pk)
     assert (job.status, job.attempts) == ("SUCCEEDED", 1), job.error
     step = next(e for e in job.events if e["message"].startswith("distilled: ") and "duration_s" in e)
-    assert step["duration_s"] > 2 * services.LEASE_SECONDS  # the case at hand: the step outlived the lease
+    assert step["duration_s"] > 2 * jobs.LEASE_SECONDS  # the case at hand: the step outlived the lease
     distilled = version.variants.get(name="distilled")
     assert distilled.results.filter(job=job).count() == 1
 
@@ -243,9 +237,9 @@ def test_a_job_over_the_soft_time_limit_fails_with_a_clear_reason_and_leaves_no_
 
     Celery 5.7 puts the publisher's limits into each message, so the message carries them here (web and
     worker share MODELHUB_TASK_SOFT_LIMIT_S in a deployment)."""
-    from workers import tasks
+    from modelhub import tasks
 
-    version = _register_quality(maintainer, quality_mlp)
+    version = factories.version(maintainer, quality_mlp, purposes=LONG_PLAN_DATA)
     log = data_dir / "worker.log"
     with running_worker(broker.url, data_dir, MODELHUB_TASK_SOFT_LIMIT_S="2"):
         job = OptimizationJob.objects.create(version=version, plan=LONG_PLAN, options={"bench": FAST_BENCH},
@@ -269,9 +263,9 @@ def test_a_job_killed_at_the_hard_time_limit_is_failed_and_the_next_task_still_r
     """D5 (hard): the child is stuck where no Python runs (SIGSTOP stands in for a hang in native code),
     so the soft limit cannot stop it; at the hard limit the pool kills it, the job is FAILED naming the
     hard limit, a new child starts and the next job succeeds."""
-    from workers import tasks
+    from modelhub import tasks
 
-    version = _register_quality(maintainer, quality_mlp)
+    version = factories.version(maintainer, quality_mlp, purposes=LONG_PLAN_DATA)
     log = data_dir / "worker.log"
     with running_worker(broker.url, data_dir) as worker:
         job = OptimizationJob.objects.create(version=version, plan=LONG_PLAN, options={"bench": FAST_BENCH},
@@ -292,11 +286,12 @@ def test_a_job_killed_at_the_hard_time_limit_is_failed_and_the_next_task_still_r
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 def test_with_redis_down_an_optimize_request_answers_202_at_once_and_is_sent_when_redis_returns(
         maintainer: Any, api: APIClient, data_dir: Path, broker: RedisServer, clock: Clock) -> None:
     """D6: no hung request: 202 within seconds, the job stored QUEUED with dispatched_at empty (the database
     is the outbox); an upload stays PENDING the same way. Once Redis is back the reconciler sends both."""
-    register(maintainer, tiny_onnx_bytes())
+    factories.upload(maintainer, tiny_onnx_bytes(), name="m")
     broker.stop()
     started = time.monotonic()
     response = api.post("/api/v1/models/m/versions/1/optimize", {"plan": []}, format="json")
@@ -311,7 +306,7 @@ def test_with_redis_down_an_optimize_request_answers_202_at_once_and_is_sent_whe
     assert response.status_code == 202 and response.json()["status"] == "PENDING"
     broker.start()
     clock.advance(61)  # versions are re-sent for inspection after a minute
-    assert services.jobs_reconcile() == {"resent": 1, "recovered": 0, "intake": 1}
+    assert jobs.jobs_reconcile() == {"resent": 1, "recovered": 0, "intake": 1}
     assert _status(job.pk).dispatched_at is not None
     assert _messages(broker, "optimize") == [{"task": "workers.tasks.optimize_version_task", "args": [job.pk]}]
     assert _messages(broker, "default") == [{"task": "workers.tasks.intake_version_task",
@@ -325,19 +320,19 @@ def test_after_flushall_the_reconciler_resends_stale_queued_jobs_and_none_is_los
         maintainer: Any, data_dir: Path, broker: RedisServer, clock: Clock) -> None:
     """D7: two jobs sit in Redis; FLUSHALL (or a restart without persistence) loses both messages. The
     reconciler re-sends QUEUED jobs dispatched longer than its staleness ago, and a worker runs both."""
-    version = register(maintainer, tiny_onnx_bytes())
-    jobs = [services.optimization_request(version=version, user=maintainer, plan=[], bench=FAST_BENCH)
+    version = factories.upload(maintainer, tiny_onnx_bytes(), name="m")
+    queued = [services.optimization_request(version=version, user=maintainer, plan=[], bench=FAST_BENCH)
             for _ in range(2)]
     assert broker.queued("optimize") == 2
     broker.client().flushall()
     assert broker.queued() == 0
-    assert services.jobs_reconcile()["resent"] == 0  # not yet stale: the messages may still be on their way
+    assert jobs.jobs_reconcile()["resent"] == 0  # not yet stale: the messages may still be on their way
     clock.advance(601)
-    assert services.jobs_reconcile()["resent"] == 2
-    assert sorted(m["args"][0] for m in _messages(broker, "optimize")) == sorted(j.pk for j in jobs)
+    assert jobs.jobs_reconcile()["resent"] == 2
+    assert sorted(m["args"][0] for m in _messages(broker, "optimize")) == sorted(j.pk for j in queued)
     log = data_dir / "worker.log"
     with running_worker(broker.url, data_dir):
-        for job in jobs:
+        for job in queued:
             finished = wait_for(lambda j=job: _finished(j.pk), 120, f"job {job.pk}", log)
             assert finished.status == "SUCCEEDED" and finished.attempts == 1, finished.error
 
@@ -345,12 +340,13 @@ def test_after_flushall_the_reconciler_resends_stale_queued_jobs_and_none_is_los
 # --- D9: transactions -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 def test_a_job_requested_in_a_rolled_back_transaction_sends_nothing(
         maintainer: Any, data_dir: Path, broker: RedisServer) -> None:
     """D9: the task is sent on commit only: a rollback leaves no row and no message; before the commit
     nothing is in Redis either, after it exactly one message."""
-    version = register(maintainer, tiny_onnx_bytes())
+    version = factories.upload(maintainer, tiny_onnx_bytes(), name="m")
     with pytest.raises(RuntimeError), transaction.atomic():
         services.optimization_request(version=version, user=maintainer, plan=[])
         raise RuntimeError("the request failed after queueing the job")
@@ -363,12 +359,12 @@ def test_a_job_requested_in_a_rolled_back_transaction_sends_nothing(
 
 def test_a_task_for_a_row_that_does_not_exist_returns_quietly(data_dir: Path) -> None:
     """D9: a message that outlived its row (deleted, rolled back elsewhere) does nothing and fails nothing."""
-    from workers import tasks
+    from modelhub import tasks
 
     for task in (tasks.optimize_version_task, tasks.benchmark_job_task, tasks.intake_version_task):
         result = task.apply(args=(987654321,))
         assert result.successful(), (task.name, result.traceback)
-    services.job_fail(job_id=987654321, reason="gone")
+    jobs.job_fail(job_id=987654321, reason="gone")
     assert OptimizationJob.objects.count() == 0
 
 
@@ -392,7 +388,7 @@ def test_a_broker_lost_mid_job_cancels_the_task_and_the_rerun_gives_one_result_p
 
     assert settings.CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS is True
     owner = make_user("mia", "maintainer", "approver")  # auto-promotion acts as the job's creator
-    version = _register_quality(owner, quality_mlp)
+    version = factories.version(owner, quality_mlp, purposes=LONG_PLAN_DATA)
     lenient = factories.profile("lenient", max_size_mb=50.0)  # auto-promotion needs the governing profile's pass
     factories.govern(version, lenient, owner)
     log = data_dir / "worker.log"
@@ -410,8 +406,8 @@ def test_a_broker_lost_mid_job_cancels_the_task_and_the_rerun_gives_one_result_p
                  "the worker to reconnect", log)
         wait_for(lambda: child_pids(worker.pid) and child_pids(worker.pid) != first_child, 60, "a new child", log)
         assert (_status(job.pk).status, _status(job.pk).attempts) == ("RUNNING", 1)  # cancelled, not finished
-        clock.advance(services.LEASE_SECONDS + 1)
-        assert services.jobs_reconcile()["recovered"] == 1
+        clock.advance(jobs.LEASE_SECONDS + 1)
+        assert jobs.jobs_reconcile()["recovered"] == 1
         job = wait_for(lambda: _finished(job.pk), 180, "the second attempt", log)
         assert worker.poll() is None
     assert (job.status, job.attempts) == ("SUCCEEDED", 2), job.error
@@ -428,7 +424,7 @@ def test_a_broker_lost_mid_job_cancels_the_task_and_the_rerun_gives_one_result_p
 def test_long_and_short_work_go_to_separate_queues_taken_one_at_a_time() -> None:
     """D11: optimize, benchmark and everything else (intake, reconcile) have their own queues; a worker
     takes one message at a time and acknowledges it after the work (so a long job holds no short one)."""
-    import workers.tasks  # noqa: F401 - registers the tasks
+    import modelhub.tasks  # noqa: F401 - registers the tasks
     from modelhub.celery import app
 
     def queue(name: str) -> str:
@@ -483,9 +479,9 @@ def test_a_pickle_message_published_straight_to_redis_is_refused_by_the_worker(
     message is gone, and the next JSON task runs."""
     from kombu import Connection, Exchange, Queue
 
-    from workers import tasks
+    from modelhub import tasks
 
-    version = register(maintainer, tiny_onnx_bytes())
+    version = factories.upload(maintainer, tiny_onnx_bytes(), name="m")
     job = OptimizationJob.objects.create(version=version, plan=[], options={"bench": FAST_BENCH},
                                          created_by=maintainer)
     canary = tmp_path / "canary"
@@ -525,7 +521,7 @@ def test_sigterm_during_a_job_lets_it_finish_before_the_worker_exits(
         maintainer: Any, quality_mlp: SampleModel, data_dir: Path, broker: RedisServer) -> None:
     """D13: warm shutdown: the running job ends SUCCEEDED (or goes back to the queue), never half-done,
     and every stored variant file is whole."""
-    version = _register_quality(maintainer, quality_mlp)
+    version = factories.version(maintainer, quality_mlp, purposes=LONG_PLAN_DATA)
     log = data_dir / "worker.log"
     with running_worker(broker.url, data_dir) as worker:
         job = services.optimization_request(version=version, user=maintainer, plan=LONG_PLAN[:4],
@@ -543,11 +539,12 @@ def test_sigterm_during_a_job_lets_it_finish_before_the_worker_exits(
     _variant_files_match(version)
 
 
+@pytest.mark.slow
 def test_a_half_written_artifact_left_by_a_killed_worker_is_replaced_not_reused(
         maintainer: Any, data_dir: Path) -> None:
     """D13: storage keys are content addressed, so a retry finds the key a killed worker was writing; a
     file of the wrong size there is what the kill left, and is replaced instead of being recorded."""
-    version = register(maintainer, tiny_onnx_bytes())
+    version = factories.upload(maintainer, tiny_onnx_bytes(), name="m")
     plan = [{"name": "g", "pass_name": "graph", "options": {}}]
     services.optimization_request(version=version, user=maintainer, plan=plan, bench=FAST_BENCH)
     first = version.variants.get(name="g")

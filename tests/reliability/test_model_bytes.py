@@ -18,11 +18,11 @@ import pytest
 from modelhub import artifacts
 from modelhub.models import ModelVersion, Variant
 from predictions import runtime
-from tests.reliability.conftest import register, tiny_onnx_bytes
-from tests.workers.test_formats import add_model, externalize
+from tests import factories
+from tests.onnx_graphs import add_model, externalize, tiny_onnx_bytes
 from workers import formats
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # every upload waits for its sandboxed intake
 SECRET = b"A5-SECRET-TARGET-BYTES-5150"
 
 # (case, location of W's data given the secret file's path, words of the hub's own refusal)
@@ -58,7 +58,7 @@ def test_an_onnx_uploaded_as_bytes_naming_hostile_external_data_is_refused_by_th
     """A5: the upload stream is checked by the hub's own external-data rules; the reason is the hub's,
     not onnxruntime's (no session was made); nothing is stored and no byte of the target leaks."""
     caplog.set_level(logging.DEBUG)
-    version = register(maintainer, _hostile(location(secret_file)))
+    version = factories.upload(maintainer, _hostile(location(secret_file)), name="m")
     assert version.status == ModelVersion.Status.FAILED
     reason = version.status_reason
     assert says in reason, reason
@@ -73,7 +73,7 @@ def test_serving_refuses_a_single_file_model_naming_external_data_when_it_loads_
         maintainer: Any, media_root: Path, secret_file: Path, location: Any) -> None:
     """A5: a variant row made by hand (no intake) whose one stored file names the secret: serving, which
     loads single files from bytes, refuses it with a LoadError, loads nothing and leaks nothing."""
-    version = register(maintainer, tiny_onnx_bytes())
+    version = factories.upload(maintainer, tiny_onnx_bytes(), name="m")
     path = secret_file.parent.parent / "hostile.onnx"
     path.write_bytes(_hostile(location(secret_file)))
     sha = formats.sha256_file(path)

@@ -146,11 +146,13 @@ def test_sha256_file_streams_in_chunks_and_matches_hashlib(tmp_path: Path) -> No
 # --- the sandboxed child ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_onnx_sample_is_inspected_in_a_child_process(quality_mlp: SampleModel) -> None:
     inspection = formats.inspect_in_subprocess(quality_mlp.onnx, max_bytes=100 * MB)
     assert inspection == formats.inspect_model(quality_mlp.onnx, max_bytes=100 * MB)
 
 
+@pytest.mark.slow
 def test_the_torchscript_sample_gives_the_schema_input_names(digits_cnn: SampleModel, tiny_transformer: SampleModel) -> None:
     digits = formats.inspect_in_subprocess(digits_cnn.torchscript, max_bytes=10 * MB)
     assert digits.format == "torchscript"
@@ -167,6 +169,7 @@ def test_torchscript_is_never_loaded_in_the_calling_process(digits_cnn: SampleMo
         formats.inspect_model(digits_cnn.torchscript, max_bytes=10 * MB)
 
 
+@pytest.mark.slow
 def test_an_archive_inspected_in_the_child_is_kept_in_the_callers_workdir(tmp_path: Path) -> None:
     root = external_model_dir(tmp_path / "src")
     archive = make_zip(tmp_path / "upload.zip", {

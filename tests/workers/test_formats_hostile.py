@@ -89,6 +89,7 @@ def test_a_checkpoint_zip_whose_pickle_writes_a_canary_is_refused(tmp_path: Path
     assert not canary.exists()
 
 
+@pytest.mark.slow
 def test_a_fake_torchscript_archive_with_a_hostile_pickle_fails_in_the_child_only(tmp_path: Path) -> None:
     canary = tmp_path / "canary"
     path = make_zip(tmp_path / "model.pt", {
@@ -328,22 +329,26 @@ def test_archives_need_exactly_one_model_and_few_members(tmp_path: Path) -> None
 # --- A9: the child process -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_loader_crash_is_reported_with_its_signal_and_the_caller_lives_on(digits_cnn: SampleModel) -> None:
     message = refusal(formats.inspect_in_subprocess, digits_cnn.onnx, max_bytes=MB, _test_hook="segfault")
     assert f"signal {int(signal.SIGSEGV)}: SIGSEGV" in message
     assert formats.inspect_in_subprocess(digits_cnn.onnx, max_bytes=MB).format == "onnx"
 
 
+@pytest.mark.slow
 def test_a_loader_that_hangs_is_stopped_by_the_wall_clock(digits_cnn: SampleModel) -> None:
     assert "took longer than 3 s" in refusal(
         formats.inspect_in_subprocess, digits_cnn.onnx, max_bytes=MB, wall_seconds=3, _test_hook="sleep")
 
 
+@pytest.mark.slow
 def test_a_loader_that_spins_is_stopped_by_the_cpu_limit(digits_cnn: SampleModel) -> None:
     message = refusal(formats.inspect_in_subprocess, digits_cnn.onnx, max_bytes=MB, cpu_seconds=2, _test_hook="spin")
     assert "more than 2 s of CPU time" in message and "SIGXCPU" in message
 
 
+@pytest.mark.slow
 def test_a_loader_that_runs_out_of_memory_says_so(digits_cnn: SampleModel) -> None:
     message = refusal(formats.inspect_in_subprocess, digits_cnn.onnx, max_bytes=MB, memory_mb=768, _test_hook="memory")
     assert "more memory than the intake limit of 768 MB" in message

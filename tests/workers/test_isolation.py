@@ -23,6 +23,7 @@ class NeverReturns(torch.nn.Module):
         return x
 
 
+@pytest.mark.slow
 def test_export_in_the_child_gives_the_in_process_result(digits_cnn: SampleModel, tmp_path: Path) -> None:
     config = make_config("export", {"opset": 17}, validation_data=digits_cnn.validation)
     inside = isolation.run_isolated("export", digits_cnn.torchscript, tmp_path / "child", config, wall_seconds=300)
@@ -35,12 +36,14 @@ def test_export_in_the_child_gives_the_in_process_result(digits_cnn: SampleModel
     assert inside.metrics["max_abs_error"] <= 1e-4
 
 
+@pytest.mark.slow
 def test_a_pass_error_in_the_child_comes_back_as_the_same_error(quality_mlp: SampleModel, tmp_path: Path) -> None:
     config = make_config("export", {}, validation_data=quality_mlp.validation)
     with pytest.raises(PassInputError, match="already an ONNX model"):
         isolation.run_isolated("export", quality_mlp.onnx, tmp_path / "out", config, wall_seconds=120)
 
 
+@pytest.mark.slow
 def test_a_model_whose_forward_never_returns_is_stopped_at_the_wall_clock_limit(tmp_path: Path) -> None:
     archive = tmp_path / "loop.pt"
     torch.jit.script(NeverReturns()).save(str(archive))
@@ -52,6 +55,7 @@ def test_a_model_whose_forward_never_returns_is_stopped_at_the_wall_clock_limit(
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_without_the_sandbox_the_child_still_runs_the_pass(digits_cnn: SampleModel, tmp_path: Path) -> None:
     config = make_config("export", {}, validation_data=digits_cnn.validation)
     result = isolation.run_isolated("export", digits_cnn.torchscript, tmp_path / "out", config, wall_seconds=300,

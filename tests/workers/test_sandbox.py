@@ -182,6 +182,7 @@ except sandbox.SandboxError as exc:
     assert "missing does not exist" in _child(code, scratch, enter=False)
 
 
+@pytest.mark.slow
 def test_numpy_torch_and_onnxruntime_work_inside_the_sandbox(scratch: Path) -> None:
     code = """
 import numpy as np
@@ -194,6 +195,7 @@ print(json.dumps({"torch": float(torch.nn.Linear(3, 1)(torch.ones(1, 3)).shape[0
 
 
 
+@pytest.mark.slow
 def test_an_intake_where_the_sandbox_cannot_be_entered_fails_with_the_reason_unless_it_is_off(
         scratch: Path, quality_mlp: SampleModel) -> None:
     """A worker on a host that refuses the sandbox, played by a worker already inside one (whose /proc

@@ -24,7 +24,9 @@ CNN; the 2056-input MLP overfits its 410 training rows within 3 epochs at lr 3e-
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ import numpy as np
 
 from workers import ort
 from workers.passes import _student, _teacher, onnx_chain
+from workers.passes._onnx_util import scratch_dir
 from workers.passes.base import PassInputError, PassResult, UnsupportedModelError, data_field
 from workers.passes.frame import PassRun
 
@@ -93,10 +96,24 @@ def run(src: Path, dst: Path, config: Config) -> PassResult:
 
     threads = torch.get_num_threads()
     try:
-        with PassRun(PASS_NAME, src, dst, config) as job:
+        with PassRun(PASS_NAME, src, dst, config) as job, scratch_dir(dst) as scratch, _torch_cache_in(scratch):
             return _distill(job, config)
     finally:
         torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _torch_cache_in(directory: Path) -> Iterator[None]:
+    """Keep torch's compiler cache inside the pass's own directory: the first optimizer step of a
+    process imports torch._dynamo, which creates its cache directory under the system temp dir."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        yield
+        return
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        del os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
 def _distill(job: PassRun, config: Config) -> PassResult:

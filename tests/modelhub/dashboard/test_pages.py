@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from modelhub import gate, services
+from modelhub import gate
 from modelhub.dashboard import numbers
 from modelhub.models import (
     BenchmarkResult,
@@ -26,24 +25,13 @@ from modelhub.models import (
     ModelVersion,
     OptimizationJob,
     PromotionEvent,
-    ReadinessProfile,
 )
-from tests.modelhub.dashboard.factories import (
-    MODEL,
-    PROFILE,
-    benchmark_job,
-    governed,
-    optimized_version,
-    profile,
-    run_job,
-    staff,
-    team_model,
-    uploaded_version,
-)
+from tests import factories
 from workers.evaluation import stats
 from workers.samples import SampleModel
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
+MODEL = factories.TEAM_MODEL
 
 
 @pytest.fixture(autouse=True)
@@ -57,24 +45,26 @@ def _client(user: Any) -> Client:
     return client
 
 
-def test_an_empty_registry_says_how_to_begin(make_user: Callable[..., Any]) -> None:
-    page = _client(staff(make_user, "maria", "maintainer")).get("/dashboard/").content.decode()
+def test_an_empty_registry_says_how_to_begin() -> None:
+    page = _client(factories.staff_user("maria", "maintainer")).get("/dashboard/").content.decode()
     assert "No models yet." in page and "Register a model" in page
 
 
-def test_a_version_before_optimization_offers_the_optimize_form(make_user: Callable[..., Any],
-                                                                quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = uploaded_version(maintainer, quality_mlp)
+@pytest.mark.slow
+def test_a_version_before_optimization_offers_the_optimize_form(quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.team_version(maintainer, quality_mlp)
     page = _client(maintainer).get(reverse("dashboard:version", args=[MODEL, version.number])).content.decode()
     assert "No measurements yet." in page
     assert 'id="optimize-form"' in page and "512 samples with labels" in page
 
 
-def test_the_admin_upload_form_names_each_refused_file(make_user: Callable[..., Any], quality_mlp: SampleModel,
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # the admin's form shows the intake's outcome: it runs at commit
+def test_the_admin_upload_form_names_each_refused_file(quality_mlp: SampleModel,
                                                        media_root: Path, tmp_path: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    model = team_model(maintainer)
+    maintainer = factories.staff_user("maria", "maintainer")
+    model = factories.team_model(maintainer)
     client = _client(maintainer)
     url = reverse("admin:modelhub_modelversion_add")
     response = client.post(url, {"model": model.pk, "file": io.BytesIO(b"just some text")})
@@ -92,10 +82,11 @@ def test_the_admin_upload_form_names_each_refused_file(make_user: Callable[..., 
     assert ModelVersion.objects.get().status == ModelVersion.Status.READY
 
 
-def test_an_upload_with_its_datasets_leads_to_the_version_page(make_user: Callable[..., Any],
-                                                               quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    model = team_model(maintainer)
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # the admin's form shows the intake's outcome: it runs at commit
+def test_an_upload_with_its_datasets_leads_to_the_version_page(quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    model = factories.team_model(maintainer)
     with quality_mlp.onnx.open("rb") as model_file, quality_mlp.validation.open("rb") as data:
         response = _client(maintainer).post(reverse("admin:modelhub_modelversion_add"),
                                             {"model": model.pk, "file": model_file, "validation_data": data})
@@ -104,10 +95,10 @@ def test_an_upload_with_its_datasets_leads_to_the_version_page(make_user: Callab
     assert ModelVersion.objects.get().dataset("validation").sample_count == 512
 
 
-def test_the_progress_endpoint_reports_a_finished_job(make_user: Callable[..., Any], quality_mlp: SampleModel,
-                                                      media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = optimized_version(maintainer, quality_mlp)
+@pytest.mark.slow
+def test_the_progress_endpoint_reports_a_finished_job(quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     job = version.jobs.get()
     body = _client(maintainer).get(reverse("dashboard:job-progress", args=[job.pk])).json()
     assert body["status"] == OptimizationJob.Status.SUCCEEDED and body["finished"] is True
@@ -123,10 +114,10 @@ def _row(page: str, variant: str) -> str:
     return _table(page).split(f'data-variant="{variant}"')[1].split("</tr>")[0]
 
 
-def test_the_version_page_shows_verdicts_charts_lineage_and_advice(make_user: Callable[..., Any],
-                                                                   quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = optimized_version(maintainer, quality_mlp)
+@pytest.mark.slow
+def test_the_version_page_shows_verdicts_charts_lineage_and_advice(quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     page = _client(maintainer).get(reverse("dashboard:version", args=[MODEL, version.number])).content.decode()
     assert "size 10.5 MB &gt; 5 MB" in page  # the original fails on size, rule by rule
     assert "accuracy drop" in page  # prune-structured fails on accuracy
@@ -136,10 +127,11 @@ def test_the_version_page_shows_verdicts_charts_lineage_and_advice(make_user: Ca
     assert "<script" not in page.split('id="chart-scatter"')[1].split("</svg>")[0]
 
 
+@pytest.mark.slow
 def test_the_variant_table_declares_its_statistic_batch_and_intervals_and_names_its_metric_columns(
-        make_user: Callable[..., Any], quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = optimized_version(maintainer, quality_mlp)
+        quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     job = version.jobs.get()
     response = _client(maintainer).get(reverse("dashboard:version", args=[MODEL, version.number]))
     page = response.content.decode()
@@ -162,12 +154,13 @@ def test_the_variant_table_declares_its_statistic_batch_and_intervals_and_names_
     assert numbers.times(speedup.value) in row and stats.claim(speedup) in row
 
 
+@pytest.mark.slow
 def test_the_variant_table_shows_one_run_and_an_earlier_one_on_request(
-        make_user: Callable[..., Any], quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = optimized_version(maintainer, quality_mlp)
+        quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     first = version.jobs.get()
-    second = benchmark_job(version.variants.get(name="int8-dynamic"), maintainer, profile_to_use=profile())
+    second = factories.team_benchmark(version.variants.get(name="int8-dynamic"), maintainer, factories.team_profile())
     client = _client(maintainer)
     url = reverse("dashboard:version", args=[MODEL, version.number])
 
@@ -193,15 +186,15 @@ def test_the_variant_table_shows_one_run_and_an_earlier_one_on_request(
     assert client.get(url, {"job": "latest"}).status_code == 404
 
 
+@pytest.mark.slow
 def test_the_version_page_states_the_rankings_ties_on_the_rows_and_beside_the_best(
-        make_user: Callable[..., Any], quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = uploaded_version(maintainer, quality_mlp)
-    loose = ReadinessProfile.objects.create(name="loose", max_p95_ms=50.0, accuracy_metric="mae",
-                                            max_accuracy_drop=0.02)
+        quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.team_version(maintainer, quality_mlp)
+    loose = factories.profile("loose", max_p95_ms=50.0, accuracy_metric="mae", max_accuracy_drop=0.02)
     # A graph-optimized MLP runs as fast as the original: their p50 intervals overlap, a tie the
     # ranking breaks by size, accuracy and fewest passes.
-    job = run_job(version, maintainer, profile_to_use=loose,
+    job = factories.team_job(version, maintainer, loose,
                   plan=[{"name": "graph", "pass_name": "graph", "options": {"level": "extended"}}])
     ranking = job.result["ranking"]
     response = _client(maintainer).get(reverse("dashboard:version", args=[MODEL, version.number]))
@@ -219,15 +212,15 @@ def test_the_version_page_states_the_rankings_ties_on_the_rows_and_beside_the_be
         assert "is tied on p50 latency at batch 1" in page.split('id="advice"')[1]
 
 
+@pytest.mark.slow
 def test_the_compare_page_shows_each_versions_chosen_variant_whatever_the_later_jobs_liked(
-        make_user: Callable[..., Any], quality_mlp: SampleModel, media_root: Path) -> None:
+        quality_mlp: SampleModel, media_root: Path) -> None:
     """G2: a version speaks through the variant an approver promoted from it, unchanged by later jobs."""
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    version = optimized_version(maintainer, quality_mlp)
-    services.deployment_promote(model=version.model, variant=version.variants.get(name="int8-dynamic"), by=approver,
-                                reason="fastest passing")
-    later = run_job(version, maintainer, profile_to_use=None)
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
+    factories.promote(version.variants.get(name="int8-dynamic"), approver, reason="fastest passing")
+    later = factories.team_job(version, maintainer, None)
     response = _client(maintainer).get(reverse("dashboard:compare", args=[MODEL]))
     column = response.context["columns"][0]
     assert column["variant"].name == "int8-dynamic" and column["why"] == "promoted by an approver"
@@ -236,13 +229,14 @@ def test_the_compare_page_shows_each_versions_chosen_variant_whatever_the_later_
     assert "promoted by an approver" in page and f"job {later.pk}</a>" in page and "p50 latency by version" in page
 
 
+@pytest.mark.slow
 def test_a_run_without_a_profile_is_shown_grey_not_judged_and_opens_no_gate(
-        make_user: Callable[..., Any], quality_mlp: SampleModel, media_root: Path) -> None:
+        quality_mlp: SampleModel, media_root: Path) -> None:
     """G1: a variant refused under the governing profile stays refused after a run with no profile."""
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    version = optimized_version(maintainer, quality_mlp)
-    job = run_job(version, maintainer, profile_to_use=None)
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
+    job = factories.team_job(version, maintainer, None)
     assert set(BenchmarkResult.objects.filter(job=job).values_list("passed", flat=True)) == {None}
     page = _client(approver).get(reverse("dashboard:version", args=[MODEL, version.number])).content.decode()
     table = _table(page)
@@ -254,25 +248,27 @@ def test_a_run_without_a_profile_is_shown_grey_not_judged_and_opens_no_gate(
     assert "refused" in promote.content.decode() and "accuracy drop" in promote.content.decode()
 
 
-def test_a_bundle_downloads_with_the_session_login(make_user: Callable[..., Any], quality_mlp: SampleModel,
-                                                   media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = optimized_version(maintainer, quality_mlp)
+@pytest.mark.slow
+def test_a_bundle_downloads_with_the_session_login(quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     response = _client(maintainer).get(reverse("dashboard:bundle", args=[MODEL, version.number, "int8-dynamic"]))
     assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     assert {"model.onnx", "config.json", "predict.py", "README.md"} <= set(archive.namelist())
 
 
+@pytest.mark.slow
 def test_the_models_list_and_model_page_show_the_production_variants_own_latest_numbers(
-        make_user: Callable[..., Any], quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    version = optimized_version(maintainer, quality_mlp)
+        quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     first = version.jobs.get()
     int8 = version.variants.get(name="int8-dynamic")
-    services.deployment_promote(model=version.model, variant=int8, by=approver, reason="fastest passing")
-    later = benchmark_job(version.variants.get(name="prune-structured"), maintainer, profile_to_use=profile())
+    factories.promote(int8, approver, reason="fastest passing")
+    later = factories.team_benchmark(version.variants.get(name="prune-structured"), maintainer,
+                                     factories.team_profile())
     newest = BenchmarkResult.objects.order_by("-created_at", "-id").first()
     assert newest.job == later and newest.variant.name == "prune-structured"  # the newest result is not production's
     own = BenchmarkResult.objects.get(job=first, variant=int8)
@@ -289,14 +285,14 @@ def test_the_models_list_and_model_page_show_the_production_variants_own_latest_
     assert f"job {first.pk}</a>" in production and "p50" in production and "v1/int8-dynamic" in production
 
 
+@pytest.mark.slow
 def test_the_promote_page_compares_the_candidate_with_production_with_intervals(
-        make_user: Callable[..., Any], quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    version = optimized_version(maintainer, quality_mlp)
+        quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     job = version.jobs.get()
-    services.deployment_promote(model=version.model, variant=version.variants.get(name="int8-dynamic"), by=approver,
-                                reason="fastest passing")
+    factories.promote(version.variants.get(name="int8-dynamic"), approver, reason="fastest passing")
     client = _client(approver)
     url = reverse("dashboard:promote", args=[MODEL, version.number, "original"])
     response = client.get(url)
@@ -314,19 +310,19 @@ def test_the_promote_page_compares_the_candidate_with_production_with_intervals(
     assert "Refused because it fails production&#x27;s governing profile" in page and "size 10.5 MB" in page
 
     # Measured again on its own, the original no longer shares a run with production: unpaired.
-    again = benchmark_job(version.variants.get(name="original"), maintainer, profile_to_use=profile())
+    again = factories.team_benchmark(version.variants.get(name="original"), maintainer, factories.team_profile())
     response = client.get(url)
     assert response.context["candidate"]["result"].job == again
     assert response.context["speedup"]["paired"] is False
     assert "separate runs" in response.content.decode().split('id="speedup"')[1]
 
 
-def test_a_failing_variant_needs_a_reason_and_the_audit_marks_it_forced(make_user: Callable[..., Any],
-                                                                        quality_mlp: SampleModel,
+@pytest.mark.slow
+def test_a_failing_variant_needs_a_reason_and_the_audit_marks_it_forced(quality_mlp: SampleModel,
                                                                         media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    version = optimized_version(maintainer, quality_mlp)
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     client = _client(approver)
     url = reverse("dashboard:promote", args=[MODEL, version.number, "prune-structured"])
     page = client.get(url).content.decode()
@@ -339,16 +335,13 @@ def test_a_failing_variant_needs_a_reason_and_the_audit_marks_it_forced(make_use
     assert "accuracy drop" in " ".join(event.verdict["failures"])
 
 
-def test_a_rollback_with_a_reason_puts_the_previous_variant_back(make_user: Callable[..., Any],
-                                                                 quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    version = optimized_version(maintainer, quality_mlp)
-    model = version.model
-    services.deployment_promote(model=model, variant=version.variants.get(name="int8-dynamic"), by=approver,
-                                reason="first")
-    services.deployment_promote(model=model, variant=version.variants.get(name="prune-structured"), by=approver,
-                                reason="trial", force=True)
+@pytest.mark.slow
+def test_a_rollback_with_a_reason_puts_the_previous_variant_back(quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
+    factories.promote(version.variants.get(name="int8-dynamic"), approver, reason="first")
+    factories.promote(version.variants.get(name="prune-structured"), approver, reason="trial", force=True)
     client = _client(approver)
     page = client.get(reverse("dashboard:model", args=[MODEL])).content.decode()
     assert "Roll back to v1/int8-dynamic" in page
@@ -359,18 +352,16 @@ def test_a_rollback_with_a_reason_puts_the_previous_variant_back(make_user: Call
     assert not latest.forced and latest.judgment.job == version.jobs.get()
 
 
+@pytest.mark.slow
 def test_a_rollback_with_no_passing_earlier_variant_needs_force_and_a_reason(
-        make_user: Callable[..., Any], quality_mlp: SampleModel, media_root: Path) -> None:
+        quality_mlp: SampleModel, media_root: Path) -> None:
     """G3: the rollback goes only to a variant that passes the governing profile; a failing target
     needs the forced flow, with a reason, and the history says it was forced and under which profile."""
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    version = optimized_version(maintainer, quality_mlp)
-    model = version.model
-    services.deployment_promote(model=model, variant=version.variants.get(name="prune-structured"), by=approver,
-                                reason="edge trial", force=True)
-    services.deployment_promote(model=model, variant=version.variants.get(name="int8-dynamic"), by=approver,
-                                reason="back on track")
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
+    factories.promote(version.variants.get(name="prune-structured"), approver, reason="edge trial", force=True)
+    factories.promote(version.variants.get(name="int8-dynamic"), approver, reason="back on track")
     client = _client(approver)
     page = client.get(reverse("dashboard:model", args=[MODEL])).content.decode()
     forced = page.split('id="forced-rollback"')[1].split("</div>")[0]
@@ -394,12 +385,12 @@ def test_a_rollback_with_no_passing_earlier_variant_needs_force_and_a_reason(
     assert f"gate opened by <a href=\"/dashboard/jobs/{version.jobs.get().pk}/\">" in history
 
 
-def test_the_optimize_forms_default_to_the_models_governing_profile(make_user: Callable[..., Any],
-                                                                   quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = uploaded_version(maintainer, quality_mlp)
-    other = ReadinessProfile.objects.create(name="strict-p95", statistic="p95", max_p95_ms=10.0)
-    governing = governed(version.model, maintainer, by=profile())
+@pytest.mark.slow
+def test_the_optimize_forms_default_to_the_models_governing_profile(quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.team_version(maintainer, quality_mlp)
+    other = factories.profile("strict-p95", statistic="p95", max_p95_ms=10.0)
+    governing = factories.team_governed(version.model, maintainer, by=factories.team_profile())
     client = _client(maintainer)
     optimize = client.get(reverse("dashboard:optimize", args=[MODEL, version.number]))
     assert optimize.context["form"]["profile"].value() == governing.pk and other.pk != governing.pk
@@ -411,12 +402,12 @@ def test_the_optimize_forms_default_to_the_models_governing_profile(make_user: C
     assert chosen.context["form"]["profile"].value() in (None, "")  # "no profile" stays a choice
 
 
-def test_the_admin_sets_a_governing_profile_through_the_audited_service(make_user: Callable[..., Any]) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    viewer = staff(make_user, "vic", "viewer")
-    model = team_model(maintainer)
-    first = profile()
-    strict = ReadinessProfile.objects.create(name="strict-p95", statistic="p95", **{**PROFILE, "max_p95_ms": 10.0})
+def test_the_admin_sets_a_governing_profile_through_the_audited_service() -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    viewer = factories.staff_user("vic", "viewer")
+    model = factories.team_model(maintainer)
+    first = factories.team_profile()
+    strict = factories.profile("strict-p95", statistic="p95", **{**factories.TEAM_LIMITS, "max_p95_ms": 10.0})
     add = reverse("admin:modelhub_governingprofile_add")
     assert _client(viewer).post(add, {"model": model.pk, "alias": "production", "profile": first.pk}).status_code == 403
     client = _client(maintainer)
@@ -442,11 +433,11 @@ def test_the_admin_sets_a_governing_profile_through_the_audited_service(make_use
     assert "column-statistic" in profiles and "quality-mlp@production" in profiles
 
 
-def test_the_admin_promote_action_leads_to_the_confirmation_page(make_user: Callable[..., Any],
-                                                                 quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    original = uploaded_version(maintainer, quality_mlp).variants.get()
+@pytest.mark.slow
+def test_the_admin_promote_action_leads_to_the_confirmation_page(quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    original = factories.team_version(maintainer, quality_mlp).variants.get()
     response = _client(approver).post(reverse("admin:modelhub_variant_changelist"),
                                       {"action": "promote", "_selected_action": [original.pk]})
     assert response.status_code == 302
@@ -454,16 +445,17 @@ def test_the_admin_promote_action_leads_to_the_confirmation_page(make_user: Call
     assert not PromotionEvent.objects.exists()
 
 
+@pytest.mark.slow
 def test_the_version_page_draws_each_nightly_measured_variant_over_the_nights(
-        make_user: Callable[..., Any], quality_mlp: SampleModel, media_root: Path) -> None:
+        quality_mlp: SampleModel, media_root: Path) -> None:
     import datetime
 
     from modelhub import nightly
 
-    maintainer = staff(make_user, "maria", "maintainer", "approver")
-    version = optimized_version(maintainer, quality_mlp)
-    services.deployment_promote(model=version.model, variant=version.variants.get(name="original"), by=maintainer,
-                                force=True, reason="baseline for the nightly chart")
+    maintainer = factories.staff_user("maria", "maintainer", "approver")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
+    factories.promote(version.variants.get(name="original"), maintainer, force=True,
+                      reason="baseline for the nightly chart")
     for day in (1, 2):
         nightly.nightly_run(night=datetime.date(2026, 1, day))
     response = _client(maintainer).get(reverse("dashboard:version", args=[MODEL, version.number]))

@@ -11,10 +11,11 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from modelhub.models import ModelVersion, PromotionEvent
-from tests.modelhub.dashboard.factories import MODEL, optimized_version, staff, team_model, uploaded_version
+from tests import factories
 from workers.samples import SampleModel
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
+MODEL = factories.TEAM_MODEL
 SAMPLE_KWARGS = {"name": MODEL, "number": "1", "variant": "original", "job_id": "1"}
 
 
@@ -52,11 +53,10 @@ def test_users_who_are_not_staff_get_the_login_page(make_user: Callable[..., Any
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
 
 
-def test_a_viewer_cannot_upload_a_version(make_user: Callable[..., Any], quality_mlp: SampleModel,
-                                          media_root: Path) -> None:
-    owner = staff(make_user, "maria", "maintainer")
-    viewer = staff(make_user, "vic", "viewer")
-    model = team_model(owner)
+def test_a_viewer_cannot_upload_a_version(quality_mlp: SampleModel, media_root: Path) -> None:
+    owner = factories.staff_user("maria", "maintainer")
+    viewer = factories.staff_user("vic", "viewer")
+    model = factories.team_model(owner)
     client = _client(viewer)
     assert client.get(reverse("admin:modelhub_modelversion_add")).status_code == 403
     with quality_mlp.onnx.open("rb") as handle:
@@ -67,11 +67,11 @@ def test_a_viewer_cannot_upload_a_version(make_user: Callable[..., Any], quality
     assert "Upload a version" not in page and model.name in page
 
 
-def test_a_viewer_cannot_start_an_optimization(make_user: Callable[..., Any], quality_mlp: SampleModel,
-                                               media_root: Path) -> None:
-    owner = staff(make_user, "maria", "maintainer")
-    viewer = staff(make_user, "vic", "viewer")
-    version = uploaded_version(owner, quality_mlp)
+@pytest.mark.slow
+def test_a_viewer_cannot_start_an_optimization(quality_mlp: SampleModel, media_root: Path) -> None:
+    owner = factories.staff_user("maria", "maintainer")
+    viewer = factories.staff_user("vic", "viewer")
+    version = factories.team_version(owner, quality_mlp)
     client = _client(viewer)
     page = client.get(reverse("dashboard:version", args=[MODEL, version.number])).content.decode()
     assert 'id="optimize-form"' not in page
@@ -80,10 +80,10 @@ def test_a_viewer_cannot_start_an_optimization(make_user: Callable[..., Any], qu
     assert not version.jobs.exists()
 
 
-def test_a_maintainer_cannot_promote_or_roll_back(make_user: Callable[..., Any], quality_mlp: SampleModel,
-                                                  media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = optimized_version(maintainer, quality_mlp)
+@pytest.mark.slow
+def test_a_maintainer_cannot_promote_or_roll_back(quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     client = _client(maintainer)
     page = client.get(reverse("dashboard:version", args=[MODEL, version.number])).content.decode()
     assert "promote…" not in page
@@ -93,11 +93,11 @@ def test_a_maintainer_cannot_promote_or_roll_back(make_user: Callable[..., Any],
     assert not PromotionEvent.objects.exists()
 
 
-def test_promote_and_rollback_refuse_a_post_without_the_csrf_token(make_user: Callable[..., Any],
-                                                                   quality_mlp: SampleModel, media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    approver = staff(make_user, "abe", "approver")
-    version = optimized_version(maintainer, quality_mlp)
+@pytest.mark.slow
+def test_promote_and_rollback_refuse_a_post_without_the_csrf_token(quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    approver = factories.staff_user("abe", "approver")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
     client = _client(approver, csrf=True)
     promote = reverse("dashboard:promote", args=[MODEL, version.number, "int8-dynamic"])
     assert client.post(promote, {"reason": "ship it"}).status_code == 403
@@ -111,13 +111,11 @@ def test_promote_and_rollback_refuse_a_post_without_the_csrf_token(make_user: Ca
     assert PromotionEvent.objects.get().to_variant.name == "int8-dynamic"
 
 
-def test_staff_outside_the_team_find_no_model_and_no_job(make_user: Callable[..., Any], quality_mlp: SampleModel,
-                                                         media_root: Path) -> None:
-    maintainer = staff(make_user, "maria", "maintainer")
-    version = optimized_version(maintainer, quality_mlp)
-    outsider = make_user("otto", "maintainer", "approver")
-    outsider.is_staff = True
-    outsider.save(update_fields=["is_staff"])
+@pytest.mark.slow
+def test_staff_outside_the_team_find_no_model_and_no_job(quality_mlp: SampleModel, media_root: Path) -> None:
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.optimized_team_version(maintainer, quality_mlp)
+    outsider = factories.user("otto", "maintainer", "approver", staff=True)  # staff, not in the team
     client = _client(outsider)
     assert MODEL not in client.get("/dashboard/").content.decode()
     for url in (reverse("dashboard:model", args=[MODEL]), reverse("dashboard:version", args=[MODEL, 1]),

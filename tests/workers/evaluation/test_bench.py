@@ -61,6 +61,7 @@ def _python(code: str) -> list[str]:
 # --- one model --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_it_measures_a_model_sanely(wide) -> None:
     model, validation = wide
     report = benchmark(model, signature_from_onnx(model), QUICK, data=validation)
@@ -87,6 +88,7 @@ def test_it_measures_a_model_sanely(wide) -> None:
     assert BenchReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
 
 
+@pytest.mark.slow
 def test_it_synthesizes_token_ids_when_no_data_is_given(tiny_transformer) -> None:
     config = BenchConfig(batch_sizes=(2,), warmup_min=2, warmup_max=5, iterations=5, rounds=2, time_budget_s=0.1)
     report = benchmark(tiny_transformer.onnx, signature_from_onnx(tiny_transformer.onnx), config)
@@ -136,6 +138,7 @@ def test_a_missing_model_file_is_named(tmp_path, wide) -> None:
 # --- several models in one interleaved run ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_same_model_loaded_twice_is_measured_in_rotated_rounds_of_equal_count(tmp_path) -> None:
     model = linear_onnx(tmp_path / "m.onnx", np.ones((64, 8)))
     run = benchmark_many([_item("a", model), _item("b", model)], TINY)
@@ -149,6 +152,7 @@ def test_the_same_model_loaded_twice_is_measured_in_rotated_rounds_of_equal_coun
     assert all(1 <= len(r) <= 3 for r in a.rounds(1) + b.rounds(1))
 
 
+@pytest.mark.slow
 def test_the_order_of_the_models_rotates_from_round_to_round(tmp_path, monkeypatch) -> None:
     """Drift of a shared machine must hit every model alike: A B C, then B C A, then C A B."""
     model = linear_onnx(tmp_path / "m.onnx", np.ones((16, 4)))
@@ -201,6 +205,7 @@ def test_a_models_processes_take_turns_round_by_round(tmp_path, monkeypatch) -> 
     assert sorted(index for index, op in asked if op == "finish") == [0, 1]
 
 
+@pytest.mark.slow
 def test_one_corrupt_model_among_good_ones_is_left_out_and_the_others_are_measured(tmp_path) -> None:
     """A variant that fails to load costs only itself its measurement."""
     good = linear_onnx(tmp_path / "good.onnx", np.ones((16, 4)))
@@ -265,6 +270,7 @@ def test_a_child_past_its_timeout_is_stopped() -> None:
     assert child.process.returncode is not None  # killed, not left behind
 
 
+@pytest.mark.slow
 def test_the_deadline_is_per_answer_not_per_child_lifetime() -> None:
     """A child of a long run waits through other models' loads and rounds: each answer has its own
     deadline, so three answers of 0.6 s each pass under a 1 s timeout."""

@@ -21,6 +21,7 @@ def _accuracy(path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(ort.session(path).run(None, {"image": images})[0].argmax(1) == labels))
 
 
+@pytest.mark.slow
 def test_a_half_width_cnn_student_keeps_the_teachers_accuracy(digits_cnn: SampleModel, tmp_path: Path) -> None:
     before = sha256_file(digits_cnn.onnx)
     # 20 epochs instead of 60 keep the test short; measured: 0.99 vs the teacher's 0.99 in ~3 s.
@@ -59,6 +60,7 @@ def test_the_student_keeps_names_and_a_dynamic_batch(digits_cnn: SampleModel, tm
         assert session.run(None, {"image": images[:batch]})[0].shape == (batch, 10)
 
 
+@pytest.mark.slow
 def test_a_regression_teacher_without_train_data_learns_from_a_validation_split(quality_mlp: SampleModel,
                                                                                  tmp_path: Path) -> None:
     config = distill.Config(epochs=2, lr=3e-4, validation_data=quality_mlp.validation)

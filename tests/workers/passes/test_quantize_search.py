@@ -66,6 +66,7 @@ def test_min_value_on_labels(digits_cnn: SampleModel, tmp_path: Path) -> None:
     assert result.metrics["value"] >= 0.9
 
 
+@pytest.mark.slow
 def test_impossible_bound_keeps_best_effort(quality_mlp: SampleModel, tmp_path: Path) -> None:
     # INT8 cannot reproduce float outputs exactly: MAE 0 is impossible.
     result = quantize_search.run(quality_mlp.onnx, tmp_path,
