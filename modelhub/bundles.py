@@ -1,17 +1,24 @@
-"""Deployment bundle of a variant: a zip a person can run with only onnxruntime and numpy."""
+"""Deployment bundle of a variant: a zip a person can run with only onnxruntime and numpy.
+
+The zip is assembled on the node that answers the download (config.json carries the variant's
+latest measurements, so there is no stored bundle to hand out by a presigned URL), from the
+node's checked copy of the model, into a temporary file that is streamed back: a large model is
+never held in memory, and the bucket stays private to the servers (a presigned URL would be a
+bearer credential outside the role check, and needs the bucket reachable from the client).
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
-import io
 import json
+import tempfile
 import zipfile
-from typing import Any
+from typing import IO, Any
 
 from django.http import FileResponse
 
 from modelhub import artifacts
-from modelhub.errors import Invalid
+from modelhub.errors import Invalid, Unavailable
 from modelhub.models import Variant
 
 PREDICT_PY = '''"""Minimal loader of this bundle: needs only onnxruntime and numpy.
@@ -70,27 +77,46 @@ def _config(variant: Variant) -> dict[str, Any]:
     }
 
 
-def bundle_bytes(variant: Variant) -> bytes:
-    """The zip archive of a READY ONNX variant: model.onnx, config.json, predict.py, README.md."""
+def bundle_file(variant: Variant) -> IO[bytes]:
+    """The zip archive of a READY ONNX variant (model.onnx, config.json, predict.py, README.md) in a
+    temporary file, rewound; it disappears when closed."""
     if variant.status != Variant.Status.READY or variant.format != "onnx":
         raise Invalid(f"Variant {variant.label} is not a READY ONNX model; only those can be bundled.")
     config = _config(variant)
     readme = (f"# {config['model']} v{config['version']} / {variant.name}\n\n"
               "Run: `pip install onnxruntime numpy && python predict.py inputs.npz`.\n"
               "config.json holds the signature, the measured metrics, the verdict and the lineage.\n")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.write(artifacts.local_path(variant.storage_key), "model.onnx")
-        archive.writestr("config.json", json.dumps(config, indent=2, default=str))
-        archive.writestr("predict.py", PREDICT_PY)
-        archive.writestr("README.md", readme)
-    return buffer.getvalue()
+    model = artifacts.local_path(variant.storage_key, variant.sha256)  # checked: never bundle damaged bytes
+    out = tempfile.TemporaryFile(dir=artifacts.work_dir())
+    try:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.write(model, "model.onnx")
+            archive.writestr("config.json", json.dumps(config, indent=2, default=str))
+            archive.writestr("predict.py", PREDICT_PY)
+            archive.writestr("README.md", readme)
+    except BaseException:
+        out.close()
+        raise
+    out.seek(0)
+    return out
+
+
+def bundle_bytes(variant: Variant) -> bytes:
+    """The bundle's bytes (for callers that want them whole; downloads stream ``bundle_file``)."""
+    with bundle_file(variant) as handle:
+        return handle.read()
 
 
 def bundle_response(variant: Variant) -> FileResponse:
     """The bundle as a download (never rendered inline by a browser)."""
     name = f"{variant.version.model.name}-v{variant.version.number}-{variant.name}.zip"
-    response = FileResponse(io.BytesIO(bundle_bytes(variant)), as_attachment=True, filename=name,
-                            content_type="application/zip")
+    try:
+        handle = bundle_file(variant)
+    except (artifacts.Corrupt, FileNotFoundError):
+        raise Invalid(f"The stored file of variant {variant.label} is missing or does not match its sha256; "
+                      "it cannot be bundled.") from None
+    except artifacts.StorageUnavailable as exc:
+        raise Unavailable(f"{exc} Try the download again shortly.") from None
+    response = FileResponse(handle, as_attachment=True, filename=name, content_type="application/zip")
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -7,6 +7,8 @@ Settings read the environment only through these helpers so that a typo in a dep
 from __future__ import annotations
 
 import os
+import re
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
@@ -84,3 +86,39 @@ def database_from_url(url: str) -> dict[str, object]:
     if parsed.scheme == "sqlite":
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parsed.path) or ":memory:"}
     raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported; use postgres:// or sqlite://.")
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def storage_from_url(url: str, *, endpoint_url: str | None, region: str | None) -> dict[str, Any]:
+    """Django STORAGES entry from ``s3://bucket/prefix``: django-storages' S3 backend (boto3).
+
+    Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile,
+    an instance role); ``endpoint_url`` names an S3-compatible server (MinIO, Ceph, moto).
+    """
+    parsed = urlparse(url)
+    if parsed.scheme != "s3":
+        raise ImproperlyConfigured(f"MODELHUB_STORAGE_URL scheme {parsed.scheme!r} is not supported; use "
+                                   "s3://bucket/prefix (or leave it unset for the local disk).")
+    if not _BUCKET.match(parsed.netloc) or ".." in parsed.netloc:
+        raise ImproperlyConfigured(f"MODELHUB_STORAGE_URL names no valid bucket ({parsed.netloc!r}): "
+                                   "3-63 lower-case letters, digits, dots or hyphens.")
+    prefix = parsed.path.strip("/")
+    if parsed.query or parsed.fragment or any(part in ("", ".", "..") for part in prefix.split("/") if prefix):
+        raise ImproperlyConfigured(f"MODELHUB_STORAGE_URL prefix {parsed.path!r} is not a plain path.")
+    if endpoint_url and not endpoint_url.startswith(("http://", "https://")):
+        raise ImproperlyConfigured("MODELHUB_S3_ENDPOINT_URL must be an http:// or https:// URL.")
+    if bool(os.environ.get("AWS_ACCESS_KEY_ID")) != bool(os.environ.get("AWS_SECRET_ACCESS_KEY")):
+        raise ImproperlyConfigured("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together.")
+    from botocore.config import Config
+
+    # An unreachable bucket must fail a request in seconds (answered 503), not after boto3's
+    # default 60 s connect timeout and retries; S3-compatible servers need path-style addressing.
+    client = Config(connect_timeout=2, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"},
+                    s3={"addressing_style": "path" if endpoint_url else "auto"})
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": parsed.netloc, "location": prefix, "endpoint_url": endpoint_url, "region_name": region,
+        "client_config": client, "file_overwrite": True, "default_acl": None, "querystring_auth": True,
+        # Reads through Storage.open spill to disk above this size instead of growing in memory.
+        "max_memory_size": 8 * 1024 * 1024}}

@@ -7,6 +7,7 @@ class ServiceError(Exception):
     """A refused request; ``status`` is the HTTP status the REST API answers with."""
 
     status = 400
+    retry_after_s: int | None = None  # sent as Retry-After: the request may succeed unchanged later
 
     def __init__(self, message: str, **details: object) -> None:
         super().__init__(message)
@@ -34,6 +35,13 @@ class Conflict(ServiceError):
     """The request clashes with the current state (e.g. a dataset already present)."""
 
     status = 409
+
+
+class Unavailable(ServiceError):
+    """Something the request needs (the artifact storage) cannot be reached now; nothing was changed."""
+
+    status = 503
+    retry_after_s = 5
 
 
 class TooLarge(ServiceError):

@@ -52,7 +52,7 @@ class JobContext:
 
     def data(self, purpose: str) -> Path | None:
         dataset = self.version.dataset(purpose)
-        return artifacts.local_path(dataset.storage_key) if dataset else None
+        return artifacts.local_path(dataset.storage_key, dataset.sha256) if dataset else None
 
     def check_cancel(self) -> None:
         """Stop between steps when a user cancelled, or when the soft time limit has passed: Celery
@@ -170,7 +170,7 @@ def _run_step(context: JobContext, step: planner.PlanStep, source: Variant, dst:
         return existing
     started = time.monotonic()
     try:
-        result = _run_pass(context, step.pass_name, artifacts.local_path(source.storage_key), dst, config)
+        result = _run_pass(context, step.pass_name, artifacts.local_model(source), dst, config)
     except base.PassError as exc:
         context.check_cancel()  # a pass that turned the time limit into its own error is not a failed variant
         jobs.job_event(job=context.job, message=f"{step.name}: failed: {exc}", level="error")

@@ -66,12 +66,12 @@ def evaluation_setup(version: Any, profile: ReadinessProfile | None,
     validation data here, once, and every variant is compared with those outputs.
     ``spec`` stands in for a profile that no longer exists (its limits kept by a baseline)."""
     dataset = version.dataset("validation")
-    validation = artifacts.local_path(dataset.storage_key) if dataset else None
+    validation = artifacts.local_path(dataset.storage_key, dataset.sha256) if dataset else None
     reference = reference_of(version)
     task = version.model.task
     run = ref_accuracy = None
     if reference is not None and validation is not None:
-        run = accuracy.run_reference(artifacts.local_path(reference.storage_key), validation)
+        run = accuracy.run_reference(artifacts.local_model(reference), validation)
         ref_accuracy = run.itself(task=task)
         task = ref_accuracy.task
     spec = profile.to_spec() if profile is not None else spec or readiness.ProfileSpec()
@@ -104,7 +104,7 @@ def _accuracy(setup: EvaluationSetup, variant: Variant) -> Any:
         return None
     if setup.reference is not None and variant.pk == setup.reference.pk:
         return setup.reference_accuracy
-    return setup.reference_run.compare(artifacts.local_path(variant.storage_key), task=setup.task)
+    return setup.reference_run.compare(artifacts.local_model(variant), task=setup.task)
 
 
 def _judge(setup: EvaluationSetup, report: bench.BenchReport, acc: Any, parent: bench.BenchReport | None,
@@ -123,7 +123,7 @@ def measure_variants(variants: list[Variant], setup: EvaluationSetup, config: be
     ``parents``: reports of parents measured elsewhere (for the speed-up rule)."""
     items = []
     for variant in variants:
-        path = artifacts.local_path(variant.storage_key)
+        path = artifacts.local_model(variant)
         items.append(bench.ToMeasure(key=str(variant.pk), model=path, signature=_variant_signature(path, setup.signature)))
     run = bench.benchmark_many(items, config, data=setup.validation)
     reports = {**(parents or {}), **{int(key): report for key, report in run.reports.items()}}

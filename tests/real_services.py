@@ -1,4 +1,4 @@
-"""Real services for tests: a private redis-server, a private PostgreSQL server, loopback ports, the
+"""Real services for tests: a private redis-server, a private PostgreSQL server, a private S3-protocol server (moto), loopback ports, the
 test database as a URL, a switch of this process's Celery broker, and a real `celery worker` process.
 
 Shared by the whole suite (fixtures live in the conftest files); nothing here is a fake.
@@ -172,18 +172,79 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+class S3Server:
+    """moto's standalone S3-protocol server (``python -m moto.server``, an HTTP server speaking the
+    S3 REST protocol, buckets in its memory) of this test only, on a loopback port, with one bucket.
+
+    ``stop`` loses the bucket's objects (moto keeps them in memory): to make the bucket unreachable
+    while keeping its objects, point a process at ``dead_endpoint`` (a loopback port nobody listens on).
+    """
+
+    BUCKET = "modelhub-test"
+    KEY, SECRET, REGION = "test-access-key", "test-secret-key", "us-east-1"
+
+    def __init__(self, workdir: Path) -> None:
+        require(importlib.util.find_spec("moto") is not None, "moto[server] (pip install -r requirements.txt)")
+        self.workdir, self.port = workdir, free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.dead_endpoint = f"http://127.0.0.1:{free_port()}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and create the bucket; return once it answers."""
+        with (self.workdir / "s3.log").open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                            stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, timeout=30)
+        self.client().create_bucket(Bucket=self.BUCKET)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def client(self) -> Any:
+        """A boto3 S3 client of this server, for the test's own reads and damage."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.KEY,
+                            aws_secret_access_key=self.SECRET, region_name=self.REGION)
+
+    def env(self, prefix: str, *, endpoint: str | None = None) -> dict[str, str]:
+        """The environment that points a modelhub process at ``s3://bucket/prefix`` on this server."""
+        return {"MODELHUB_STORAGE_URL": f"s3://{self.BUCKET}/{prefix}", "MODELHUB_S3_ENDPOINT_URL": endpoint or self.endpoint,
+                "AWS_ACCESS_KEY_ID": self.KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET, "AWS_DEFAULT_REGION": self.REGION}
+
+    def storage(self, prefix: str, *, endpoint: str | None = None) -> dict[str, Any]:
+        """The STORAGES["default"] entry of the same (for this process's settings)."""
+        from modelhub.env import storage_from_url
+
+        entry = storage_from_url(f"s3://{self.BUCKET}/{prefix}", endpoint_url=endpoint or self.endpoint,
+                                 region=self.REGION)
+        entry["OPTIONS"].update(access_key=self.KEY, secret_key=self.SECRET)
+        return entry
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every object key in the bucket under ``prefix``."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.BUCKET, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
 @contextmanager
 def celery_broker(url: str) -> Iterator[None]:
     """Send this process's tasks to ``url`` instead of running them eagerly."""
+    from modelhub import queue
     from modelhub.celery import app
 
-    previous = app.conf.broker_url, app.conf.task_always_eager
-    app.conf.broker_url, app.conf.task_always_eager = url, False
+    previous = app.conf.broker_url
+    app.conf.broker_url = url
     _forget_connections(app)
     try:
-        yield
+        with queue.eager(False):
+            yield
     finally:
-        app.conf.broker_url, app.conf.task_always_eager = previous
+        app.conf.broker_url = previous
         _forget_connections(app)
 
 

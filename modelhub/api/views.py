@@ -23,7 +23,8 @@ class ServiceAPIView(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, ServiceError):
-            return Response({"error": exc.message, **exc.details}, status=exc.status)
+            headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+            return Response({"error": exc.message, **exc.details}, status=exc.status, headers=headers)
         return super().handle_exception(exc)
 
     def valid(self, serializer_class: type, request: Request) -> dict[str, Any]:

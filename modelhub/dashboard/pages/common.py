@@ -126,7 +126,7 @@ def variant_signature(variant: Variant) -> formats.Signature:
     """The inputs and outputs of a variant: read from its ONNX file, else the version's."""
     if variant.format == "onnx" and variant.storage_key:
         try:
-            return formats.signature_from_onnx(artifacts.local_path(variant.storage_key))
+            return formats.signature_from_onnx(artifacts.local_model(variant))
         except Exception:  # noqa: BLE001 - an unreadable file shows the upload's signature instead
             pass
     return formats.Signature.from_dict(variant.version.signature)
