@@ -46,10 +46,10 @@ REGISTER = """
 import io, json
 from django.contrib.auth.models import User
 from django.core.management import call_command
-from modelhub import services
-from modelhub import queue
-from predictions import services
-queue.eager().__enter__()  # intake runs here: there is no worker in this benchmark
+from modelhub import queue, services
+from predictions import services as serving
+EAGER = queue.eager()  # intake runs here: there is no worker in this benchmark (held open: a
+EAGER.__enter__()  # context manager collected at once would switch eager mode back off)
 call_command("migrate", verbosity=0)
 admin = User.objects.create_superuser("burst", password=None)
 model = services.model_create(name="heavy", owner=admin)
@@ -59,7 +59,7 @@ with open({path!r}, "rb") as handle:
 version.refresh_from_db()
 services.deployment_promote(model=model, variant=version.variants.get(name="original"), by=admin, force=True,
                             reason="bench/burst.py: no optimization job in this benchmark")
-print(json.dumps({{"token": services.token_create(name="burst", models=[model], by=admin, rate_limit_per_minute=0)[1]}}))
+print(json.dumps({{"token": serving.token_create(name="burst", models=[model], by=admin, rate_limit_per_minute=0)[1]}}))
 """
 
 

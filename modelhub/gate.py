@@ -7,6 +7,7 @@ governing one and whose recorded limits (``profile_spec``) equal the profile's l
 judgment under another profile, under none, or under limits since changed never opens the gate.
 Promotion, rollback, auto-promotion and the promote page all ask ``decide``; only an approver's
 forced promotion with a reason goes past a closed gate, and the audit records that it did.
+``batching_advice`` reads the same evidence for the serving option "server-side batching".
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+
 from modelhub.models import BenchmarkResult, GoverningProfile, OptimizationJob, ReadinessProfile, Variant
+from workers.evaluation import batching
+from workers.evaluation.bench import BenchReport
 
 _RUNS_OF_RECORD = (BenchmarkResult.Kind.JOB, BenchmarkResult.Kind.ON_DEMAND)
 
@@ -98,3 +103,18 @@ def rollback_plan(*, model: Any, alias: str = "production") -> RollbackPlan:
         plan.refused.append((variant, decision.reason))
     plan.forced_target = plan.earlier[0] if plan.earlier else None
     return plan
+
+
+def batching_advice(*, variant: Variant, alias: str = "production") -> batching.BatchingAdvice:
+    """Does server-side batching pay for ``variant``? The engine's rule (``workers.evaluation.batching``)
+    on its judgment under the alias's governing profile, else on its latest job or on-demand run,
+    with the governing profile's p95 limit (else the run's own profile's) and the batching window."""
+    profile = governing_profile(model=variant.version.model, alias=alias)
+    result = judgment(variant=variant, profile=profile) if profile is not None else None
+    result = result or (variant.results.filter(kind__in=_RUNS_OF_RECORD, pending=False).select_related("profile")
+                        .order_by("-created_at", "-id").first())
+    if result is None or not (result.report or {}).get("results"):
+        return batching.BatchingAdvice(False, "never benchmarked: no evidence that batching pays")
+    profile = profile or result.profile
+    return batching.batching_pays(BenchReport.from_dict(result.report), profile.to_spec() if profile else None,
+                                  window_ms=settings.MODELHUB_SERVING_BATCHING_WINDOW_MS)

@@ -221,6 +221,9 @@ class Variant(models.Model):
     metrics = models.JSONField(default=dict, blank=True, help_text="What the pass measured.")
     notes = models.JSONField(default=list, blank=True)
     job = models.ForeignKey("OptimizationJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="variants")
+    serving_batching = models.BooleanField(
+        default=False, help_text="Serve with server-side batching (set by services.variant_batching_set, only "
+                                 "when the variant's benchmark says batching pays).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

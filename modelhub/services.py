@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from modelhub import artifacts, gate, jobs, roles, selectors, signals
-from modelhub.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from modelhub.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge, Unavailable
 from modelhub.models import (
     Dataset,
     Deployment,
@@ -77,7 +77,7 @@ def version_upload(*, model: RegisteredModel, stream: IO[bytes], filename: str, 
         existing = model.versions.exclude(status=ModelVersion.Status.FAILED).filter(sha256=received.sha256).first()
         if existing:
             return existing, False
-        key = artifacts.save_file(received.path, f"incoming/{received.sha256}/upload.{EXTENSIONS[kind]}")
+        key = _store(received.path, f"incoming/{received.sha256}/upload.{EXTENSIONS[kind]}")
     finally:
         received.path.unlink(missing_ok=True)
     fmt = ModelFormat.TORCHSCRIPT if kind == "torchscript" else ModelFormat.ONNX
@@ -87,6 +87,15 @@ def version_upload(*, model: RegisteredModel, stream: IO[bytes], filename: str, 
     except IntegrityError:
         raise Conflict("The same file is being uploaded right now; try again in a moment.") from None
     return version, True
+
+
+def _store(path: Path, key: str) -> str:
+    """Save an upload; an unreachable bucket is answered 503 with nothing recorded (an object is
+    stored whole or not at all, and no row is written before it is)."""
+    try:
+        return artifacts.save_file(path, key)
+    except artifacts.StorageUnavailable as exc:
+        raise Unavailable(f"{exc} Nothing was stored; try the upload again shortly.") from None
 
 
 def _sniff(path: Path, filename: str) -> str:
@@ -130,7 +139,7 @@ def version_intake(*, version_id: int) -> None:
 def _inspect(version: ModelVersion, scratch: Path) -> tuple[Path, Any]:
     """Inspect in a limited child; an archive is also extracted there (into ``scratch``).
     Returns the directory the inspection's file paths are relative to, and the inspection."""
-    source = artifacts.local_path(version.storage_key)
+    source = artifacts.local_path(version.storage_key, version.sha256)
     inspection = formats.inspect_in_subprocess(source, workdir=scratch, max_bytes=settings.MODELHUB_MAX_MODEL_BYTES,
                                                memory_mb=settings.MODELHUB_INTAKE_MEMORY_MB,
                                                sandbox=settings.MODELHUB_SANDBOX != "off")
@@ -194,7 +203,7 @@ def dataset_upload(*, version: ModelVersion, purpose: str, stream: IO[bytes], fi
         signature = formats.Signature.from_dict(version.signature)
         info = formats.check_dataset(received.path, signature, max_bytes=settings.MODELHUB_MAX_DATASET_BYTES,
                                      purpose=purpose)
-        key = artifacts.save_file(received.path, f"datasets/{received.sha256}/data.npz")
+        key = _store(received.path, f"datasets/{received.sha256}/data.npz")
     except formats.FormatError as exc:
         raise Invalid(str(exc)) from None
     finally:
@@ -330,8 +339,9 @@ def _require_intact(variant: Variant) -> None:
     """Refuse a variant whose stored bytes are not the ones measured: a damaged file would otherwise
     reach every serving process (they would refuse it too, by hash, and fall back)."""
     try:
-        intact = formats.sha256_file(artifacts.local_path(variant.storage_key)) == variant.sha256
-    except OSError:
+        artifacts.local_model(variant)  # every file of it, each checked against its sha256
+        intact = bool(variant.sha256)
+    except (OSError, artifacts.Corrupt):
         intact = False
     if not intact:
         raise Invalid(f"The stored file of variant {variant.label} is missing or does not match its sha256; "
@@ -374,6 +384,22 @@ def deployment_rollback(*, model: RegisteredModel, by: Any, alias: str = "produc
                       f"force a rollback to {plan.forced_target.label} with a reason.")
     return deployment_promote(model=model, variant=plan.forced_target, by=by, alias=alias, force=True, reason=reason,
                               kind=PromotionEvent.Kind.ROLLBACK)
+
+
+def variant_batching_set(*, variant: Variant, enabled: bool, by: Any, alias: str = "production") -> Variant:
+    """Turn server-side batching of a variant on (only when ``gate.batching_advice`` says it pays)
+    or off (always allowed, approvers); every serving process picks it up with the routing."""
+    roles.require(by, roles.APPROVER, "change how variants are served")
+    if enabled:
+        advice = gate.batching_advice(variant=variant, alias=alias)
+        if not advice.pays:
+            raise Invalid(f"Batching does not pay for {variant.label}: {advice.reason}.")
+    model_name = variant.version.model.name
+    with transaction.atomic():
+        Variant.objects.filter(pk=variant.pk).update(serving_batching=enabled)
+        transaction.on_commit(lambda: signals.routing_changed.send(sender=Variant, model_name=model_name))
+    variant.serving_batching = enabled
+    return variant
 
 
 def ensure_visible(*, user: Any, model: RegisteredModel) -> None:

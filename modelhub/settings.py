@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from modelhub.env import database_from_url, env_bool, env_choice, env_int, env_list, env_str
+from modelhub.env import database_from_url, env_bool, env_choice, env_int, env_list, env_str, storage_from_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -115,6 +115,18 @@ STORAGES = {
                 "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": "/private-not-served/"}},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# MODELHUB_STORAGE_URL=s3://bucket/prefix keeps every stored byte in an S3-compatible bucket, so
+# serving nodes and workers run on separate machines; the local disk then holds caches only.
+MODELHUB_STORAGE_URL = env_str("MODELHUB_STORAGE_URL")
+if MODELHUB_STORAGE_URL:
+    STORAGES["default"] = storage_from_url(MODELHUB_STORAGE_URL, endpoint_url=env_str("MODELHUB_S3_ENDPOINT_URL"),
+                                           region=env_str("MODELHUB_S3_REGION", env_str("AWS_DEFAULT_REGION")))
+elif env_str("MODELHUB_S3_ENDPOINT_URL"):
+    raise ImproperlyConfigured("MODELHUB_S3_ENDPOINT_URL is set but MODELHUB_STORAGE_URL is not: "
+                               "set MODELHUB_STORAGE_URL=s3://bucket/prefix too.")
+# Each node's cache of stored files it serves or optimizes (used with a bucket), LRU above the cap.
+MODELHUB_CACHE_DIR = DATA_DIR / "cache"
+MODELHUB_CACHE_BYTES = env_int("MODELHUB_CACHE_MB", 4096, minimum=16) * 1024 * 1024
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -192,6 +204,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Probes speak plain HTTP to the process and do not follow an https redirect (README "Serving").
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^v2/health/(live|ready)$"]
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -226,6 +240,12 @@ MODELHUB_SERVING_MAX_ELEMENTS = env_int("MODELHUB_SERVING_MAX_ELEMENTS", 4_000_0
 MODELHUB_SERVING_MAX_ACTIVE = env_int("MODELHUB_SERVING_MAX_ACTIVE", 4, minimum=1)
 MODELHUB_SERVING_MAX_QUEUED = env_int("MODELHUB_SERVING_MAX_QUEUED", 32, minimum=0)
 MODELHUB_SERVING_QUEUE_WAIT_MS = env_int("MODELHUB_SERVING_QUEUE_WAIT_MS", 100, minimum=0)
+# Server-side batching (only for variants that turn it on, see predictions/batching.py): requests
+# of one variant with the same non-batch dims wait up to WINDOW_MS for others, up to MAX_ROWS rows
+# per run; a request gives up (503) after TIMEOUT_MS. Requests meet only within MAX_ACTIVE.
+MODELHUB_SERVING_BATCHING_WINDOW_MS = env_int("MODELHUB_SERVING_BATCHING_WINDOW_MS", 2, minimum=0)
+MODELHUB_SERVING_BATCHING_MAX_ROWS = env_int("MODELHUB_SERVING_BATCHING_MAX_ROWS", 32, minimum=1)
+MODELHUB_SERVING_BATCHING_TIMEOUT_MS = env_int("MODELHUB_SERVING_BATCHING_TIMEOUT_MS", 1000, minimum=1)
 # Routing: each process checks the Redis generation counter at most this often; a route also
 # expires after ROUTE_TTL_S (a new job's "best" variant for ?version=N needs no promotion).
 MODELHUB_SERVING_ROUTING_CHECK_MS = env_int("MODELHUB_SERVING_ROUTING_CHECK_MS", 500, minimum=0)

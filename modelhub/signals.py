@@ -1,7 +1,8 @@
 """Signals the registry sends; other apps listen without the registry importing them.
 
 ``routing_changed`` is sent (after the commit) whenever an alias of a model moves: a promotion
-or a rollback (deployments are read-only in the admin). The serving app connects to it and moves its routing
+or a rollback (deployments are read-only in the admin), or a variant's serving option changes
+(``services.variant_batching_set``). The serving app connects to it and moves its routing
 generation, so every serving process rebuilds its route and warms the new primary itself.
 """
 

@@ -15,8 +15,10 @@ per process than ``MAX_ACTIVE`` (gunicorn ``--threads``, see the README).
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -38,47 +40,84 @@ class Overloaded(ServiceError):
 
 
 class Admission:
-    """Counts the predictions at work and waiting in this process; ``slot`` admits or refuses one."""
+    """Counts the predictions at work and waiting in this process; ``slot`` admits or refuses one.
+
+    Waiters are served first come, first served, and a freed place is handed straight to the
+    longest waiter (it never becomes free for a newcomer to take first): with a plain condition
+    variable a request arriving just then could take the place, the woken waiter would go back
+    to the end of the line, and under a steady closed loop one could lose that race until its
+    wait ran out, a 503 well within capacity. The estimate of how long the queue ahead takes uses
+    the median of the last ``HOLDS`` holds, not a moving average: one slow prediction (a worker's
+    first, which loads the model; a pause of the host) moved the average by a tenth of its length
+    and had a queue that drains in milliseconds refused at once for the next dozens of requests.
+    """
+
+    HOLDS = 64
 
     def __init__(self) -> None:
-        self._ready = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._waiters: deque[threading.Event] = deque()
+        self._holds: deque[float] = deque(maxlen=self.HOLDS)
         self.active = 0
-        self.queued = 0
-        self.hold_s = 0.0  # moving average of how long a prediction holds its place
+
+    @property
+    def queued(self) -> int:
+        """Predictions waiting for a place."""
+        return len(self._waiters)
+
+    @property
+    def hold_s(self) -> float:
+        """The median of how long recent predictions held their place (0 before any)."""
+        return statistics.median(self._holds) if self._holds else 0.0
+
+    @hold_s.setter
+    def hold_s(self, value: float) -> None:
+        self._holds.clear()
+        self._holds.append(value)
 
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Hold one of the active places for the ``with`` block; raise Overloaded when none comes in time."""
-        with self._ready:
-            if self.active >= settings.MODELHUB_SERVING_MAX_ACTIVE:
-                self._wait()
-            self.active += 1
+        self._acquire()
         started = time.perf_counter()
         try:
             yield
         finally:
-            held = time.perf_counter() - started
-            with self._ready:
-                self.active -= 1
-                self.hold_s += (held - self.hold_s) * 0.1
-                if self.queued:
-                    self._ready.notify()  # Condition wakes its waiters first come, first served
+            self._release(time.perf_counter() - started)
 
-    def _wait(self) -> None:
-        """Wait for a free place (the lock is held); refuse when the queue is full or the wait too long."""
+    def _acquire(self) -> None:
         limit = settings.MODELHUB_SERVING_MAX_ACTIVE
+        with self._lock:
+            if self.active < limit and not self._waiters:
+                self.active += 1
+                return
+            granted = self._enqueue(limit)
+        if granted.wait(timeout=settings.MODELHUB_SERVING_QUEUE_WAIT_MS / 1000):
+            return
+        with self._lock:
+            if granted.is_set():
+                return  # handed a place just as the wait ran out
+            self._waiters.remove(granted)
+        raise Overloaded(f"The server is at capacity: no place to work on this prediction within "
+                         f"{settings.MODELHUB_SERVING_QUEUE_WAIT_MS} ms; retry in a second.")
+
+    def _enqueue(self, limit: int) -> threading.Event:
+        """Join the queue (the lock is held); refuse when it is full or would outlast the wait."""
         wait_s = settings.MODELHUB_SERVING_QUEUE_WAIT_MS / 1000
         if self.queued >= settings.MODELHUB_SERVING_MAX_QUEUED or (self.queued + 1) * self.hold_s / limit > wait_s:
             raise Overloaded(f"The server is at capacity ({limit} predictions at work and "
                              f"{self.queued} waiting in this process); retry in a second.")
-        self.queued += 1
-        try:
-            admitted = self._ready.wait_for(lambda: self.active < limit, timeout=wait_s)
-        finally:
-            self.queued -= 1
-        if not admitted:
-            raise Overloaded(f"The server is at capacity: no place to work on this prediction within "
-                             f"{settings.MODELHUB_SERVING_QUEUE_WAIT_MS} ms; retry in a second.")
+        granted = threading.Event()
+        self._waiters.append(granted)
+        return granted
+
+    def _release(self, held: float) -> None:
+        with self._lock:
+            self._holds.append(held)
+            if self._waiters and self.active <= settings.MODELHUB_SERVING_MAX_ACTIVE:
+                self._waiters.popleft().set()  # the place passes to the longest waiter; active stays
+            else:
+                self.active -= 1
 
 
 ADMISSION = Admission()

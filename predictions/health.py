@@ -1,4 +1,12 @@
-"""Health checks (public) and the Prometheus metrics page (staff or the metrics token only)."""
+"""Health checks (public) and the Prometheus metrics page (staff or the metrics token only).
+
+``/healthz`` and ``/readyz`` are this project's; ``/v2/health/live`` and ``/v2/health/ready`` are
+the Open Inference Protocol's, on the same checks. Every answer is JSON with a status code that
+tells the state alone (200 live / ready, 503 not ready), since protocol clients read only the code
+(tritonclient's ``is_server_ready`` is ``status == 200``) and probes too. With ``DEBUG=0`` they
+answer plain HTTP (``SECURE_REDIRECT_EXEMPT``): a load balancer's probe does not follow an https
+redirect.
+"""
 
 from __future__ import annotations
 
@@ -50,16 +58,36 @@ def _runtimes() -> tuple[str, dict[str, str]]:
     return "ok", models
 
 
-@require_GET
-def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready: database and cache answer and every production runtime loads. 503 with the failing
-    parts otherwise; "degraded" (200) while a fallback variant serves for a production model."""
+def _readiness() -> tuple[dict[str, object], bool]:
+    """(body, serving): database and cache answer and every production runtime loads; "degraded"
+    while a fallback variant serves for a production model still serves."""
     checks = {"database": _check(_database), "cache": _check(_cache)}
     checks["runtimes"], models = _runtimes()
     ready = all(value == "ok" for value in checks.values())
     serving = not any(value.startswith("error") for value in checks.values())
     status = "ready" if ready else ("degraded" if serving else "unavailable")
-    return JsonResponse({"status": status, "checks": checks, "models": models}, status=200 if serving else 503)
+    return {"status": status, "checks": checks, "models": models}, serving
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready: database and cache answer and every production runtime loads. 503 with the failing
+    parts otherwise; "degraded" (200) while a fallback variant serves for a production model."""
+    body, serving = _readiness()
+    return JsonResponse(body, status=200 if serving else 503)
+
+
+@require_GET
+def v2_live(request: HttpRequest) -> JsonResponse:
+    """``GET /v2/health/live``: 200 ``{"live": true}`` while the process answers (no database, no Redis)."""
+    return JsonResponse({"live": True})
+
+
+@require_GET
+def v2_ready(request: HttpRequest) -> JsonResponse:
+    """``GET /v2/health/ready``: ``/readyz``'s checks, with ``"ready"`` for protocol clients."""
+    body, serving = _readiness()
+    return JsonResponse({"ready": serving, **body}, status=200 if serving else 503)
 
 
 @require_GET

@@ -66,7 +66,7 @@ def _json(body: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise Invalid(_json_problem(body, exc)) from None
+        raise Invalid(json_problem(body, exc)) from None
     if not isinstance(data, dict) or not isinstance(data.get("inputs"), dict):
         raise Invalid('The body must be a JSON object {"inputs": {"<input name>": [...]}}.')
     extra = sorted(set(data) - {"inputs"})
@@ -75,7 +75,8 @@ def _json(body: bytes) -> dict[str, Any]:
     return data["inputs"]
 
 
-def _json_problem(body: bytes, exc: orjson.JSONDecodeError) -> str:
+def json_problem(body: bytes, exc: orjson.JSONDecodeError) -> str:
+    """Why orjson refused a body, said for the client (shared by the Open Inference Protocol route)."""
     where = f"at character {exc.pos}" if exc.pos is not None else ""
     text = str(exc)
     if "depth" in text or "recursion" in text:
@@ -109,7 +110,7 @@ def _npy(name: str, raw: bytes) -> np.ndarray:
     shape, fortran, dtype = _npy_header(name, stream)
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "fiub":
         raise Invalid(f"Input '{name}': arrays of {dtype} are not accepted; send numeric or bool arrays.")
-    _check_count(name, shape)
+    check_count(name, shape)
     data = memoryview(raw)[stream.tell():]
     if len(data) != math.prod(shape) * dtype.itemsize:
         raise Invalid(f"Input '{name}': the .npy data holds {len(data)} bytes; shape {list(shape)} of {dtype} "
@@ -149,7 +150,7 @@ def _binary(name: str, value: dict[str, Any]) -> np.ndarray:
     if (not isinstance(shape, list) or len(shape) > MAX_RANK
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
         raise Invalid(f"Input '{name}': shape must be a list of at most {MAX_RANK} non-negative integers.")
-    _check_count(name, shape)
+    check_count(name, shape)
     need = math.prod(shape) * dtype.itemsize
     text = value["b64"]
     if not isinstance(text, str) or len(text) > 4 * math.ceil(need / 3) + 4:
@@ -165,7 +166,8 @@ def _binary(name: str, value: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
 
 
-def _check_count(name: str, shape: Any) -> None:
+def check_count(name: str, shape: Any) -> None:
+    """TooLarge (413) when a declared shape holds more elements than the cap, before anything is allocated."""
     count = math.prod(shape)
     if count > settings.MODELHUB_SERVING_MAX_ELEMENTS:
         raise TooLarge(f"Input '{name}' has {count} elements; the limit is {settings.MODELHUB_SERVING_MAX_ELEMENTS}.")
@@ -233,7 +235,7 @@ def _check_shape(name: str, shape: tuple[int, ...], dims: list[Any], symbols: di
             raise Invalid(f"Input '{name}' has {symbol}={size} on axis {axis} but input '{other}' has "
                           f"{symbol}={other_size}; they must match.")
         symbols.setdefault(symbol, (size, name))
-    _check_count(name, shape)
+    check_count(name, shape)
 
 
 def _show(dims: list[Any]) -> str:

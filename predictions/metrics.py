@@ -45,6 +45,12 @@ RUNTIME_LOAD_FAILURES = _metric(Counter, "modelhub_runtime_load_failures", "Runt
 WARM_FAILURES = _metric(Counter, "modelhub_serving_warm_failures",
                         "New primaries that could not be warmed when their route changed (the chain's next link "
                         "answered).", ("model", "reason"))
+BATCH_SIZE = _metric(Histogram, "modelhub_batch_size",
+                     "Requests joined into one session run by the server-side batcher (its count: joined runs).",
+                     ("model",), buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64))
+BATCH_QUEUE = _metric(Histogram, "modelhub_batch_queue_seconds",
+                      "Time a batched request waited for its run to start.", ("model",),
+                      buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0))
 
 _latency_children: dict[tuple[str, str, str], Any] = {}
 

@@ -1,8 +1,14 @@
-"""Readiness of the production routes: can each production model's chain load a variant here?"""
+"""Readiness of the production routes: can each production model's chain load a variant here?
+
+Also the warm-up of a serving process: ``warm_production`` loads and runs each production chain's
+first loadable link when the serving application is made, so that no client's first request
+pays for loading a session. It is bounded in time and never fails the process.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 
 from modelhub.errors import ServiceError
 from modelhub.models import Deployment
@@ -14,20 +20,53 @@ from predictions.routing_table import route
 log = logging.getLogger(__name__)
 
 
+# Warming stops starting new loads after this long: gunicorn kills a worker that has not booted
+# within its timeout (30 s by default), and a slow start must not become a crash loop.
+WARM_BUDGET_S = 10.0
+
+
 def production_status() -> dict[str, str]:
     """Per model with a production alias: "ok", "fallback: ..." or "error: ..." (loads lazily)."""
-    status = {}
-    for name in Deployment.objects.filter(alias="production").values_list("model__name", flat=True):
+    return {name: _production_status(name) for name in _production_models()}
+
+
+def _production_models() -> list[str]:
+    return list(Deployment.objects.filter(alias="production").values_list("model__name", flat=True))
+
+
+def _production_status(name: str) -> str:
+    try:
+        found = route(name, selector_for(alias="production"))
+    except ServiceError as exc:
+        return f"error: {exc.message}"
+    return chain_status(found)
+
+
+def warm_production(budget_s: float = WARM_BUDGET_S) -> dict[str, str]:
+    """Warm the production chains (``production_status``) until ``budget_s`` is spent; never raises.
+
+    A database that cannot be asked, or a model that cannot load, is logged and left for the
+    first request (which falls back or refuses as it would have).
+    """
+    deadline = time.monotonic() + budget_s
+    status: dict[str, str] = {}
+    try:
+        names = _production_models()
+    except Exception as exc:  # noqa: BLE001 - a serving process starts even when nothing can be warmed
+        log.warning("warm-up skipped: %s", exc.__class__.__name__)
+        return status
+    for name in names:
+        if time.monotonic() > deadline:
+            log.warning("warm-up stopped after %.0f s; %s and later models load on first use", budget_s, name)
+            break
         try:
-            found = route(name, selector_for(alias="production"))
-        except ServiceError as exc:
-            status[name] = f"error: {exc.message}"
-            continue
-        status[name] = _chain_status(found)
+            status[name] = _production_status(name)
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others' warm-up
+            status[name] = f"error: {exc.__class__.__name__}"
     return status
 
 
-def _chain_status(found: Route) -> str:
+def chain_status(found: Route) -> str:
     """The first link of the chain that is loaded or loads now, said as "ok" or "fallback: ..."."""
     for index, link in enumerate(found.chain):
         if not BREAKER.allows(link.sha256):

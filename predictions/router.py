@@ -10,13 +10,14 @@ are rendered by ``predictions.outputs``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
-from predictions import cache, inputs, metrics, runtime
+from predictions import batching, cache, inputs, metrics, runtime
 from predictions.breaker import BREAKER
 from predictions.outputs import non_finite, render_outputs
 from predictions.refusals import BadModelInput, NonFiniteOutput, Unavailable
@@ -35,6 +36,7 @@ class Answer:
     cached: bool = False
     fallback_reason: str | None = None
     failures: list[str] = field(default_factory=list)
+    payload: bytes | None = None  # the outputs' JSON bytes when ``outputs`` is their orjson.Fragment
 
 
 def _is_invalid_argument(exc: Exception) -> bool:
@@ -51,7 +53,10 @@ def _run_link(route: Route, link: VariantSpec, feeds: dict[str, np.ndarray]) -> 
         BREAKER.failure(link.sha256, at_once=True)  # a file that does not load will not load next time
         return None, "load_error", exc.reason
     try:
-        outputs = loaded.run(feeds)
+        # With batching on for this variant, the run may be shared with concurrent requests.
+        outputs = batching.run(loaded, feeds) if link.batching else loaded.run(feeds)
+    except batching.BatchTimeout:
+        raise  # too busy right now, not the variant's fault: no fallback, nothing for the breaker
     except Exception as exc:  # noqa: BLE001 - any runtime failure moves on to the next link
         if _is_invalid_argument(exc):
             raise BadModelInput(f"The model refused the input: {str(exc).split(':', 1)[-1].strip()[:300]}") from None
@@ -106,25 +111,36 @@ def answer(route: Route, body: bytes, content_type: str) -> Answer:
     With the cache on, a body seen before on this route (the same bytes and content type, which
     decoded and validated then) goes straight to the cache lookup without being decoded again.
     """
+    seen = cache.body_key(route.chain[0].sha256, content_type, body) if route.cache_ttl_s else None
+    return answer_with(route, lambda: inputs.decode(body, content_type, route.inputs), seen)
+
+
+def answer_with(route: Route, decode: Callable[[], dict[str, np.ndarray]], seen: str | None = None) -> Answer:
+    """Answer the inputs ``decode()`` gives (validated feeds), through the response cache when the
+    model opted in; ``seen`` is a key of the request as received (``cache.body_key``), so that a body
+    that decoded before is not decoded again. A cached or cacheable answer keeps its JSON bytes in
+    ``payload``. The predict route and the Open Inference Protocol route both answer through here.
+    """
     if not route.cache_ttl_s:
-        return run_chain(route, inputs.decode(body, content_type, route.inputs))
+        return run_chain(route, decode())
     primary = route.chain[0]
-    seen = cache.body_key(primary.sha256, content_type, body)
-    digest = cache.BODIES.get(seen)
+    digest = cache.BODIES.get(seen) if seen else None
     feeds = None
     if digest is None:
-        feeds = inputs.decode(body, content_type, route.inputs)
+        feeds = decode()
         digest = cache.input_digest(feeds)
     payload = cache.response_get(route.model, primary.sha256, digest)
     if payload is not None:
-        cache.BODIES.put(seen, digest, route.cache_ttl_s)
-        return Answer(outputs=orjson.Fragment(payload), variant=primary, cached=True)
+        if seen:
+            cache.BODIES.put(seen, digest, route.cache_ttl_s)
+        return Answer(outputs=orjson.Fragment(payload), variant=primary, cached=True, payload=payload)
     if feeds is None:
-        feeds = inputs.decode(body, content_type, route.inputs)
+        feeds = decode()
     result = run_chain(route, feeds)
     if result.fallback_reason is None:
         payload = render_outputs(result.outputs)
         cache.response_set(primary.sha256, digest, payload, route.cache_ttl_s)
-        cache.BODIES.put(seen, digest, route.cache_ttl_s)
-        result.outputs = orjson.Fragment(payload)
+        if seen:
+            cache.BODIES.put(seen, digest, route.cache_ttl_s)
+        result.outputs, result.payload = orjson.Fragment(payload), payload
     return result

@@ -10,7 +10,6 @@ so an eviction or a promotion never pulls a session from under a running request
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import threading
@@ -63,6 +62,7 @@ class VariantSpec:
     target: str
     size_bytes: int
     signature: dict[str, Any]
+    batching: bool = False  # server-side batching on for this variant (``Variant.serving_batching``)
 
     @property
     def label(self) -> str:
@@ -78,7 +78,7 @@ class VariantSpec:
         return cls(id=variant.pk, model=variant.version.model.name, version=variant.version.number,
                    name=variant.name, sha256=variant.sha256, storage_key=variant.storage_key, files=files,
                    runtime=variant.runtime, target=target, size_bytes=variant.size_bytes,
-                   signature=variant.version.signature)
+                   signature=variant.version.signature, batching=variant.serving_batching)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form, for the Redis routing table."""
@@ -94,6 +94,7 @@ class Runtime(ABC):
     """A loaded model: ``run(feeds)`` maps input arrays to named output arrays."""
 
     kind = ""
+    batchable = False  # may one run take several requests' rows (``predictions.batching``)
 
     def __init__(self, spec: VariantSpec, input_types: dict[str, Any], input_shapes: dict[str, list[Any]],
                  output_names: list[str], memory_bytes: int, provider: str) -> None:
@@ -118,6 +119,11 @@ class Runtime(ABC):
                 for name, dtype in self.input_types.items()}
 
 
+def _free_batch_axis(shape: list[Any]) -> bool:
+    """True when a tensor's declared shape starts with a symbolic (or unknown) dimension."""
+    return bool(shape) and not (isinstance(shape[0], int) and shape[0] > 0)
+
+
 class OnnxRuntime(Runtime):
     """An ONNX Runtime session (made by ``workers.ort.session``)."""
 
@@ -129,6 +135,9 @@ class OnnxRuntime(Runtime):
                          {i.name: list(i.shape) for i in inputs}, [o.name for o in session.get_outputs()],
                          memory_bytes, session.get_providers()[0])
         self.session = session
+        # Requests can share a run only when every input and output has a free leading (batch)
+        # dimension: a fixed batch dim or none at all means rows cannot be stacked and split back.
+        self.batchable = all(_free_batch_axis(list(t.shape)) for t in [*inputs, *session.get_outputs()])
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(self.output_names, self._cast(feeds)), strict=True))
@@ -160,15 +169,17 @@ class TorchRuntime(Runtime):
 
 
 def _verified_bytes(key: str, sha256: str, what: str) -> tuple[bytes, Path]:
+    """The file's bytes, hashed once as read (from storage's disk or this node's cache of the bucket)."""
     try:
-        path = artifacts.local_path(key)
-        blob = path.read_bytes()
+        return artifacts.read_verified(key, sha256)
+    except artifacts.Corrupt:
+        raise LoadError(f"{what} does not match its recorded sha256 (changed or corrupted in storage); refusing "
+                        "to load it.", "hash_mismatch") from None
+    except artifacts.StorageUnavailable:
+        raise LoadError(f"{what} is not cached on this node and the artifact storage cannot be reached.",
+                        "storage_unavailable") from None
     except (OSError, ValueError) as exc:
         raise LoadError(f"{what} is missing from storage ({exc.__class__.__name__}).", "missing") from None
-    if hashlib.sha256(blob).hexdigest() != sha256:
-        raise LoadError(f"{what} does not match its recorded sha256 (changed or corrupted on disk); refusing to "
-                        "load it.", "hash_mismatch")
-    return blob, path
 
 
 def _verified_model(spec: VariantSpec) -> tuple[bytes, Path]:

@@ -6,41 +6,24 @@ batch 1, the view alone: 0.45 ms as written against 0.69 ms for the same work in
 DRF's JSONParser / JSONRenderer. Authentication is ``predictions.auth.authenticate`` (predict
 tokens, DRF tokens, sessions with CSRF).
 
-Every refusal is JSON ``{"error": "..."}`` with a 4xx status (503 when no variant can answer or
-the registry is down or the process is at capacity, with Retry-After); an unexpected error is a
-JSON 500 without a stack trace. On the serving plane ``predictions.wsgi`` calls this view
-directly, without Django's handler.
+The steps shared with the Open Inference Protocol's infer view (admission, authentication,
+throttling, routing, the latency metric, refusals) are ``predictions.pipeline``'s. Every refusal
+is JSON ``{"error": "..."}`` with a 4xx status (503 when no variant can answer or the registry is
+down or the process is at capacity, with Retry-After); an unexpected error is a JSON 500 without a
+stack trace. On the serving plane ``predictions.wsgi`` calls this view directly, without Django's
+handler.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-
-import orjson
-from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from modelhub.errors import Invalid, NotFound, ServiceError, TooLarge
-from predictions import admission, auth, metrics, router, routing_table
+from modelhub.errors import Invalid
+from predictions import pipeline, router
 from predictions.outputs import jsonable_outputs
+from predictions.pipeline import Served
 from predictions.routes import selector_for
-
-log = logging.getLogger(__name__)
-
-
-def _json(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    return HttpResponse(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status=status,
-                        content_type="application/json", headers=headers)
-
-
-def _error(exc: ServiceError, reason: str) -> HttpResponse:
-    metrics.count_error(reason)
-    return _json({"error": exc.message}, exc.status, getattr(exc, "headers", None))
-
 
 DEFAULT_SELECTOR = selector_for(alias="production")
 
@@ -60,60 +43,33 @@ def _selector(request: HttpRequest) -> str:
     return selector_for(alias=alias)
 
 
-_REASONS = {400: "bad_input", 401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "too_large",
-            415: "unsupported_media_type", 422: "non_finite_output", 429: "throttled", 503: "unavailable"}
-
-
 @csrf_exempt
 def predict(request: HttpRequest, name: str) -> HttpResponse:
     """``POST /api/v1/models/<name>/predict[?alias=staging | ?version=N]``."""
-    started = time.perf_counter()
     if request.method != "POST":
-        metrics.count_error("method")
-        return _json({"error": "Use POST."}, 405, {"Allow": "POST"})
+        return pipeline.wrong_method("POST")
     try:
-        with admission.ADMISSION.slot():
-            caller = auth.authenticate(request)
-            if not caller.may_predict(name):
-                raise NotFound(f"No model named {name!r}.")
-            auth.throttle(caller)
-            route = routing_table.route(name, _selector(request))
-            answer = router.answer(route, _body(request), request.content_type or "")
-    except ServiceError as exc:
-        return _error(exc, getattr(exc, "reason", None) or _REASONS.get(exc.status, "error"))
-    except DatabaseError as exc:
-        # one line per refused request: during an outage a traceback each time would drown the log
-        log.warning("predict %s: the database is unavailable (%s)", name, type(exc).__name__)
-        metrics.count_error("database")
-        return _json({"error": "The model registry is unavailable; try again shortly."}, 503, {"Retry-After": "5"})
-    except Exception:
-        log.exception("predict %s failed", name)
-        metrics.count_error("internal")
-        return _json({"error": "Internal error while predicting; it has been logged."}, 500)
-    variant = answer.variant
-    elapsed = time.perf_counter() - started
-    metrics.observe_latency(route.model, variant.version, variant.name, elapsed)
+        served = pipeline.serve(request, name, lambda: _selector(request),
+                                lambda route: router.answer(route, pipeline.body(request), request.content_type or ""))
+    except Exception as exc:  # noqa: BLE001 - refusal() logs what it does not expect, with its traceback
+        return pipeline.refusal(exc, name)
+    return _reply(served)
+
+
+def _reply(served: Served) -> HttpResponse:
+    answer, variant = served.answer, served.answer.variant
     reply = {
         "outputs": jsonable_outputs(answer.outputs),
-        "model": route.model,
+        "model": served.route.model,
         "version": variant.version,
         "variant": variant.name,
         "cached": answer.cached,
         "fallback": answer.fallback_reason is not None,
-        "server_ms": round(elapsed * 1000, 3),
+        "server_ms": round(served.elapsed_s * 1000, 3),
     }
     headers = {}
     if answer.fallback_reason is not None:
         reply["fallback_reason"] = answer.fallback_reason
         reply["fallback_from"] = answer.failures
         headers["X-Modelhub-Fallback"] = answer.fallback_reason
-    return _json(reply, 200, headers)
-
-
-def _body(request: HttpRequest) -> bytes:
-    """The raw body; Django refuses one over DATA_UPLOAD_MAX_MEMORY_SIZE before reading it."""
-    try:
-        return request.body
-    except RequestDataTooBig:
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)
-        raise TooLarge(f"The request body is larger than the limit of {limit} MB.") from None
+    return pipeline.json_response(reply, 200, headers)

@@ -16,6 +16,7 @@ urlpatterns = [
     path("models/<slug:name>/versions/<int:number>/", v.version_detail, name="version"),
     path("models/<slug:name>/versions/<int:number>/optimize/", v.optimize, name="optimize"),
     path(f"{VARIANT}/promote/", v.promote, name="promote"),
+    path(f"{VARIANT}/batching/", v.batching, name="batching"),
     path(f"{VARIANT}/bundle/", v.bundle, name="bundle"),
     path("jobs/<int:job_id>/", v.job_detail, name="job"),
     path("jobs/<int:job_id>/progress/", v.job_progress, name="job-progress"),

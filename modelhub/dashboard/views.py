@@ -21,12 +21,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from modelhub import bundles, gate, jobs, selectors, services
 from modelhub.dashboard import forms, pages
-from modelhub.errors import Conflict, Forbidden, Invalid, NotFound
+from modelhub.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from modelhub.models import ModelVersion, OptimizationJob
 
 # A request the services refuse for the state it finds: shown on the page (role and visibility
 # refusals become 403 and 404 pages instead).
-REFUSED = (Invalid, Conflict)
+REFUSED = (Invalid, Conflict, Unavailable)
 
 
 def dashboard_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -201,6 +201,21 @@ def promote(request: HttpRequest, name: str, number: int, variant: str) -> HttpR
     status = 400 if request.method == "POST" else 200
     return _page(request, "promote.html", f"Promote {target.label}", status=status, form=form, failing=failing,
                  **preview)
+
+
+@dashboard_view
+@require_POST
+def batching(request: HttpRequest, name: str, number: int, variant: str) -> HttpResponse:
+    """Turn server-side batching of a variant on (only when its benchmark says it pays) or off."""
+    target = pages.variant_visible(user=request.user, name=name, number=number, variant=variant)
+    enabled = request.POST.get("enabled") == "1"
+    try:
+        services.variant_batching_set(variant=target, enabled=enabled, by=request.user)
+    except REFUSED as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Server-side batching {'on' if enabled else 'off'} for {target.label}.")
+    return redirect("dashboard:promote", name=name, number=number, variant=variant)
 
 
 def _job_id(request: HttpRequest) -> int | None:

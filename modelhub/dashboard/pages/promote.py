@@ -131,4 +131,5 @@ def promotion_preview(*, variant: Variant, alias: str = "production") -> dict[st
         "breaking": readiness.compatibility(signature, serving_signature) if serving_signature else [],
         "candidate_signature": tensor_rows(signature),
         "production_signature": tensor_rows(serving_signature) if serving_signature else [],
+        "batching": gate.batching_advice(variant=variant, alias=alias),
     }
