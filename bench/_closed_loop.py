@@ -10,15 +10,18 @@ first arm (p50 speed-up paired by round; req/s as the median of per-round ratios
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from _server import Client
+from _server import ROOT, Client
 
 
 @dataclass
@@ -32,6 +35,28 @@ class Loop:
     @property
     def rps(self) -> float:
         return sum(self.statuses.values()) / self.seconds if self.seconds else 0.0
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, workers: int, threads: int) -> None:
+    """The options every closed-loop bench takes: samples, server size, rounds and their length."""
+    parser.add_argument("--samples", type=Path, default=ROOT / "var" / "samples")
+    parser.add_argument("--workers", type=int, default=workers)
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds of each closed loop")
+
+
+def prepared(stack: Any, samples: Path) -> tuple[dict[str, Any], list[bytes]]:
+    """Register the sample model on ``stack`` and make one JSON body per validation row."""
+    import numpy as np
+    import orjson
+
+    print("preparing: sample model, INT8 variant, registration ...", file=sys.stderr)
+    info = stack.prepare(samples)
+    with np.load(info["validation"]) as data:
+        rows = data["features"].astype(np.float32)
+    return info, [orjson.dumps({"inputs": {"features": rows[i:i + 1]}}, option=orjson.OPT_SERIALIZE_NUMPY)
+                  for i in range(len(rows))]
 
 
 def closed_loop(port: int, token: str, model: str, bodies: list[bytes], clients: int, seconds: float) -> Loop:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _closed_loop import closed_loop, interleaved, table  # noqa: E402 - bench/ is a folder of scripts
-from _server import ROOT, Client, Stack  # noqa: E402
+from _closed_loop import add_arguments, closed_loop, interleaved, prepared, table  # noqa: E402 - bench/ is a folder of scripts
+from _server import Client, Stack  # noqa: E402
 
 LEVELS = (1, 8, 32)
 
@@ -53,18 +53,12 @@ def _mean_batch(port: int, token: str) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=Path, default=ROOT / "var" / "samples")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=48)
+    add_arguments(parser, workers=1, threads=48)
     parser.add_argument("--max-active", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=2.0, help="seconds of each closed loop")
     parser.add_argument("--window-ms", type=int, default=2)
     parser.add_argument("--max-rows", type=int, default=32)
     args = parser.parse_args()
 
-    import numpy as np
-    import orjson
 
     stack = Stack(prefix="modelhub-bench-batching-")
     try:
@@ -73,12 +67,7 @@ def main() -> int:
         stack.env.update(MODELHUB_METRICS_TOKEN=metrics_token, MODELHUB_SERVING_MAX_ACTIVE=str(args.max_active), MODELHUB_SERVING_MAX_QUEUED="64",
                          MODELHUB_SERVING_BATCHING_WINDOW_MS=str(args.window_ms),
                          MODELHUB_SERVING_BATCHING_MAX_ROWS=str(args.max_rows))
-        print("preparing: sample model, INT8 variant, registration ...", file=sys.stderr)
-        info = stack.prepare(args.samples)
-        with np.load(info["validation"]) as data:
-            rows = data["features"].astype(np.float32)
-        bodies = [orjson.dumps({"inputs": {"features": rows[i:i + 1]}}, option=orjson.OPT_SERIALIZE_NUMPY)
-                  for i in range(len(rows))]
+        info, bodies = prepared(stack, args.samples)
         port = stack.start_gunicorn(workers=args.workers, threads=args.threads)
         for model in ("mlp", "mlp-batched"):
             for _ in range(args.workers * 4):

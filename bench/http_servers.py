@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _closed_loop import Loop, closed_loop, interleaved, table  # noqa: E402 - bench/ is a folder of scripts
-from _server import ROOT, Client, Stack  # noqa: E402
+from _closed_loop import Loop, add_arguments, closed_loop, interleaved, prepared, table  # noqa: E402 - bench/ is a folder of scripts
+from _server import Client, Stack  # noqa: E402
 
 LEVELS = (1, 8, 32)
 
@@ -101,25 +101,14 @@ def robustness(stack: Stack, name: str, start: Callable[[], int], token: str, bo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=Path, default=ROOT / "var" / "samples")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=2.0, help="seconds of each closed loop")
+    add_arguments(parser, workers=2, threads=16)
     args = parser.parse_args()
 
-    import numpy as np
-    import orjson
 
     stack = Stack(prefix="modelhub-bench-http-")
     try:
         stack.start_redis()
-        print("preparing: sample model, INT8 variant, registration ...", file=sys.stderr)
-        info = stack.prepare(args.samples)
-        with np.load(info["validation"]) as data:
-            rows = data["features"].astype(np.float32)
-        bodies = [orjson.dumps({"inputs": {"features": rows[i:i + 1]}}, option=orjson.OPT_SERIALIZE_NUMPY)
-                  for i in range(len(rows))]
+        info, bodies = prepared(stack, args.samples)
         servers = {"gunicorn gthread": lambda: stack.start_gunicorn(workers=args.workers, threads=args.threads),
                    "granian wsgi": lambda: stack.start_granian(workers=args.workers, threads=args.threads)}
         ports = {name: start() for name, start in servers.items()}

@@ -69,7 +69,19 @@ def child_pids(pid: int) -> list[int]:
     return [int(line) for line in out.split()]
 
 
-class RedisServer:
+class ServerProcess:
+    """A server process a test starts and stops (``process`` is None while it is stopped)."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+class RedisServer(ServerProcess):
     """A redis-server of this test only (loopback, no persistence) that the test may stop and restart."""
 
     def __init__(self, workdir: Path) -> None:
@@ -84,12 +96,6 @@ class RedisServer:
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self.process = None
 
     def client(self) -> Any:
         import redis
@@ -172,7 +178,7 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-class S3Server:
+class S3Server(ServerProcess):
     """moto's standalone S3-protocol server (``python -m moto.server``, an HTTP server speaking the
     S3 REST protocol, buckets in its memory) of this test only, on a loopback port, with one bucket.
 
@@ -197,12 +203,6 @@ class S3Server:
                                             stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, timeout=30)
         self.client().create_bucket(Bucket=self.BUCKET)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self.process = None
 
     def client(self) -> Any:
         """A boto3 S3 client of this server, for the test's own reads and damage."""

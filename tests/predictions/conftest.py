@@ -175,3 +175,34 @@ def serving_redis(private_redis: RedisServer, settings: Any) -> RedisServer:
         "OPTIONS": {"socket_connect_timeout": 0.1, "socket_timeout": 0.1}}}
     settings.MODELHUB_SERVING_CACHE = "serving"
     return private_redis
+
+
+@dataclass
+class OtherProcess:
+    """The routing table of a second serving process sharing Redis, on a clock the test moves."""
+
+    table: Any
+    now: list[float]
+    check_s: float
+
+    def route(self, model: str = "mlp", alias: str = "production") -> Any:
+        from predictions.routes import selector_for
+
+        return self.table.route(model, selector_for(alias=alias))
+
+    def next_check(self) -> None:
+        """Move the clock past the routing check interval: the next route() reads the generation."""
+        self.now[0] += self.check_s + 0.01
+
+
+@pytest.fixture
+def other_process(serving_redis: RedisServer, mlp: Any, monkeypatch: pytest.MonkeyPatch,
+                  settings: Any) -> OtherProcess:
+    """Another web process, sharing the test's Redis, that already routes mlp's production to its original."""
+    from predictions import routing_table
+
+    now = [100.0]
+    monkeypatch.setattr(routing_table, "clock", lambda: now[0])
+    other = OtherProcess(routing_table.RoutingTable(), now, settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000)
+    assert other.route().chain[0].name == "original"
+    return other

@@ -12,9 +12,8 @@ from django.test import Client
 
 from modelhub import artifacts
 from predictions import breaker, router, routing_table, runtime
-from predictions.routes import selector_for
 from tests.onnx_graphs import onnx_copy, sqrt_onnx
-from tests.predictions.conftest import sample
+from tests.predictions.conftest import OtherProcess, sample
 from tests.real_services import RedisServer
 
 pytestmark = pytest.mark.django_db
@@ -104,18 +103,14 @@ def test_the_previous_production_variant_answers_when_the_new_one_cannot(
 
 
 def test_a_promoted_variant_that_cannot_load_never_answers_and_its_chain_does(
-        serving_redis: RedisServer, registry: Any, mlp: Any, features: np.ndarray, monkeypatch: pytest.MonkeyPatch,
-        settings: Any, caplog: pytest.LogCaptureFixture) -> None:
+        serving_redis: RedisServer, registry: Any, mlp: Any, features: np.ndarray, other_process: OtherProcess,
+        caplog: pytest.LogCaptureFixture) -> None:
     """E1: a variant whose file is damaged after its promotion: each serving process finds out when it
     warms the new primary: the failure is counted and logged, the route still moves, and the original
     answers (flagged) instead of the variant that cannot load."""
     from modelhub.models import Deployment
 
-    now = [100.0]
-    monkeypatch.setattr(routing_table, "clock", lambda: now[0])
-    other = routing_table.RoutingTable()  # another web process sharing Redis
-    selector = selector_for(alias="production")
-    assert other.route("mlp", selector).chain[0].name == "original"
+    other = other_process
     graph = registry.copy_variant(mlp, name="graph")
     registry.promote(graph)
     _corrupt(graph)
@@ -124,9 +119,9 @@ def test_a_promoted_variant_that_cannot_load_never_answers_and_its_chain_does(
     labels = {"model": "mlp", "reason": "hash_mismatch"}
     failures = sample("modelhub_serving_warm_failures_total", labels)
 
-    now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
+    other.next_check()
     with caplog.at_level(logging.WARNING, logger="predictions.routing_table"):
-        route = other.route("mlp", selector)
+        route = other.route()
     assert route.chain[0].name == "graph" and not runtime.RUNTIMES.loaded(graph.sha256)
     assert sample("modelhub_serving_warm_failures_total", labels) == failures + 1
     assert "the new primary v1/graph cannot serve" in caplog.text

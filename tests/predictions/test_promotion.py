@@ -14,7 +14,7 @@ import pytest
 
 from predictions import cache, router, routing_table, runtime, services
 from predictions.routes import selector_for
-from tests.predictions.conftest import sample
+from tests.predictions.conftest import OtherProcess, sample
 from tests.real_services import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,18 +70,13 @@ def test_promoting_under_load_fails_no_request(live_server: Any, registry: Any, 
 
 
 def test_a_promotion_reaches_another_process_through_the_redis_generation(
-        serving_redis: RedisServer, registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
-        settings: Any) -> None:
-    now = [100.0]
-    monkeypatch.setattr(routing_table, "clock", lambda: now[0])
-    other = routing_table.RoutingTable()  # another web process: it learns of promotions through Redis only
-    selector = selector_for(alias="production")
-    assert other.route("mlp", selector).chain[0].name == "original"
-
+        serving_redis: RedisServer, registry: Any, mlp: Any, other_process: OtherProcess) -> None:
+    """E3: the other process learns of promotions through Redis only, at its next check."""
+    other = other_process
     registry.promote(registry.copy_variant(mlp, name="graph"))
-    assert other.route("mlp", selector).chain[0].name == "original"  # until its next check
-    now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
-    assert other.route("mlp", selector).chain[0].name == "graph"
+    assert other.route().chain[0].name == "original"  # until its next check
+    other.next_check()
+    assert other.route().chain[0].name == "graph"
 
 
 def _onnx_loads() -> float:
@@ -89,22 +84,17 @@ def _onnx_loads() -> float:
 
 
 def test_another_process_loads_the_new_primary_before_it_routes_a_request_to_it(
-        serving_redis: RedisServer, registry: Any, mlp: Any, features: np.ndarray, monkeypatch: pytest.MonkeyPatch,
-        settings: Any) -> None:
+        serving_redis: RedisServer, registry: Any, mlp: Any, features: np.ndarray, other_process: OtherProcess) -> None:
     """E3: a process that learns of a promotion through Redis loads and warms the new primary while it
     rebuilds the route, so the first request routed there runs on a ready session and pays no load."""
-    now = [100.0]
-    monkeypatch.setattr(routing_table, "clock", lambda: now[0])
-    other = routing_table.RoutingTable()  # another web process sharing Redis
-    selector = selector_for(alias="production")
-    assert other.route("mlp", selector).chain[0].name == "original"
+    other = other_process
     graph = registry.copy_variant(mlp, name="graph")
     registry.promote(graph)
     runtime.RUNTIMES.clear()  # the other process has loaded nothing of the new primary
     loads = _onnx_loads()
 
-    now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
-    route = other.route("mlp", selector)
+    other.next_check()
+    route = other.route()
     assert route.chain[0].name == "graph" and runtime.RUNTIMES.loaded(graph.sha256)
     assert _onnx_loads() == loads + 1
     answer = router.run_chain(route, {"features": features[:1]})
@@ -114,36 +104,27 @@ def test_another_process_loads_the_new_primary_before_it_routes_a_request_to_it(
 
 
 def test_while_one_request_warms_the_new_primary_the_others_keep_the_old_route(
-        serving_redis: RedisServer, registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
-        settings: Any) -> None:
+        serving_redis: RedisServer, registry: Any, mlp: Any, other_process: OtherProcess) -> None:
     """E3: during a promotion no request waits for the new primary's load: the route being rebuilt
     (and its primary warmed) by one request is answered by the old route for the others."""
-    now = [100.0]
-    monkeypatch.setattr(routing_table, "clock", lambda: now[0])
-    other = routing_table.RoutingTable()
-    selector = selector_for(alias="production")
-    assert other.route("mlp", selector).chain[0].name == "original"
+    other = other_process
     registry.promote(registry.copy_variant(mlp, name="graph"))
-    now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
+    other.next_check()
 
-    with other._build_lock(("mlp", selector)):  # noqa: SLF001 - held as the request warming the new primary holds it
-        assert other.route("mlp", selector).chain[0].name == "original"
-    assert other.route("mlp", selector).chain[0].name == "graph"
+    with other.table._build_lock(("mlp", selector_for(alias="production"))):  # noqa: SLF001 - held as the request warming the new primary holds it
+        assert other.route().chain[0].name == "original"
+    assert other.route().chain[0].name == "graph"
 
 
 def test_a_promotion_reaches_another_process_through_the_database_without_redis(
-        serving_redis: RedisServer, registry: Any, mlp: Any, monkeypatch: pytest.MonkeyPatch,
-        settings: Any) -> None:
-    now = [100.0]
-    monkeypatch.setattr(routing_table, "clock", lambda: now[0])
-    other = routing_table.RoutingTable()
-    selector = selector_for(alias="production")
-    assert other.route("mlp", selector).chain[0].name == "original"
+        serving_redis: RedisServer, registry: Any, mlp: Any, other_process: OtherProcess) -> None:
+    """E3: with Redis down, the other process notices the promotion through the database instead."""
+    other = other_process
     serving_redis.stop()
 
     registry.promote(registry.copy_variant(mlp, name="graph"))
-    now[0] += settings.MODELHUB_SERVING_ROUTING_CHECK_MS / 1000 + 0.01
-    assert other.route("mlp", selector).chain[0].name == "graph"
+    other.next_check()
+    assert other.route().chain[0].name == "graph"
 
 
 def test_routes_are_shared_through_the_redis_routing_table(serving_redis: RedisServer, registry: Any,
