@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import tempfile
 import zipfile
+from pathlib import PurePosixPath
 from typing import IO, Any
 
 from django.http import FileResponse
@@ -39,7 +40,9 @@ HERE = Path(__file__).parent
 def load(threads: int = 1) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(HERE / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    # The model file keeps its own name: its external data files are found by relative names beside it.
+    model_file = json.loads((HERE / "config.json").read_text()).get("model_file", "model.onnx")
+    return ort.InferenceSession(str(HERE / model_file), options, providers=["CPUExecutionProvider"])
 
 
 def predict(session: ort.InferenceSession, inputs: dict) -> dict:
@@ -57,6 +60,9 @@ if __name__ == "__main__":
 '''
 
 
+RESERVED = {"config.json", "predict.py", "README.md"}  # the bundle's own files
+
+
 def _lineage(variant: Variant) -> list[dict[str, Any]]:
     chain = []
     node: Variant | None = variant
@@ -66,31 +72,57 @@ def _lineage(variant: Variant) -> list[dict[str, Any]]:
     return chain
 
 
-def _config(variant: Variant) -> dict[str, Any]:
+def _files(variant: Variant) -> list[tuple[str, str, str | None]]:
+    """(name in the bundle, storage key, sha256) of every file of the variant, the primary first.
+    Names are the relative ones the model's external data references use; a stored name that is
+    absolute or climbs out (never written by the intake) is refused rather than written."""
+    entries = [e for e in variant.files or [] if e.get("key")] or [{"path": "model.onnx", "key": variant.storage_key}]
+    entries.sort(key=lambda entry: entry["key"] != variant.storage_key)
+    files = []
+    for entry in entries:
+        name = PurePosixPath(entry.get("path") or PurePosixPath(entry["key"]).name)
+        if name.is_absolute() or ".." in name.parts or str(name) in RESERVED:
+            raise Invalid(f"Variant {variant.label} has a file named {str(name)!r}; it cannot be bundled.")
+        sha = variant.sha256 if entry["key"] == variant.storage_key else entry.get("sha256")
+        files.append((str(name), entry["key"], sha or None))
+    return files
+
+
+def _report(report: dict[str, Any]) -> dict[str, Any]:
+    """The stored benchmark report with the model's file name, not the server path it was measured at."""
+    if report.get("model"):
+        return {**report, "model": PurePosixPath(str(report["model"]).replace("\\", "/")).name}
+    return report
+
+
+def _config(variant: Variant, model_file: str = "model.onnx") -> dict[str, Any]:
     result = variant.latest_result()
     return {
         "model": variant.version.model.name, "version": variant.version.number, "variant": variant.name,
-        "sha256": variant.sha256, "signature": variant.version.signature, "lineage": _lineage(variant),
-        "metrics": result.report if result else {}, "accuracy": result.accuracy if result else {},
+        "sha256": variant.sha256, "model_file": model_file, "signature": variant.version.signature,
+        "lineage": _lineage(variant),
+        "metrics": _report(result.report) if result else {}, "accuracy": result.accuracy if result else {},
         "verdict": result.verdict if result else {},
         "runtime": {"onnxruntime": importlib.metadata.version("onnxruntime")},
     }
 
 
 def bundle_file(variant: Variant) -> IO[bytes]:
-    """The zip archive of a READY ONNX variant (model.onnx, config.json, predict.py, README.md) in a
-    temporary file, rewound; it disappears when closed."""
+    """The zip archive of a READY ONNX variant (every file of the model under its own relative name,
+    external data included, config.json, predict.py, README.md) in a temporary file, rewound; it
+    disappears when closed."""
     if variant.status != Variant.Status.READY or variant.format != "onnx":
         raise Invalid(f"Variant {variant.label} is not a READY ONNX model; only those can be bundled.")
-    config = _config(variant)
+    files = _files(variant)
+    config = _config(variant, files[0][0])
     readme = (f"# {config['model']} v{config['version']} / {variant.name}\n\n"
               "Run: `pip install onnxruntime numpy && python predict.py inputs.npz`.\n"
               "config.json holds the signature, the measured metrics, the verdict and the lineage.\n")
-    model = artifacts.local_path(variant.storage_key, variant.sha256)  # checked: never bundle damaged bytes
     out = tempfile.TemporaryFile(dir=artifacts.work_dir())
     try:
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.write(model, "model.onnx")
+            for name, key, sha in files:  # each checked: never bundle damaged bytes
+                archive.write(artifacts.local_path(key, sha), name)
             archive.writestr("config.json", json.dumps(config, indent=2, default=str))
             archive.writestr("predict.py", PREDICT_PY)
             archive.writestr("README.md", readme)

@@ -48,3 +48,13 @@ class TooLarge(ServiceError):
     """The upload is over its size cap."""
 
     status = 413
+
+
+class Throttled(ServiceError):
+    """Too many requests of this kind are waiting; the same request may succeed once some have run."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int, **details: object) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s

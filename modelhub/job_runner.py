@@ -235,8 +235,10 @@ def _evaluate(context: JobContext) -> dict[str, Any]:
     for variant in variants:
         if variant.pk in errors:
             jobs.job_event(job=job, message=f"{variant.name}: benchmark failed: {errors[variant.pk]}", level="error")
-    if variants and not measured:
-        raise bench.BenchError(f"No variant could be measured: {'; '.join(errors.values())}")
+    if variants and not measured:  # nothing measured is a failure with its reasons, never a success
+        reasons = "; ".join(f"{v.name}: {errors.get(v.pk, 'no result')}" for v in variants)
+        raise bench.BenchError(f"No variant could be measured ({reasons}). Check that each variant's files load "
+                               "in onnxruntime on this worker and fit its memory, then run the job again.")
     for variant in variants:
         if variant.pk in measured:
             _save_result(job, variant, setup, measured[variant.pk])

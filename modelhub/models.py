@@ -281,9 +281,19 @@ class OptimizationJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # sha256 of what the job was asked to do (version, kind, profile, plan, options): the partial
+    # unique constraint below makes a second identical request find the active job, not a new one.
+    request_hash = models.CharField(max_length=64, blank=True, default="")
+
+    # Set (not stored) by the services when a request got an identical active job back.
+    reused: bool = False
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["request_hash"], name="one_active_job_per_request",
+                                    condition=Q(status__in=["QUEUED", "RUNNING"]) & ~Q(request_hash="")),
+        ]
 
     def __str__(self) -> str:
         return f"job {self.pk} ({self.kind} {self.version}, {self.status})"

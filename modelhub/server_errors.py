@@ -41,10 +41,14 @@ def database_unavailable(exc: BaseException | None) -> bool:
     return isinstance(exc, DatabaseError) and not isinstance(exc, _BUGS)
 
 
+JSON_PREFIXES = ("/api/", "/v2/")
+
+
 def wants_json(request: HttpRequest) -> bool:
-    """API paths, and clients that ask for JSON but not HTML, get JSON; browsers get a page."""
+    """API paths (the REST API and the Open Inference Protocol's ``/v2/``), and clients that ask for
+    JSON but not HTML, get JSON; browsers get a page."""
     accept = request.headers.get("Accept", "")
-    return request.path_info.startswith("/api/") or ("json" in accept and "text/html" not in accept)
+    return request.path_info.startswith(JSON_PREFIXES) or ("json" in accept and "text/html" not in accept)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
@@ -55,6 +59,14 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if wants_json(request):
         return JsonResponse({"error": INTERNAL}, status=500)
     return defaults.server_error(request)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler404`` (with DEBUG off): a JSON reason under ``/api/`` and for JSON clients, the page otherwise."""
+    if wants_json(request):
+        return JsonResponse({"error": f"No route {request.path_info!r}: see /api/schema/ for the routes."},
+                            status=404)
+    return defaults.page_not_found(request, exception)  # type: ignore[arg-type]
 
 
 def _unavailable(request: HttpRequest, exc: BaseException) -> HttpResponse:

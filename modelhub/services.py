@@ -7,8 +7,11 @@ rolled back. Views, admin actions, commands and tasks all come through here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
+import uuid
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from modelhub import artifacts, gate, jobs, roles, selectors, signals
-from modelhub.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge, Unavailable
+from modelhub.errors import Conflict, Forbidden, Invalid, NotFound, Throttled, TooLarge, Unavailable
 from modelhub.models import (
     Dataset,
     Deployment,
@@ -32,6 +35,8 @@ from modelhub.models import (
     Variant,
 )
 from workers import formats, planner
+from workers.evaluation import readiness
+from workers.formats.sandboxed import check_dataset_in_subprocess
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ EXTENSIONS = {"onnx": "onnx", "torchscript": "pt", "archive": "zip"}
 # "%" never reach a lookup, a directory name or a header.
 NAME_PATTERN = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
 NAME_MAX_LENGTH = 100
+ACTIVE_JOB_STATUSES = (OptimizationJob.Status.QUEUED, OptimizationJob.Status.RUNNING)
 
 
 # --- models --------------------------------------------------------------------------------
@@ -50,9 +56,21 @@ def model_create(*, name: str, owner: Any, description: str = "", task: str = "a
                  team: Any = None) -> RegisteredModel:
     """Register a new model name owned by ``owner`` (a maintainer)."""
     roles.require(owner, roles.MAINTAINER, "register models")
+    conflict = Conflict(f"A model named {name!r} already exists.", field="name")
     if RegisteredModel.objects.filter(name=name).exists():
-        raise Conflict(f"A model named {name!r} already exists.")
-    return RegisteredModel.objects.create(name=name, owner=owner, description=description, task=task, team=team)
+        raise conflict
+    return _insert_once(RegisteredModel, conflict, name=name, owner=owner, description=description, task=task,
+                        team=team)
+
+
+def _insert_once(model: type, conflict: Conflict, **fields: Any) -> Any:
+    """One atomic INSERT; the unique constraint, not the check before it, decides a race: the
+    loser's IntegrityError becomes ``conflict`` (409), never a 500."""
+    try:
+        with transaction.atomic():
+            return model.objects.create(**fields)
+    except IntegrityError:
+        raise conflict from None
 
 
 # --- versions ------------------------------------------------------------------------------
@@ -77,7 +95,9 @@ def version_upload(*, model: RegisteredModel, stream: IO[bytes], filename: str, 
         existing = model.versions.exclude(status=ModelVersion.Status.FAILED).filter(sha256=received.sha256).first()
         if existing:
             return existing, False
-        key = _store(received.path, f"incoming/{received.sha256}/upload.{EXTENSIONS[kind]}")
+        # Staged per version: the intake deletes its own staged file, never one another pending
+        # version (same bytes, another model or a concurrent upload) still points to.
+        key = _store(received.path, f"incoming/{received.sha256}/{uuid.uuid4().hex}/upload.{EXTENSIONS[kind]}")
     finally:
         received.path.unlink(missing_ok=True)
     fmt = ModelFormat.TORCHSCRIPT if kind == "torchscript" else ModelFormat.ONNX
@@ -85,6 +105,7 @@ def version_upload(*, model: RegisteredModel, stream: IO[bytes], filename: str, 
         with transaction.atomic():
             version = _version_create(model, fmt, key, received, filename, user)
     except IntegrityError:
+        artifacts.delete([key])  # no row points to it
         raise Conflict("The same file is being uploaded right now; try again in a moment.") from None
     return version, True
 
@@ -141,6 +162,7 @@ def _inspect(version: ModelVersion, scratch: Path) -> tuple[Path, Any]:
     Returns the directory the inspection's file paths are relative to, and the inspection."""
     source = artifacts.local_path(version.storage_key, version.sha256)
     inspection = formats.inspect_in_subprocess(source, workdir=scratch, max_bytes=settings.MODELHUB_MAX_MODEL_BYTES,
+                                               max_output_elements=settings.MODELHUB_SERVING_MAX_OUTPUT_ELEMENTS,
                                                memory_mb=settings.MODELHUB_INTAKE_MEMORY_MB,
                                                sandbox=settings.MODELHUB_SANDBOX != "off")
     return (Path(inspection.root) if inspection.root else source.parent), inspection
@@ -200,21 +222,31 @@ def dataset_upload(*, version: ModelVersion, purpose: str, stream: IO[bytes], fi
     except artifacts.TooLarge as exc:
         raise TooLarge(str(exc)) from None
     try:
-        signature = formats.Signature.from_dict(version.signature)
-        info = formats.check_dataset(received.path, signature, max_bytes=settings.MODELHUB_MAX_DATASET_BYTES,
-                                     purpose=purpose)
+        info = _check_dataset(received.path, version, purpose)
         key = _store(received.path, f"datasets/{received.sha256}/data.npz")
     except formats.FormatError as exc:
         raise Invalid(str(exc)) from None
     finally:
         received.path.unlink(missing_ok=True)
-    with transaction.atomic():
-        _learn_input_shapes(version, info.arrays)
-        return Dataset.objects.create(
-            version=version, purpose=purpose, original_filename=filename[:255], storage_key=key,
-            sha256=received.sha256, size_bytes=received.size, sample_count=info.sample_count, arrays=info.arrays,
-            has_labels=info.has_labels, created_by=user,
-        )
+    try:
+        with transaction.atomic():
+            _learn_input_shapes(version, info.arrays)
+            return Dataset.objects.create(
+                version=version, purpose=purpose, original_filename=filename[:255], storage_key=key,
+                sha256=received.sha256, size_bytes=received.size, sample_count=info.sample_count,
+                arrays=info.arrays, has_labels=info.has_labels, created_by=user,
+            )
+    except IntegrityError:  # a concurrent upload of the same purpose won (one_dataset_per_purpose)
+        raise Conflict(f"Version {version.number} already has a {purpose} dataset.", field="purpose") from None
+
+
+def _check_dataset(path: Path, version: ModelVersion, purpose: str) -> formats.DatasetInfo:
+    """Check a received dataset in the sandboxed intake child: its declared sizes before anything is
+    unpacked, then its values under the child's memory limit; the web process never inflates it."""
+    return check_dataset_in_subprocess(
+        path, formats.Signature.from_dict(version.signature), max_bytes=settings.MODELHUB_MAX_DATASET_BYTES,
+        max_unpacked_bytes=settings.MODELHUB_MAX_DATASET_UNPACKED_BYTES, purpose=purpose,
+        memory_mb=settings.MODELHUB_INTAKE_MEMORY_MB, sandbox=settings.MODELHUB_SANDBOX != "off")
 
 
 def _learn_input_shapes(version: ModelVersion, arrays: dict[str, dict[str, Any]]) -> None:
@@ -231,9 +263,14 @@ def _learn_input_shapes(version: ModelVersion, arrays: dict[str, dict[str, Any]]
 def profile_create(*, user: Any, **fields: Any) -> ReadinessProfile:
     """Create a readiness profile (maintainers)."""
     roles.require(user, roles.MAINTAINER, "create readiness profiles")
+    problems = readiness.profile_problems(fields)
+    if problems:
+        field, message = next(iter(problems.items()))
+        raise Invalid(message, field=field, fields=problems)
+    conflict = Conflict(f"A profile named {fields.get('name')!r} already exists.", field="name")
     if ReadinessProfile.objects.filter(name=fields.get("name")).exists():
-        raise Conflict(f"A profile named {fields.get('name')!r} already exists.")
-    return ReadinessProfile.objects.create(**fields)
+        raise conflict
+    return _insert_once(ReadinessProfile, conflict, **fields)
 
 
 # --- jobs ----------------------------------------------------------------------------------
@@ -248,11 +285,8 @@ def optimization_request(*, version: ModelVersion, user: Any, profile: Readiness
         raise Invalid(f"Version {version.number} is {version.status}; only READY versions can be optimized.")
     steps = _plan_for(version, profile, plan)
     options = {"auto_promote": bool(auto_promote), "bench": bench or {}}
-    with transaction.atomic():
-        job = OptimizationJob.objects.create(version=version, profile=profile, plan=steps, options=options,
-                                             created_by=user)
-        transaction.on_commit(lambda: jobs.job_dispatch(job_id=job.pk))
-    return job
+    return _job_create(version=version, kind=OptimizationJob.Kind.OPTIMIZE, profile=profile, plan=steps,
+                       options=options, created_by=user)
 
 
 def _plan_for(version: ModelVersion, profile: ReadinessProfile | None, plan: list[dict[str, Any]] | None) -> list[dict]:
@@ -282,13 +316,56 @@ def benchmark_request(*, variant: Variant, user: Any, profile: ReadinessProfile 
     roles.require(user, roles.MAINTAINER, "request benchmarks")
     if variant.status != Variant.Status.READY:
         raise Invalid(f"Variant {variant.label} is {variant.status} and cannot be benchmarked.")
-    with transaction.atomic():
-        job = OptimizationJob.objects.create(
-            version=variant.version, kind=OptimizationJob.Kind.BENCHMARK, profile=profile, created_by=user,
-            options={"variants": [variant.pk], "bench": bench or {}},
-        )
-        transaction.on_commit(lambda: jobs.job_dispatch(job_id=job.pk))
+    return _job_create(version=variant.version, kind=OptimizationJob.Kind.BENCHMARK, profile=profile, plan=[],
+                       options={"variants": [variant.pk], "bench": bench or {}}, created_by=user)
+
+
+def _job_create(**fields: Any) -> OptimizationJob:
+    """Queue a job, or hand back the identical one still QUEUED or RUNNING (marked ``reused``).
+
+    The database decides, not a check before the insert: the partial unique constraint on
+    ``request_hash`` lets one of many concurrent identical requests insert, the others find its row."""
+    key = _request_hash(fields)
+    existing = _active_job(key)
+    if existing is not None:
+        return existing
+    _check_queue_cap(fields["created_by"])
+    try:
+        with transaction.atomic():
+            job = OptimizationJob.objects.create(request_hash=key, **fields)
+            transaction.on_commit(lambda: jobs.job_dispatch(job_id=job.pk))
+    except IntegrityError:
+        existing = _active_job(key)
+        if existing is None:  # it ended between our insert and this read: the request may be sent again
+            raise Conflict("An identical job finished just now; send the request again to queue a new one.") from None
+        return existing
     return job
+
+
+def _request_hash(fields: dict[str, Any]) -> str:
+    """What makes two job requests identical: version, kind, profile, plan and options."""
+    profile = fields.get("profile")
+    what = [fields["version"].pk, fields["kind"], profile.pk if profile else None, fields["plan"], fields["options"]]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _active_job(key: str) -> OptimizationJob | None:
+    job = OptimizationJob.objects.filter(request_hash=key, status__in=ACTIVE_JOB_STATUSES).first()
+    if job is not None:
+        job.reused = True
+    return job
+
+
+def _check_queue_cap(user: Any) -> None:
+    """Refuse a user's job beyond MODELHUB_MAX_QUEUED_JOBS_PER_USER waiting ones (429, Retry-After)."""
+    if user is None or not getattr(user, "pk", None):
+        return
+    cap = settings.MODELHUB_MAX_QUEUED_JOBS_PER_USER
+    waiting = OptimizationJob.objects.filter(created_by=user, status=OptimizationJob.Status.QUEUED).count()
+    if waiting >= cap:
+        raise Throttled(f"You have {waiting} jobs waiting (the limit is {cap}, MODELHUB_MAX_QUEUED_JOBS_PER_USER); "
+                        "wait for some to start, or cancel some, then ask again.", retry_after_s=30,
+                        queued=waiting, limit=cap)
 
 
 # --- deployments ---------------------------------------------------------------------------
@@ -301,6 +378,15 @@ def governing_profile_set(*, model: RegisteredModel, profile: ReadinessProfile, 
     roles.require(by, roles.MAINTAINER, "set governing profiles")
     if not name_is_valid(alias):
         raise Invalid(f"Alias {alias!r} must be 1-{NAME_MAX_LENGTH} letters, digits, '_', '-' or inner dots.")
+    try:
+        return _governing_profile_write(model, profile, by, alias, reason)
+    except IntegrityError:  # a concurrent first setting of this alias won (one_governing_profile_per_alias)
+        raise Conflict(f"The governing profile of {model.name}@{alias} was set concurrently; "
+                       "read it and send the request again if it should change.") from None
+
+
+def _governing_profile_write(model: RegisteredModel, profile: ReadinessProfile, by: Any, alias: str,
+                             reason: str) -> GoverningProfile:
     with transaction.atomic():
         current = GoverningProfile.objects.select_for_update().filter(model=model, alias=alias).first()
         if current is not None and current.profile_id == profile.pk:

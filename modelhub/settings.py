@@ -56,6 +56,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Uploads: role and size decided from the headers, before anything reads the body.
+    "modelhub.uploads.UploadGuardMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -136,12 +138,23 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 LOGIN_URL = "/admin/login/"
+# Admin login lockout (modelhub/login_guard.py): this many failed logins for one username, or from
+# one address (behind a proxy: the proxy's, hence its own higher limit), within LOCKOUT_S seconds
+# and every further attempt is refused until the window ends.
+MODELHUB_LOGIN_MAX_FAILURES = env_int("MODELHUB_LOGIN_MAX_FAILURES", 5, minimum=1)
+MODELHUB_LOGIN_MAX_FAILURES_PER_IP = env_int("MODELHUB_LOGIN_MAX_FAILURES_PER_IP", 50, minimum=1)
+MODELHUB_LOGIN_LOCKOUT_S = env_int("MODELHUB_LOGIN_LOCKOUT_S", 900, minimum=1)
 
 # Uploads above 2.5 MB stream to a temporary file instead of memory; request bodies that are
 # not files (JSON predictions) are capped so a huge body is answered 413, not parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MODELHUB_MAX_BODY_MB", 10, minimum=1) * 1024 * 1024
 MODELHUB_MAX_MODEL_BYTES = env_int("MODELHUB_MAX_MODEL_MB", 1024, minimum=1) * 1024 * 1024
 MODELHUB_MAX_DATASET_BYTES = env_int("MODELHUB_MAX_DATASET_MB", 512, minimum=1) * 1024 * 1024
+# What a dataset's arrays may unpack to, checked from the sizes its zip directory and .npy headers
+# declare, before anything is decompressed (in the intake child, never in the web process).
+MODELHUB_MAX_DATASET_UNPACKED_BYTES = env_int("MODELHUB_MAX_DATASET_UNPACKED_MB", 512, minimum=1) * 1024 * 1024
+# Every file part goes through this handler: to a temporary file, stopped (and deleted) at its cap.
+FILE_UPLOAD_HANDLERS = ["modelhub.uploads.CappedUploadHandler"]
 MODELHUB_INTAKE_MEMORY_MB = env_int("MODELHUB_INTAKE_MEMORY_MB", 4096, minimum=256)
 # TorchScript is code: uploads are inspected, and passes that load one run, only in a child with no
 # network and a read-only file system (workers/sandbox.py; needs unprivileged user namespaces).
@@ -150,6 +163,9 @@ MODELHUB_INTAKE_MEMORY_MB = env_int("MODELHUB_INTAKE_MEMORY_MB", 4096, minimum=2
 MODELHUB_SANDBOX = env_choice("MODELHUB_SANDBOX", "required", {"required", "off"})
 MODELHUB_PASS_MEMORY_MB = env_int("MODELHUB_PASS_MEMORY_MB", 8192, minimum=256)
 MODELHUB_JOB_MAX_ATTEMPTS = env_int("MODELHUB_JOB_MAX_ATTEMPTS", 3, minimum=1)
+# Jobs one user may have waiting (QUEUED) at once; one more is answered 429 with Retry-After, so a
+# script in a loop cannot fill the queue for everyone.
+MODELHUB_MAX_QUEUED_JOBS_PER_USER = env_int("MODELHUB_MAX_QUEUED_JOBS_PER_USER", 20, minimum=1)
 MODELHUB_WORK_DIR = DATA_DIR / "work"
 MODELHUB_METRICS_TOKEN = env_str("MODELHUB_METRICS_TOKEN", "")
 # Seconds of timed calls per batch size when a job benchmarks a variant.
@@ -167,9 +183,16 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "modelhub.api.errors.exception_handler",
     "STRICT_JSON": True,
+    # JSON only: DRF's browsable HTML API (forms, every field's choices) is a development aid.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
 }
 SPECTACULAR_SETTINGS = {"TITLE": "modelhub API", "VERSION": "1", "SERVE_INCLUDE_SCHEMA": False,
-                        "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"]}
+                        "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+                        # request bodies as inputs (no read-only fields); predict and OIP infer added by a hook
+                        "COMPONENT_SPLIT_REQUEST": True,
+                        "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                                                 "modelhub.api.schema.serving_routes"]}
 
 # Celery: JSON only, at-least-once delivery, one task at a time per child, separate queues so a
 # long optimization never starves a benchmark or a small default task.
@@ -235,6 +258,10 @@ MODELHUB_SERVING_TORCHSCRIPT = env_bool("MODELHUB_SERVING_TORCHSCRIPT", False)
 # Input caps, enforced before anything runs (the body cap is DATA_UPLOAD_MAX_MEMORY_SIZE).
 MODELHUB_SERVING_MAX_BATCH = env_int("MODELHUB_SERVING_MAX_BATCH", 1024, minimum=1)
 MODELHUB_SERVING_MAX_ELEMENTS = env_int("MODELHUB_SERVING_MAX_ELEMENTS", 4_000_000, minimum=1)
+# Answer caps (all outputs of one answer together), checked at intake from the declared shapes and
+# before rendering: as large as the input cap, so a model whose output is its input's size serves.
+MODELHUB_SERVING_MAX_OUTPUT_ELEMENTS = env_int("MODELHUB_SERVING_MAX_OUTPUT_ELEMENTS", 4_000_000, minimum=1)
+MODELHUB_SERVING_MAX_OUTPUT_MB = env_int("MODELHUB_SERVING_MAX_OUTPUT_MB", 64, minimum=1)
 # Admission: predictions at work at once per process, how many more may wait and for how long;
 # beyond that 503 + Retry-After (run more gunicorn threads than MAX_ACTIVE so the queue is here).
 MODELHUB_SERVING_MAX_ACTIVE = env_int("MODELHUB_SERVING_MAX_ACTIVE", 4, minimum=1)
@@ -269,6 +296,8 @@ MODELHUB_SERVING_AUTH_CACHE_S = env_int("MODELHUB_SERVING_AUTH_CACHE_S", 5, mini
 # Requests per minute for management users predicting with their own login (0: unlimited);
 # predict tokens carry their own limit.
 MODELHUB_SERVING_USER_RATE_PER_MIN = env_int("MODELHUB_SERVING_USER_RATE_PER_MIN", 600, minimum=0)
+# A new predict token expires after this many days, unless its maker explicitly asks for none.
+MODELHUB_TOKEN_TTL_DAYS = env_int("MODELHUB_TOKEN_TTL_DAYS", 90, minimum=1)
 
 # --- Nightly re-benchmarking ------------------------------------------------------------------
 # A regression found by the nightly run is POSTed here as JSON (empty: no webhook). The body is

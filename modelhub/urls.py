@@ -4,6 +4,10 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from modelhub.login_guard import LockoutAuthenticationForm
+
+admin.site.login_form = LockoutAuthenticationForm  # failed logins lock a username / address out for a while
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("dashboard/", include("modelhub.dashboard.urls")),
@@ -15,3 +19,4 @@ urlpatterns = [
 # With DEBUG off: 503 + Retry-After while the database is down, a 500 without a traceback otherwise
 # (modelhub/server_errors.py says why this is a handler and not a middleware).
 handler500 = "modelhub.server_errors.server_error"
+handler404 = "modelhub.server_errors.not_found"  # JSON under /api/, a page elsewhere

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -20,12 +22,20 @@ class TokenCreateForm(ServiceForm):
 
     class Meta:
         model = PredictToken
-        fields = ["name", "allowed_models", "rate_limit_per_minute"]
+        fields = ["name", "allowed_models", "rate_limit_per_minute", "expires_at"]
+
+    never_expires = forms.BooleanField(required=False, help_text="Tick to make a token that never expires.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["expires_at"].help_text = (
+            f"Empty: {settings.MODELHUB_TOKEN_TTL_DAYS} days from now (MODELHUB_TOKEN_TTL_DAYS).")
 
     def run_service(self) -> PredictToken:
         token, self.raw_token = services.token_create(
             name=self.cleaned_data["name"], models=list(self.cleaned_data["allowed_models"]), by=self.request.user,
-            rate_limit_per_minute=self.cleaned_data["rate_limit_per_minute"])
+            rate_limit_per_minute=self.cleaned_data["rate_limit_per_minute"],
+            expires_at=self.cleaned_data.get("expires_at"), never_expires=self.cleaned_data.get("never_expires", False))
         return token
 
 
@@ -33,8 +43,8 @@ class TokenCreateForm(ServiceForm):
 class PredictTokenAdmin(ServiceFormAdmin):
     """Predict tokens: made once through the service, then read-only apart from revoking."""
 
-    list_display = ["name", "prefix", "rate_limit_per_minute", "revoked", "created_by", "created_at"]
-    list_filter = ["revoked"]
+    list_display = ["name", "prefix", "rate_limit_per_minute", "revoked", "expires_at", "created_by", "created_at"]
+    list_filter = ["revoked", "expires_at"]
     search_fields = ["name", "prefix"]
     actions = ["revoke"]
     add_form = TokenCreateForm
@@ -48,7 +58,7 @@ class PredictTokenAdmin(ServiceFormAdmin):
         return form
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["name", "allowed_models", "prefix", "revoked", "created_by", "created_at"] if obj else []
+        return ["name", "allowed_models", "prefix", "revoked", "expires_at", "created_by", "created_at"] if obj else []
 
     def save_model(self, request: HttpRequest, obj: PredictToken, form: Any, change: bool) -> None:
         if change:

@@ -1,8 +1,8 @@
 """Who may predict: predict tokens scoped to models, and management users with a role.
 
 ``Authorization: Bearer <token>`` is a predict token: it may call the predict endpoint of the
-models it names and nothing else (management routes do not accept it). Management users with the
-viewer role or above may also predict on the models they can see, with their DRF token
+models it names and nothing else (management routes do not accept it), until its ``expires_at``
+(401 from then on, remembered or not). Management users with the viewer role or above may also predict on the models they can see, with their DRF token
 (``Authorization: Token <key>``) or their session (CSRF checked). Callers are remembered per
 process for ``MODELHUB_SERVING_AUTH_CACHE_S`` seconds so that the hot path needs no database;
 when the database is down a caller already known keeps its answer.
@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest
 from django.middleware.csrf import CsrfViewMiddleware
+from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 
 from modelhub import roles, selectors
@@ -67,6 +68,7 @@ class Caller:
     refusal: str = ""  # set for a known user who may not predict at all (403)
     is_authenticated: bool = True  # lets DRF permission classes treat it as a logged-in principal
     all_models: bool = False  # superusers: every model, including ones registered after this was remembered
+    expires_at: float | None = None  # epoch seconds: a remembered token caller stops at its expiry, not later
 
     def may_predict(self, model_name: str) -> bool:
         return self.all_models or model_name in self.model_names
@@ -84,9 +86,11 @@ def _token_caller(raw: str) -> Caller | None:
     token = PredictToken.objects.filter(token_hash=hash_token(raw), revoked=False).first()
     if token is None:
         return None
+    if token.expired(timezone.now()):  # raised, not remembered: the next request asks again
+        raise Unauthorized(f"The predict token expired at {token.expires_at.isoformat()}; ask for a new one.")
     names = frozenset(token.allowed_models.values_list("name", flat=True))
     return Caller(ident=f"token:{token.pk}", model_names=names, rate_per_minute=token.rate_limit_per_minute,
-                  label=token.name)
+                  label=token.name, expires_at=token.expires_at.timestamp() if token.expires_at else None)
 
 
 def _user_caller(user: Any) -> Caller:
@@ -176,6 +180,8 @@ def authenticate(request: HttpRequest) -> Caller:
         caller = _remembered(f"session:{user.pk}", lambda: _user_caller(user))
     if caller is None:
         raise Unauthorized("The token is not valid (unknown or revoked).")
+    if caller.expires_at is not None and time.time() >= caller.expires_at:
+        raise Unauthorized("The predict token has expired; ask for a new one.")
     if caller.refusal:
         raise Forbidden(caller.refusal)
     return caller
@@ -193,11 +199,16 @@ class PredictTokenAuthentication(BaseAuthentication):
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
             return None
-        caller = _remembered("bearer:" + hash_token(credential.strip()), lambda: _token_caller(credential.strip()))
-        if caller is None:
-            from rest_framework.exceptions import AuthenticationFailed
+        from rest_framework.exceptions import AuthenticationFailed
 
+        try:
+            caller = _remembered("bearer:" + hash_token(credential.strip()), lambda: _token_caller(credential.strip()))
+        except Unauthorized as exc:
+            raise AuthenticationFailed(exc.message) from None
+        if caller is None:
             raise AuthenticationFailed("The token is not valid (unknown or revoked).")
+        if caller.expires_at is not None and time.time() >= caller.expires_at:
+            raise AuthenticationFailed("The predict token has expired; ask for a new one.")
         return caller, credential.strip()
 
     def authenticate_header(self, request: Any) -> str:

@@ -212,7 +212,19 @@ def _array(name: str, value: Any) -> np.ndarray:
         raise Invalid(f"Input '{name}' is not a rectangular array of numbers (ragged or mixed lists).") from None
     if array.dtype.kind not in "fiub":
         raise Invalid(f"Input '{name}' holds values that are not numbers (or its lists are ragged).")
+    if array.dtype.kind != "b" and mixes_bools(value):
+        raise Invalid(f"Input '{name}' mixes true/false with numbers; booleans go only into bool inputs.")
     return array
+
+
+def mixes_bools(value: list[Any]) -> bool:
+    """Whether a JSON list of numbers also holds booleans (numpy would read them as 0 / 1).
+
+    A number is written with digits, sign, point and exponent only, so "true" / "false" in the
+    re-serialized list can only be booleans: one pass in C, no Python loop over the elements.
+    """
+    text = orjson.dumps(value)
+    return b"true" in text or b"false" in text
 
 
 def _check_shape(name: str, shape: tuple[int, ...], dims: list[Any], symbols: dict[str, tuple[int, str]]) -> None:

@@ -34,6 +34,9 @@ FALLBACKS = _metric(Counter, "modelhub_predict_fallbacks", "Predictions answered
 ERRORS = _metric(Counter, "modelhub_predict_errors", "Refused or failed predictions, by reason.", ("reason",))
 NON_FINITE = _metric(Counter, "modelhub_predict_non_finite_outputs",
                      "Runs whose outputs held NaN or Infinity (never returned to a client).", ("model", "variant"))
+OUTPUT_REFUSED = _metric(Counter, "modelhub_predict_refused_outputs",
+                         "Runs whose outputs were over the answer caps or unlike the declared outputs (never returned).",
+                         ("model", "variant", "reason"))
 PREDICT_ACTIVE = _metric(Gauge, "modelhub_predict_active", "Predictions at work in this process.")
 PREDICT_QUEUED = _metric(Gauge, "modelhub_predict_queued", "Predictions waiting for a place to work in this process.")
 RUNTIMES_LOADED = _metric(Gauge, "modelhub_runtimes_loaded", "Runtimes loaded in this process.")

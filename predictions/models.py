@@ -6,6 +6,8 @@ data only.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 
@@ -25,6 +27,8 @@ class PredictToken(models.Model):
                                             help_text="The models this token may call.")
     rate_limit_per_minute = models.PositiveIntegerField(default=600, help_text="0: unlimited.")
     revoked = models.BooleanField(default=False)
+    expires_at = models.DateTimeField(null=True, blank=True,
+                                      help_text="Refused from then on; empty: never expires (only when asked for).")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -33,6 +37,10 @@ class PredictToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…{' revoked' if self.revoked else ''})"
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the token is past its expiry at ``now``."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class ServingConfig(models.Model):

@@ -28,3 +28,9 @@ class BadModelInput(ServiceError):
     """The runtime refused the input as invalid (a constraint the signature does not state)."""
 
     status = 400
+
+
+class BadModelOutput(ServiceError):
+    """Every variant's answer was over the answer caps or unlike its declared outputs: refused, never sent."""
+
+    status = 422

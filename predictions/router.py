@@ -1,6 +1,7 @@
 """Which link answers: a request's inputs run through its route's chain, best link first.
 
-A load error, a runtime exception or a non-finite output moves a request to the next link; the
+A load error, a runtime exception, an answer over the caps or unlike the link's declared outputs
+(names, element types, shapes), or a non-finite output moves a request to the next link; the
 breaker (``predictions.breaker``) skips a variant that keeps failing. With the response cache on
 (``ServingConfig.cache_responses``), an input answered before comes back from the cache. Routes
 come from ``predictions.routing_table``, refusals are ``predictions.refusals``, and the outputs
@@ -16,15 +17,18 @@ from typing import Any
 
 import numpy as np
 import orjson
+from django.conf import settings
 
 from predictions import batching, cache, inputs, metrics, runtime
 from predictions.breaker import BREAKER
-from predictions.outputs import non_finite, render_outputs
-from predictions.refusals import BadModelInput, NonFiniteOutput, Unavailable
+from predictions.outputs import mismatch, non_finite, over_cap, render_outputs
+from predictions.refusals import BadModelInput, BadModelOutput, NonFiniteOutput, Unavailable
 from predictions.routes import Route
 from predictions.runtime import VariantSpec
 
 log = logging.getLogger(__name__)
+# Failures of an answer the run gave (over the caps, unlike the declared outputs): refused, never sent.
+_OUTPUT_REASONS = ("output_too_large", "output_mismatch")
 
 
 @dataclass
@@ -62,11 +66,30 @@ def _run_link(route: Route, link: VariantSpec, feeds: dict[str, np.ndarray]) -> 
             raise BadModelInput(f"The model refused the input: {str(exc).split(':', 1)[-1].strip()[:300]}") from None
         log.warning("%s %s failed: %s", route.model, link.label, exc)
         return None, "runtime_error", exc.__class__.__name__
+    refused = _refused_output(route, link, outputs, feeds)
+    if refused is not None:
+        return None, *refused
     bad = non_finite(outputs)
     if bad is not None:
         metrics.NON_FINITE.labels(route.model, link.label).inc()
         return None, "non_finite", bad
     return outputs, "", ""
+
+
+def _refused_output(route: Route, link: VariantSpec, outputs: dict[str, np.ndarray],
+                    feeds: dict[str, np.ndarray]) -> tuple[str, str] | None:
+    """(reason, detail) when an answer is over the caps or unlike the link's declared outputs: the
+    shapes are read before any value, so an oversized answer is never rendered."""
+    problem = over_cap(outputs, settings.MODELHUB_SERVING_MAX_OUTPUT_ELEMENTS,
+                       settings.MODELHUB_SERVING_MAX_OUTPUT_MB * 2**20)
+    reason = "output_too_large"
+    if problem is None:
+        problem, reason = mismatch(outputs, link.signature, feeds), "output_mismatch"
+    if problem is None:
+        return None
+    metrics.OUTPUT_REFUSED.labels(route.model, link.label, reason).inc()
+    log.warning("%s %s: %s", route.model, link.label, problem)
+    return reason, problem
 
 
 def run_chain(route: Route, feeds: dict[str, np.ndarray]) -> Answer:
@@ -86,7 +109,11 @@ def run_chain(route: Route, feeds: dict[str, np.ndarray]) -> Answer:
                 _flag_fallback(route, answer, failures)
             return answer
         failures.append((link, reason, detail))
-    tried = "; ".join(f"{failed.label}: {why}" + (f" ({detail})" if detail else "") for failed, why, detail in failures)
+    tried = "; ".join(f"{failed.label}: {why}" + (f" ({detail})" if detail and why not in _OUTPUT_REASONS else "")
+                      for failed, why, detail in failures)
+    refused = [(why, detail) for _, why, detail in failures if why in _OUTPUT_REASONS]
+    if refused and all(why in (*_OUTPUT_REASONS, "circuit_open") for _, why, _ in failures):
+        raise BadModelOutput(f"The model's answer was refused: {refused[0][1]} ({tried}).")
     non_finite_outputs = [detail for _, why, detail in failures if why == "non_finite"]
     if non_finite_outputs and all(why in ("non_finite", "circuit_open") for _, why, _ in failures):
         raise NonFiniteOutput(f"The model produced NaN or Infinity in output '{non_finite_outputs[0]}' for this "
@@ -97,7 +124,7 @@ def run_chain(route: Route, feeds: dict[str, np.ndarray]) -> Answer:
 def _flag_fallback(route: Route, answer: Answer, failures: list[tuple[VariantSpec, str, str]]) -> None:
     """A later link answered: the earlier ones' runtime failures count against their breakers."""
     for failed, why, _ in failures:
-        if why in ("runtime_error", "non_finite"):
+        if why in ("runtime_error", "non_finite", *_OUTPUT_REASONS):
             BREAKER.failure(failed.sha256)
     answer.fallback_reason = failures[0][1]
     answer.failures = [f"{failed.label}: {why}" for failed, why, _ in failures]

@@ -29,3 +29,4 @@ urlpatterns = [
 ]
 
 handler500 = "modelhub.server_errors.server_error"  # the serving plane's root URLconf is this one
+handler404 = "modelhub.server_errors.not_found"

@@ -35,10 +35,11 @@ def _selector(request: HttpRequest) -> str:
     if alias and version:
         raise Invalid("Choose either ?alias= or ?version=, not both.")
     if version is not None:
-        if not version.isdigit() or len(version) > 9:
+        if not (version.isascii() and version.isdigit()) or len(version) > 9:  # int() reads "١" as 1
             raise Invalid(f"?version= must be a version number; got {version[:20]!r}.")
         return selector_for(version=int(version))
-    if alias is not None and (not alias or len(alias) > 50 or not alias.replace("-", "").replace("_", "").isalnum()):
+    if alias is not None and (not alias or len(alias) > 50 or not alias.isascii()
+                              or not alias.replace("-", "").replace("_", "").isalnum()):
         raise Invalid("?alias= must be an alias name such as production or staging.")
     return selector_for(alias=alias)
 

@@ -7,7 +7,8 @@ sets no Content-Length. ``ServingApplication`` hands a predict request (a POST t
 infer request (a POST to ``/v2/models/<name>[/versions/<v>]/infer``) to ``oip.views.infer``, and
 keeps what the handler does that matters here: database connections are closed when unusable or too old before and
 after the request (a restarted PostgreSQL is reconnected), and the answer gets the same
-security headers as from ``SecurityMiddleware``, plus its Content-Length. Everything else (health
+security headers as from ``SecurityMiddleware``, plus its Content-Length. ALLOWED_HOSTS is
+checked here for every request, fast or not (400 JSON for any other ``Host``). Everything else (health
 checks, metrics, the protocol's metadata, a request Django would redirect to HTTPS) goes through
 Django unchanged.
 
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import WSGIRequest
 from django.db import close_old_connections
 from django.http import HttpResponse
@@ -49,6 +51,22 @@ def _fast_view(path: str) -> tuple[Callable[..., HttpResponse], dict[str, Any]] 
     return None
 
 
+def _host_allowed(request: WSGIRequest) -> bool:
+    """ALLOWED_HOSTS, checked here for every path: the fast path skips Django's handler, and the
+    serving plane's middleware (SecurityMiddleware alone) never asks for the host elsewhere."""
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return False
+    return True
+
+
+def _bad_host(start_response: Callable[..., Any]) -> Iterable[bytes]:
+    body = b'{"error": "This host name is not served here (ALLOWED_HOSTS)."}'
+    start_response("400 Bad Request", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 class ServingApplication:
     """Wrap Django's WSGI application; answer predict and infer requests without its handler."""
 
@@ -60,10 +78,12 @@ class ServingApplication:
             close_old_connections()  # the first request opens its own connection, as every later one does
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = WSGIRequest(environ)
+        if not _host_allowed(request):
+            return _bad_host(start_response)
         found = _fast_view(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None
         if found is None:
             return self.django(environ, start_response)
-        request = WSGIRequest(environ)
         if settings.SECURE_SSL_REDIRECT and not request.is_secure():
             return self.django(environ, start_response)  # Django answers with its redirect
         close_old_connections()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from modelhub.models import (
@@ -16,6 +20,7 @@ from modelhub.models import (
     Task,
     Variant,
 )
+from workers.evaluation import readiness
 
 
 class ModelSerializer(serializers.ModelSerializer):
@@ -39,11 +44,19 @@ class ModelCreateSerializer(serializers.Serializer):
 
 
 class VersionSerializer(serializers.ModelSerializer):
+    inspection = serializers.SerializerMethodField()
+
     class Meta:
         model = ModelVersion
         fields = ["number", "format", "status", "status_reason", "original_filename", "sha256", "size_bytes",
                   "files", "signature", "inspection", "created_at"]
         read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_inspection(self, obj: ModelVersion) -> dict[str, Any]:
+        """What the intake learned, without ``root``: the intake's scratch directory on the server
+        (gone by now); ``files`` and ``primary`` are already relative names."""
+        return {key: value for key, value in (obj.inspection or {}).items() if key != "root"}
 
 
 class UploadSerializer(serializers.Serializer):
@@ -69,10 +82,19 @@ class ProfileSerializer(serializers.ModelSerializer):
         fields = ["name", "description", "max_size_mb", "max_p95_ms", "max_p99_ms", "batch_size",
                   "max_peak_memory_mb", "accuracy_metric", "min_accuracy", "max_accuracy_drop", "min_speedup",
                   "target", "threads", "statistic"]
+        # A taken name is the service's 409 (decided by the unique constraint), not a 400 here.
+        extra_kwargs = {"name": {"validators": []}}
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Limits > 0 and a known metric: the engine's rule (``readiness.profile_problems``), per field."""
+        problems = readiness.profile_problems(attrs)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return attrs
 
 
 class VariantSerializer(serializers.ModelSerializer):
-    parent = serializers.CharField(source="parent.name", read_only=True, default=None)
+    parent = serializers.CharField(source="parent.name", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = Variant
@@ -92,7 +114,7 @@ class OptimizeSerializer(serializers.Serializer):
 class JobSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="version.model.name", read_only=True)
     version = serializers.IntegerField(source="version.number", read_only=True)
-    profile = serializers.CharField(source="profile.name", read_only=True, default=None)
+    profile = serializers.CharField(source="profile.name", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = OptimizationJob
@@ -128,7 +150,7 @@ class GoverningProfileSerializer(serializers.Serializer):
 
 
 class GoverningProfileChangeSerializer(serializers.ModelSerializer):
-    by = serializers.CharField(source="by.username", read_only=True, default=None)
+    by = serializers.CharField(source="by.username", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = GoverningProfileChange
@@ -137,10 +159,11 @@ class GoverningProfileChangeSerializer(serializers.ModelSerializer):
 
 
 class PromotionSerializer(serializers.ModelSerializer):
-    from_variant = serializers.CharField(source="from_variant.label", read_only=True, default=None)
+    from_variant = serializers.CharField(source="from_variant.label", read_only=True, default=None, allow_null=True)
     to_variant = serializers.CharField(source="to_variant.label", read_only=True)
-    by = serializers.CharField(source="by.username", read_only=True, default=None)
-    judgment_job = serializers.IntegerField(source="judgment.job_id", read_only=True, default=None)
+    by = serializers.CharField(source="by.username", read_only=True, default=None, allow_null=True)
+    judgment_job = serializers.IntegerField(source="judgment.job_id", read_only=True, default=None,
+                                            allow_null=True)
 
     class Meta:
         model = PromotionEvent
@@ -152,9 +175,11 @@ class PromotionSerializer(serializers.ModelSerializer):
 class RegressionSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="variant.version.number", read_only=True)
     variant = serializers.CharField(source="variant.name", read_only=True)
-    role = serializers.CharField(source="details.role", read_only=True, default=None)
-    threshold = serializers.FloatField(source="details.baseline.threshold_ms", read_only=True, default=None)
-    acknowledged_by = serializers.CharField(source="acknowledged_by.username", read_only=True, default=None)
+    role = serializers.CharField(source="details.role", read_only=True, default=None, allow_null=True)
+    threshold = serializers.FloatField(source="details.baseline.threshold_ms", read_only=True, default=None,
+                                       allow_null=True)
+    acknowledged_by = serializers.CharField(source="acknowledged_by.username", read_only=True, default=None,
+                                            allow_null=True)
 
     class Meta:
         model = Regression
@@ -177,3 +202,83 @@ class HistoryPointSerializer(serializers.Serializer):
 
 class HistoryQuerySerializer(serializers.Serializer):
     nights = serializers.IntegerField(min_value=1, max_value=3650, default=90)
+
+
+# --- documentation-only shapes of answers built by hand in the views (modelhub/api/schema.py) --------
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every refusal: a readable sentence; a body that failed validation adds ``fields`` (field → problems)."""
+
+    error = serializers.CharField()
+
+
+class VersionDetailSerializer(VersionSerializer):
+    """A version with its datasets and variants."""
+
+    datasets = DatasetSerializer(many=True, read_only=True)
+    variants = VariantSerializer(many=True, read_only=True)
+
+    class Meta(VersionSerializer.Meta):
+        fields = [*VersionSerializer.Meta.fields, "datasets", "variants"]
+        read_only_fields = fields
+
+
+class JudgmentRefSerializer(serializers.Serializer):
+    """One succeeded job whose judgment can be shown."""
+
+    job = serializers.IntegerField()
+    kind = serializers.CharField()
+    profile = serializers.CharField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class ResultRowSerializer(serializers.Serializer):
+    """One variant's row under a judgment; figures are null for a variant that job did not measure."""
+
+    name = serializers.CharField()
+    status = serializers.CharField()
+    parent = serializers.CharField(allow_null=True)
+    size_bytes = serializers.IntegerField(allow_null=True)
+    run = serializers.DictField(allow_null=True)
+    batch_size = serializers.IntegerField(allow_null=True)
+    statistic = serializers.CharField(allow_null=True)
+    p50_ms = serializers.FloatField(allow_null=True)
+    p95_ms = serializers.FloatField(allow_null=True)
+    p99_ms = serializers.FloatField(allow_null=True)
+    throughput = serializers.FloatField(allow_null=True)
+    peak_memory_mb = serializers.FloatField(allow_null=True)
+
+
+class ResultsSerializer(serializers.Serializer):
+    """``/results``: the judgment (null before any succeeded job), its ranking and the variant rows."""
+
+    judgment = serializers.DictField(allow_null=True, help_text="Profile, its limits, fingerprint and time.")
+    job = serializers.IntegerField(allow_null=True)
+    judgments = JudgmentRefSerializer(many=True)
+    statistic = serializers.CharField(allow_null=True)
+    batch_size = serializers.IntegerField(allow_null=True)
+    variants = ResultRowSerializer(many=True)
+    best = serializers.CharField(allow_null=True)
+    best_effort = serializers.JSONField(allow_null=True)
+    ties = serializers.DictField()
+    ordered = serializers.ListField(child=serializers.JSONField())
+    pareto = serializers.ListField(child=serializers.JSONField())
+    comparisons = serializers.DictField()
+    advice = serializers.ListField(child=serializers.JSONField())
+
+
+class GoverningAnswerSerializer(serializers.Serializer):
+    """The profile governing each alias, and the audited changes."""
+
+    governing = serializers.DictField(child=serializers.CharField(), help_text="Alias → profile name.")
+    changes = GoverningProfileChangeSerializer(many=True)
+
+
+class VariantHistorySerializer(serializers.Serializer):
+    """A variant's nightly figures, oldest first."""
+
+    model = serializers.CharField()
+    version = serializers.IntegerField()
+    variant = serializers.CharField()
+    nights = HistoryPointSerializer(many=True)

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from modelhub import bundles, gate, jobs, selectors, services
+from modelhub.api import schema as sc
 from modelhub.api import serializers as s
 from modelhub.errors import Invalid, NotFound, ServiceError
 from modelhub.models import ModelVersion, ReadinessProfile
@@ -39,11 +40,12 @@ class ServiceAPIView(APIView):
 
 class ModelListView(ServiceAPIView):
     serializer_class = s.ModelSerializer
-    @extend_schema(responses=s.ModelSerializer(many=True))
+    @extend_schema(responses=sc.answers({200: s.ModelSerializer(many=True)}, 401, 403))
     def get(self, request: Request) -> Response:
         models = selectors.model_visible_to(request.user).select_related("owner")
         return Response(s.ModelSerializer(models, many=True).data)
 
+    @extend_schema(request=s.ModelCreateSerializer, responses=sc.answers({201: s.ModelSerializer}, 400, 401, 403, 409))
     def post(self, request: Request) -> Response:
         model = services.model_create(owner=request.user, **self.valid(s.ModelCreateSerializer, request))
         return Response(s.ModelSerializer(model).data, status=status.HTTP_201_CREATED)
@@ -51,6 +53,7 @@ class ModelListView(ServiceAPIView):
 
 class ModelDetailView(ServiceAPIView):
     serializer_class = s.ModelSerializer
+    @extend_schema(parameters=[sc.NAME], responses=sc.answers({200: s.ModelSerializer}, *sc.READ))
     def get(self, request: Request, name: str) -> Response:
         return Response(s.ModelSerializer(selectors.model_get(user=request.user, name=name)).data)
 
@@ -59,11 +62,13 @@ class VersionListView(ServiceAPIView):
     serializer_class = s.VersionSerializer
     parser_classes = [MultiPartParser]
 
-    @extend_schema(responses=s.VersionSerializer(many=True))
+    @extend_schema(parameters=[sc.NAME], responses=sc.answers({200: s.VersionSerializer(many=True)}, *sc.READ))
     def get(self, request: Request, name: str) -> Response:
         model = selectors.model_get(user=request.user, name=name)
         return Response(s.VersionSerializer(model.versions.all(), many=True).data)
 
+    @extend_schema(parameters=[sc.NAME], request={"multipart/form-data": s.UploadSerializer}, responses=sc.answers(
+        {200: s.VersionSerializer, 201: s.VersionSerializer, 202: s.VersionSerializer}, *sc.WRITE, 413, 415, 503))
     def post(self, request: Request, name: str) -> Response:
         model = selectors.model_get(user=request.user, name=name)
         upload = self.valid(s.UploadSerializer, request)["file"]
@@ -81,6 +86,7 @@ class VersionListView(ServiceAPIView):
 
 class VersionDetailView(ServiceAPIView):
     serializer_class = s.VersionSerializer
+    @extend_schema(parameters=[sc.NAME, sc.NUMBER], responses=sc.answers({200: s.VersionDetailSerializer}, *sc.READ))
     def get(self, request: Request, name: str, number: int) -> Response:
         version = self.version(request, name, number)
         body = s.VersionSerializer(version).data
@@ -93,10 +99,12 @@ class DatasetListView(ServiceAPIView):
     serializer_class = s.DatasetSerializer
     parser_classes = [MultiPartParser]
 
-    @extend_schema(responses=s.DatasetSerializer(many=True))
+    @extend_schema(parameters=[sc.NAME, sc.NUMBER], responses=sc.answers({200: s.DatasetSerializer(many=True)}, *sc.READ))
     def get(self, request: Request, name: str, number: int) -> Response:
         return Response(s.DatasetSerializer(self.version(request, name, number).datasets.all(), many=True).data)
 
+    @extend_schema(parameters=[sc.NAME, sc.NUMBER], request={"multipart/form-data": s.DatasetUploadSerializer},
+                   responses=sc.answers({201: s.DatasetSerializer}, *sc.WRITE, 413, 415, 503))
     def post(self, request: Request, name: str, number: int) -> Response:
         version = self.version(request, name, number)
         data = self.valid(s.DatasetUploadSerializer, request)
@@ -111,6 +119,7 @@ class ResultsView(ServiceAPIView):
 
     serializer_class = s.VariantSerializer
 
+    @extend_schema(parameters=[sc.NAME, sc.NUMBER, sc.JOB], responses=sc.answers({200: s.ResultsSerializer}, 400, *sc.READ))
     def get(self, request: Request, name: str, number: int) -> Response:
         version = self.version(request, name, number)
         judged = selectors.judgment_jobs(version=version)
@@ -150,22 +159,31 @@ def _profile_named(data: dict[str, Any], version: ModelVersion) -> ReadinessProf
     return profile
 
 
+def _job_answer(job: Any) -> Response:
+    """202 for a job just queued; 200 with the same job when an identical one was already active."""
+    reused = job.reused
+    job.refresh_from_db()
+    return Response(s.JobSerializer(job).data, status=status.HTTP_200_OK if reused else status.HTTP_202_ACCEPTED)
+
+
 class OptimizeView(ServiceAPIView):
     serializer_class = s.JobSerializer
     parser_classes = [JSONParser]
 
+    @extend_schema(parameters=[sc.NAME, sc.NUMBER], request=s.OptimizeSerializer, responses=sc.answers(
+        {200: s.JobSerializer, 202: s.JobSerializer}, *sc.WRITE, 415, 429, 503))
     def post(self, request: Request, name: str, number: int) -> Response:
         version = self.version(request, name, number)
         data = self.valid(s.OptimizeSerializer, request)
         profile = _profile_named(data, version)
         job = services.optimization_request(version=version, user=request.user, profile=profile,
                                             plan=data.get("plan"), auto_promote=data["auto_promote"])
-        job.refresh_from_db()
-        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        return _job_answer(job)
 
 
 class VariantBundleView(ServiceAPIView):
     serializer_class = s.VariantSerializer
+    @extend_schema(parameters=[sc.NAME, sc.NUMBER, sc.VARIANT], responses=sc.answers({200: sc.BUNDLE}, *sc.READ, 409, 503))
     def get(self, request: Request, name: str, number: int, variant: str) -> FileResponse:
         version = self.version(request, name, number)
         target = selectors.variant_get(version=version, name=variant)
@@ -174,23 +192,26 @@ class VariantBundleView(ServiceAPIView):
 
 class VariantBenchmarkView(ServiceAPIView):
     serializer_class = s.JobSerializer
+    @extend_schema(parameters=[sc.NAME, sc.NUMBER, sc.VARIANT], request=s.BenchmarkRequestSerializer,
+                   responses=sc.answers({200: s.JobSerializer, 202: s.JobSerializer}, *sc.WRITE, 415, 429, 503))
     def post(self, request: Request, name: str, number: int, variant: str) -> Response:
         version = self.version(request, name, number)
         target = selectors.variant_get(version=version, name=variant)
         profile = _profile_named(self.valid(s.BenchmarkRequestSerializer, request), version)
         job = services.benchmark_request(variant=target, user=request.user, profile=profile)
-        job.refresh_from_db()
-        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        return _job_answer(job)
 
 
 class JobDetailView(ServiceAPIView):
     serializer_class = s.JobSerializer
+    @extend_schema(responses=sc.answers({200: s.JobSerializer}, *sc.READ))
     def get(self, request: Request, job_id: int) -> Response:
         return Response(s.JobSerializer(selectors.job_get(user=request.user, job_id=job_id)).data)
 
 
 class JobCancelView(ServiceAPIView):
     serializer_class = s.JobSerializer
+    @extend_schema(request=None, responses=sc.answers({200: s.JobSerializer}, 400, *sc.READ, 409))
     def post(self, request: Request, job_id: int) -> Response:
         job = jobs.job_cancel(job=selectors.job_get(user=request.user, job_id=job_id), user=request.user)
         return Response(s.JobSerializer(job).data)
@@ -200,6 +221,7 @@ class PromoteView(ServiceAPIView):
     serializer_class = s.PromotionSerializer
     parser_classes = [JSONParser]
 
+    @extend_schema(parameters=[sc.NAME], request=s.PromoteSerializer, responses=sc.answers({201: s.PromotionSerializer}, *sc.WRITE, 415))
     def post(self, request: Request, name: str) -> Response:
         model = selectors.model_get(user=request.user, name=name)
         data = self.valid(s.PromoteSerializer, request)
@@ -214,6 +236,7 @@ class RollbackView(ServiceAPIView):
     serializer_class = s.PromotionSerializer
     parser_classes = [JSONParser]
 
+    @extend_schema(parameters=[sc.NAME], request=s.RollbackSerializer, responses=sc.answers({201: s.PromotionSerializer}, *sc.WRITE, 415))
     def post(self, request: Request, name: str) -> Response:
         model = selectors.model_get(user=request.user, name=name)
         data = self.valid(s.RollbackSerializer, request)
@@ -228,12 +251,15 @@ class GoverningProfileView(ServiceAPIView):
     serializer_class = s.GoverningProfileSerializer
     parser_classes = [JSONParser]
 
+    @extend_schema(parameters=[sc.NAME], responses=sc.answers({200: s.GoverningAnswerSerializer}, *sc.READ))
     def get(self, request: Request, name: str) -> Response:
         model = selectors.model_get(user=request.user, name=name)
         governing = {row.alias: row.profile.name for row in model.governing_profiles.select_related("profile")}
         changes = s.GoverningProfileChangeSerializer(model.governing_changes.select_related("by"), many=True).data
         return Response({"governing": governing, "changes": changes})
 
+    @extend_schema(parameters=[sc.NAME], request=s.GoverningProfileSerializer,
+                   responses=sc.answers({200: s.GoverningAnswerSerializer}, *sc.WRITE, 415))
     def post(self, request: Request, name: str) -> Response:
         model = selectors.model_get(user=request.user, name=name)
         data = self.valid(s.GoverningProfileSerializer, request)
@@ -247,7 +273,7 @@ class GoverningProfileView(ServiceAPIView):
 
 class HistoryView(ServiceAPIView):
     serializer_class = s.PromotionSerializer
-    @extend_schema(responses=s.PromotionSerializer(many=True))
+    @extend_schema(parameters=[sc.NAME], responses=sc.answers({200: s.PromotionSerializer(many=True)}, *sc.READ))
     def get(self, request: Request, name: str) -> Response:
         model = selectors.model_get(user=request.user, name=name)
         return Response(s.PromotionSerializer(selectors.promotion_history(model=model), many=True).data)
@@ -257,10 +283,11 @@ class ProfileListView(ServiceAPIView):
     serializer_class = s.ProfileSerializer
     parser_classes = [JSONParser]
 
-    @extend_schema(responses=s.ProfileSerializer(many=True))
+    @extend_schema(responses=sc.answers({200: s.ProfileSerializer(many=True)}, 401, 403))
     def get(self, request: Request) -> Response:
         return Response(s.ProfileSerializer(ReadinessProfile.objects.all(), many=True).data)
 
+    @extend_schema(request=s.ProfileSerializer, responses=sc.answers({201: s.ProfileSerializer}, 400, 401, 403, 409, 415))
     def post(self, request: Request) -> Response:
         profile = services.profile_create(user=request.user, **self.valid(s.ProfileSerializer, request))
         return Response(s.ProfileSerializer(profile).data, status=status.HTTP_201_CREATED)
@@ -271,7 +298,7 @@ class RegressionListView(ServiceAPIView):
 
     serializer_class = s.RegressionSerializer
 
-    @extend_schema(responses=s.RegressionSerializer(many=True))
+    @extend_schema(parameters=[sc.NAME, sc.OPEN], responses=sc.answers({200: s.RegressionSerializer(many=True)}, *sc.READ))
     def get(self, request: Request, name: str) -> Response:
         model = selectors.model_get(user=request.user, name=name)
         open_only = request.query_params.get("open", "").lower() in {"1", "true", "yes"}
@@ -284,7 +311,8 @@ class VariantHistoryView(ServiceAPIView):
 
     serializer_class = s.HistoryPointSerializer
 
-    @extend_schema(responses=s.HistoryPointSerializer(many=True))
+    @extend_schema(parameters=[sc.NAME, sc.NUMBER, sc.VARIANT, sc.NIGHTS],
+                   responses=sc.answers({200: s.VariantHistorySerializer}, 400, *sc.READ))
     def get(self, request: Request, name: str, number: int, variant: str) -> Response:
         target = selectors.variant_get(version=self.version(request, name, number), name=variant)
         nights = s.HistoryQuerySerializer(data=request.query_params)

@@ -59,7 +59,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
     text = header_length.strip()
-    if not text.isdigit() or int(text) > len(body) or int(text) == 0:
+    if not (text.isascii() and text.isdigit()) or int(text) > len(body) or int(text) == 0:
         raise Invalid(f"Inference-Header-Content-Length must be a byte count within the body's {len(body)} "
                       f"bytes; got {header_length[:20]!r}.")
     return body[: int(text)], memoryview(body)[int(text):]
@@ -140,6 +140,8 @@ def _from_data(name: str, data: Any, shape: list[int], dtype: np.dtype) -> np.nd
     except (ValueError, TypeError, OverflowError):
         raise Invalid(f"Input '{name}': data is not a rectangular list of numbers.") from None
     _check_kind(name, array, dtype)
+    if array.dtype.kind in "iuf" and inputs.mixes_bools(data):
+        raise Invalid(f"Input '{name}': data mixes true/false with numbers; booleans go only into BOOL inputs.")
     if array.size != math.prod(shape):
         raise Invalid(f"Input '{name}': shape {shape} needs {math.prod(shape)} values; data holds {array.size}.")
     return array.reshape(shape)

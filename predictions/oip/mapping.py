@@ -31,7 +31,7 @@ def selector_of(version: str | None) -> str:
     """The route selector of a protocol version string (None or "": the production alias)."""
     if not version:
         return selector_for(alias="production")
-    if version.isdigit() and len(version) <= 9:
+    if version.isascii() and version.isdigit() and len(version) <= 9:  # int() reads "١" as 1
         return selector_for(version=int(version))
     if _ALIAS.fullmatch(version) and not version.isdigit():
         return selector_for(alias=version)

@@ -12,6 +12,7 @@ from django.test import Client
 
 from modelhub import artifacts
 from predictions import breaker, router, routing_table, runtime
+from tests import factories
 from tests.onnx_graphs import onnx_copy, sqrt_onnx
 from tests.predictions.conftest import OtherProcess, sample
 from tests.real_services import RedisServer
@@ -31,6 +32,13 @@ def _corrupt(variant: Any) -> bytes:
 
 def _fallbacks(reason: str) -> float:
     return sample("modelhub_predict_fallbacks_total", {"model": "mlp", "reason": reason})
+
+
+def _staff_readyz() -> Any:
+    """/readyz as staff see it: per-model details (the public body names no model)."""
+    client = Client()
+    client.force_login(factories.user("ops", staff=True))
+    return client.get("/readyz")
 
 
 def test_a_corrupted_production_file_is_refused_and_its_parent_answers_flagged(
@@ -57,7 +65,7 @@ def test_a_corrupted_production_file_is_refused_and_its_parent_answers_flagged(
     assert _fallbacks("load_error") == fallbacks + 1
     assert sample("modelhub_runtime_load_failures_total", {"reason": "hash_mismatch"}) == mismatches + 1
 
-    ready = Client().get("/readyz")
+    ready = _staff_readyz()
     assert ready.status_code == 200
     assert ready.json()["status"] == "degraded" and ready.json()["models"]["mlp"].startswith("fallback: v1/original")
 
@@ -219,5 +227,5 @@ def test_a_replaced_external_data_file_is_refused_and_the_previous_version_answe
                                                                                  {"y": [[1.0, 2.0, 3.0, 4.0]]})
     assert response["X-Modelhub-Fallback"] == "load_error"
     assert sample("modelhub_runtime_load_failures_total", {"reason": "hash_mismatch"}) == mismatches + 2
-    ready = Client().get("/readyz").json()
+    ready = _staff_readyz().json()
     assert ready["status"] == "degraded" and ready["models"]["adder"].startswith("fallback: v1/original")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,7 +41,7 @@ from tests import factories
 from tests.onnx_graphs import tiny_onnx_bytes
 
 pytestmark = pytest.mark.django_db
-NOT_OBJECT_ROUTES = {"healthz", "readyz", "metrics", "schema"}
+NOT_OBJECT_ROUTES = {"healthz", "readyz", "metrics", "schema", "oip-server", "oip-live", "oip-ready"}
 PROC_ROOT = "//proc/self/" + "root/etc/passwd"  # the MLflow bypass, spelt in two parts for path linters
 HOSTILE_NAMES = ["../x", "..\\x", PROC_ROOT, "a#/../../", "file:///etc/passwd", "..", ".",
                  "%2e%2e%2fx", ".hidden", "x:y", "a b", "a\x00b", "x" * 101]
@@ -131,7 +132,7 @@ def test_another_user_gets_404_on_every_route_with_the_owners_ids_and_changes_no
     before = _snapshot()
     answers = []
     for route in _object_routes():
-        url = _url(route, name="m", number=1, variant="original", job_id=owned["job"].pk)
+        url = _url(route, name="m", number=1, version=1, variant="original", job_id=owned["job"].pk)
         body = next((b for key, b in BODIES.items() if key in route), {})
         for method in ("get", "post", "put", "patch", "delete"):
             if route in ("api/v1/models", "api/v1/profiles", "dashboard/") and method in ("get", "post"):
@@ -207,7 +208,8 @@ def test_an_upload_ignores_status_sha256_number_format_and_storage_key_from_the_
     body = response.json()
     assert (body["number"], body["format"], body["status"]) == (2, "onnx", "PENDING") and body["sha256"] != "0" * 64
     version = ModelVersion.objects.get(model__name="m", number=2)
-    assert version.storage_key == f"incoming/{version.sha256}/upload.onnx" and version.created_by == owned["owner"]
+    assert re.fullmatch(f"incoming/{version.sha256}/[0-9a-f]{{32}}/upload.onnx", version.storage_key)  # G5: per version
+    assert version.created_by == owned["owner"]
 
 
 @pytest.mark.slow
@@ -215,7 +217,8 @@ def test_an_optimize_request_ignores_status_result_attempts_and_ownership_fields
         owned: dict[str, Any], owner_api: APIClient, make_user: Any) -> None:
     """B3: a job starts QUEUED with no result whatever the body says."""
     other = make_user("olga", "maintainer")
-    body = {"plan": [], **FORGED, "status": "SUCCEEDED", "attempts": 99, "result": {"best": "original"},
+    plan = [{"name": "int8", "pass_name": "quantize_dynamic", "options": {}}]  # not the owned fixture's job
+    body = {"plan": plan, **FORGED, "status": "SUCCEEDED", "attempts": 99, "result": {"best": "original"},
             "created_by": other.pk, "lease_owner": "x", "dispatched_at": None, "progress": 100}
     response = owner_api.post("/api/v1/models/m/versions/1/optimize", body, format="json")
     assert response.status_code == 202
@@ -252,7 +255,7 @@ def test_no_route_accepts_a_partial_update_from_the_owner(owned: dict[str, Any],
     before = _snapshot()
     answers = []
     for route in _object_routes():
-        url = _url(route, name="m", number=1, variant="original", job_id=owned["job"].pk)
+        url = _url(route, name="m", number=1, version=1, variant="original", job_id=owned["job"].pk)
         for method in ("put", "patch"):
             answers.append((method.upper(), url, getattr(owner_api, method)(url, FORGED, format="json").status_code))
     assert [a for a in answers if a[2] not in (403, 404, 405)] == []

@@ -40,6 +40,33 @@ _SELF_VALUE = {"agreement": 1.0, "cosine_mean": 1.0, "cosine_min": 1.0, "mae": 0
 _PROVIDER_OF_TARGET = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
+# Limits that bound a measurement from above or below: each must be a finite number > 0 (0 and
+# below would refuse every variant, or in min_speedup's case mean nothing); a drop may be 0.
+POSITIVE_LIMITS = ("max_size_mb", "max_p95_ms", "max_p99_ms", "max_peak_memory_mb", "min_speedup")
+NON_NEGATIVE_LIMITS = ("max_accuracy_drop",)
+
+
+def profile_problems(fields: dict[str, Any]) -> dict[str, str]:
+    """What is wrong with a profile's fields, per field name (empty: nothing); the one rule the API,
+    the services and ``ProfileSpec`` share. Absent or None limits are fine (the limit is off)."""
+    problems: dict[str, str] = {}
+    for name in POSITIVE_LIMITS + NON_NEGATIVE_LIMITS + ("min_accuracy",):
+        value = fields.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            problems[name] = f"{name} must be a finite number."
+        elif name in POSITIVE_LIMITS and value <= 0:
+            problems[name] = f"{name} must be greater than 0 (leave it empty for no limit)."
+        elif name in NON_NEGATIVE_LIMITS and value < 0:
+            problems[name] = f"{name} must be 0 or more."
+    metric = fields.get("accuracy_metric")
+    if metric and metric not in HIGHER_IS_BETTER:
+        problems["accuracy_metric"] = (f"Unknown accuracy metric {metric!r}; use one of "
+                                       f"{', '.join(HIGHER_IS_BETTER)} (or leave it empty for the task's default).")
+    return problems
+
+
 @dataclass(frozen=True)
 class ProfileSpec:
     """The bounds a variant must meet to be promoted; every bound is optional."""

@@ -107,11 +107,24 @@ def _npz_headers(path: Path, what: str, max_unpacked: int) -> dict[str, _Header]
             infos = archive.infolist()
             if len(infos) > MAX_DATASET_ARRAYS:
                 raise FormatError(f"{what} holds {len(infos)} arrays; at most {MAX_DATASET_ARRAYS} are accepted.")
-            if sum(info.file_size for info in infos) > max_unpacked:
-                raise FormatError(f"{what} unpacks to more than {mb(max_unpacked)}; use fewer samples.")
+            _check_declared_sizes(infos, what, max_unpacked)
             return {info.filename[:-4]: _npy_header(archive, info, what) for info in infos}
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise FormatError(f"{what} is not a readable .npz file (save it with numpy.savez).") from exc
+
+
+def _check_declared_sizes(infos: list[zipfile.ZipInfo], what: str, max_unpacked: int) -> None:
+    """Refuse from the zip directory alone, before anything is decompressed: each member and all of
+    them together must declare at most ``max_unpacked`` bytes (zipfile never inflates a member past
+    its declared size, and each .npy header must fit in it, so this bounds what unpacking costs)."""
+    for info in infos:
+        if info.file_size > max_unpacked:
+            raise FormatError(f"{what}: array {show(info.filename.removesuffix('.npy'))} unpacks to more than "
+                              f"{mb(max_unpacked)} ({mb(info.file_size)} declared); use fewer samples.")
+    total = sum(info.file_size for info in infos)
+    if total > max_unpacked:
+        raise FormatError(f"{what} unpacks to more than {mb(max_unpacked)} ({mb(total)} declared); "
+                          "use fewer samples.")
 
 
 def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> _Header:

@@ -22,6 +22,7 @@ from workers.formats.onnx_checks import (
     check_no_extra_files,
     check_operators,
     check_opsets,
+    check_output_bound,
     parse_onnx,
     prove_it_loads,
     run_checker,
@@ -31,12 +32,14 @@ from workers.formats.sniffing import sniff
 from workers.formats.torchscript import inspect_torchscript
 
 
-def inspect_model(path: Path, *, max_bytes: int, workdir: Path | None = None) -> Inspection:
+def inspect_model(path: Path, *, max_bytes: int, workdir: Path | None = None,
+                  max_output_elements: int | None = None) -> Inspection:
     """Fully check an uploaded model and return its Inspection; FormatError says why not.
 
     Meant for a worker, and for uploads only through inspect_in_subprocess (a hostile model may
     crash the loaders). ``workdir``: an empty directory the caller owns; an archive is extracted
-    there (otherwise into a temporary directory that is removed afterwards).
+    there (otherwise into a temporary directory that is removed afterwards). ``max_output_elements``:
+    the serving answer cap an ONNX model's declared outputs must fit (``check_output_bound``).
     """
     path = Path(path)
     size = regular_size(path, "The model file")
@@ -44,18 +47,18 @@ def inspect_model(path: Path, *, max_bytes: int, workdir: Path | None = None) ->
         raise FormatError(f"The model file is {mb(size)}, over the upload limit of {mb(max_bytes)}.")
     kind = sniff(path, path.name)
     if kind == "onnx":
-        return _inspect_onnx(path, root=path.parent, max_bytes=max_bytes, exclusive=False)
+        return _inspect_onnx(path, root=path.parent, max_bytes=max_bytes, exclusive=False, max_out=max_output_elements)
     if kind == "torchscript":
         return inspect_torchscript(path, max_bytes=max_bytes)
     if workdir is not None:
-        return _inspect_archive(path, Path(workdir), max_bytes=max_bytes, keep=True)
+        return _inspect_archive(path, Path(workdir), max_bytes=max_bytes, keep=True, max_out=max_output_elements)
     with tempfile.TemporaryDirectory(prefix="modelhub-archive-") as tmp:
-        return _inspect_archive(path, Path(tmp) / "model", max_bytes=max_bytes, keep=False)
+        return _inspect_archive(path, Path(tmp) / "model", max_bytes=max_bytes, keep=False, max_out=max_output_elements)
 
 
-def _inspect_archive(path: Path, dest: Path, *, max_bytes: int, keep: bool) -> Inspection:
+def _inspect_archive(path: Path, dest: Path, *, max_bytes: int, keep: bool, max_out: int | None) -> Inspection:
     model_path = extract_archive(path, dest, max_bytes=max_bytes)
-    inspection = _inspect_onnx(model_path, root=dest, max_bytes=max_bytes, exclusive=True)
+    inspection = _inspect_onnx(model_path, root=dest, max_bytes=max_bytes, exclusive=True, max_out=max_out)
     inspection.format = "archive"
     inspection.notes.append(f"Extracted from a .zip of {len(inspection.files)} file(s); sha256 is the .onnx's.")
     if not keep:
@@ -63,7 +66,7 @@ def _inspect_archive(path: Path, dest: Path, *, max_bytes: int, keep: bool) -> I
     return inspection
 
 
-def _inspect_onnx(model_path: Path, *, root: Path, max_bytes: int, exclusive: bool) -> Inspection:
+def _inspect_onnx(model_path: Path, *, root: Path, max_bytes: int, exclusive: bool, max_out: int | None) -> Inspection:
     size = model_path.stat().st_size
     if size > PROTOBUF_LIMIT:
         raise FormatError(
@@ -84,6 +87,7 @@ def _inspect_onnx(model_path: Path, *, root: Path, max_bytes: int, exclusive: bo
     if exclusive:
         check_no_extra_files(root, paths)
     run_checker(model_path)
+    bound_notes = check_output_bound(model, max_out) if max_out is not None else []
     prove_it_loads(model_path)
     files = _file_entries(root, paths)
     default_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -99,7 +103,7 @@ def _inspect_onnx(model_path: Path, *, root: Path, max_bytes: int, exclusive: bo
         primary=files[0].path,
         root=str(root),
         producer=" ".join(p for p in (model.producer_name, model.producer_version) if p),
-        notes=[f"{len(external)} tensor(s) stored as external data."] if external else [],
+        notes=([f"{len(external)} tensor(s) stored as external data."] if external else []) + bound_notes,
     )
 
 

@@ -8,6 +8,7 @@ range) before any loader touches a file. Operators outside ai.onnx, ai.onnx.ml a
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -237,6 +238,53 @@ def check_no_extra_files(root: Path, used: list[Path]) -> None:
             f"The archive holds file(s) the model does not use: {', '.join(show(n) for n in sorted(extra)[:5])}. "
             "Zip only the .onnx and the external-data files it names."
         )
+
+
+def _output_dims(model: Any) -> dict[str, list[int | str]]:
+    """Each output's dims: declared, with a free one replaced by what shape inference (constants
+    propagated) proves; an output whose shape nothing states has no entry."""
+    import onnx
+
+    try:
+        inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model, data_prop=True).graph.output}
+    except Exception:  # noqa: BLE001 - inference is a bonus; the declared shapes and run time still hold
+        inferred = {}
+    dims: dict[str, list[int | str]] = {}
+    for output in model.graph.output:
+        if not output.type.tensor_type.HasField("shape"):
+            continue
+        declared = list(output.type.tensor_type.shape.dim)
+        proved = inferred.get(output.name)
+        proved_dims = list(proved.type.tensor_type.shape.dim) if proved is not None else []
+        if len(proved_dims) != len(declared):
+            proved_dims = declared
+        dims[output.name] = [d.dim_value if d.HasField("dim_value") else (p.dim_value if p.HasField("dim_value")
+                                                                              else d.dim_param or "?")
+                             for d, p in zip(declared, proved_dims, strict=True)]
+    return dims
+
+
+def check_output_bound(model: Any, max_elements: int) -> list[str]:
+    """Refuse a model whose outputs hold more than ``max_elements`` at their smallest (every symbolic
+    dim 1, fixed and proved dims as they are); notes for outputs whose size is free of the inputs.
+
+    A dim named like an input's dim is bounded by the serving input caps; any other symbolic dim
+    (detections after NMS, a generated length) is accepted and left to the run-time answer cap,
+    because a declaration cannot be trusted anyway: what the session returns is checked at run time.
+    """
+    input_dims = {d.dim_param for v in model.graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
+    dims = _output_dims(model)
+    smallest = sum(math.prod(d if isinstance(d, int) and d > 0 else 1 for d in shape) for shape in dims.values())
+    if smallest > max_elements:
+        shapes = ", ".join(f"{show(name)} {shape}" for name, shape in list(dims.items())[:4])
+        raise FormatError(f"The model's outputs hold at least {smallest:,} elements ({shapes}); an answer holds at "
+                          f"most {max_elements:,} (MODELHUB_SERVING_MAX_OUTPUT_ELEMENTS).")
+    free = sorted({str(d) for shape in dims.values() for d in shape if isinstance(d, str) and d not in input_dims})
+    unshaped = [output.name for output in model.graph.output if output.name not in dims]
+    notes = [f"Output dims {', '.join(free[:5])} are not an input's: the answer's size is checked at run time."] if free else []
+    if unshaped:
+        notes.append(f"Output(s) {', '.join(show(n) for n in unshaped[:5])} declare no shape: checked at run time.")
+    return notes
 
 
 def run_checker(path: Path) -> None:

@@ -1,5 +1,5 @@
 """``inspect_in_subprocess``: ``inspect_model`` in the intake's sandboxed child,
-``workers.intake_child`` (pure: no Django).
+``workers.intake_child`` (pure: no Django); ``check_dataset_in_subprocess``: ``check_dataset`` there.
 
 The child runs through ``workers.child`` (scrubbed environment, its own session, its process
 group killed at the wall-clock limit); here its end becomes an Inspection or a FormatError in the
@@ -8,6 +8,7 @@ intake's own words.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 
 from workers import child
 from workers.formats.common import FormatError
+from workers.formats.datasets import DatasetInfo
 from workers.formats.inspection import Inspection
+from workers.formats.signature import Signature
 
 CHILD_MODULE = "workers.intake_child"
 _TEST_HOOKS = frozenset({"segfault", "sleep", "spin", "memory", "forge", "env"})
@@ -35,6 +38,7 @@ def inspect_in_subprocess(
     memory_mb: int = 2048,
     cpu_seconds: int = 120,
     workdir: Path | None = None,
+    max_output_elements: int | None = None,
     wall_seconds: float | None = None,
     sandbox: bool = True,
     _test_hook: str | None = None,
@@ -54,6 +58,8 @@ def inspect_in_subprocess(
     wall = float(wall_seconds if wall_seconds is not None else cpu_seconds + 30)
     command = _command(path, max_bytes=max_bytes, memory_mb=memory_mb, cpu_seconds=cpu_seconds, workdir=workdir,
                        sandbox=sandbox, test_hook=_test_hook)
+    if max_output_elements is not None:  # the answer cap the declared outputs must fit
+        command += ["--max-output-elements", str(int(max_output_elements))]
     with tempfile.TemporaryDirectory(prefix="modelhub-intake-") as scratch:
         try:
             finished = child.run(command, scratch, wall)
@@ -61,6 +67,42 @@ def inspect_in_subprocess(
             raise FormatError(f"Inspecting the model took longer than {exc.seconds:.0f} s and was stopped; the model "
                               "is too large or loading it hangs.") from None
     return _child_result(finished, memory_mb=memory_mb, cpu_seconds=cpu_seconds)
+
+
+def check_dataset_in_subprocess(
+    path: Path,
+    signature: Signature,
+    *,
+    max_bytes: int,
+    max_unpacked_bytes: int,
+    purpose: str = "validation",
+    memory_mb: int = 2048,
+    cpu_seconds: int = 120,
+    sandbox: bool = True,
+) -> DatasetInfo:
+    """``check_dataset`` in the intake's sandboxed, memory-limited child: the declared sizes are
+    checked before anything is decompressed, and the arrays are unpacked there, never in the calling
+    (web) process. A refusal, a crash or running out of memory becomes a FormatError."""
+    command = _command(path, max_bytes=max_bytes, memory_mb=memory_mb, cpu_seconds=cpu_seconds, workdir=None,
+                       sandbox=sandbox, test_hook=None)
+    command += ["--dataset-signature", json.dumps(signature.to_dict()), "--purpose", purpose,
+                "--max-unpacked-bytes", str(int(max_unpacked_bytes))]
+    with tempfile.TemporaryDirectory(prefix="modelhub-dataset-") as scratch:
+        try:
+            finished = child.run(command, scratch, float(cpu_seconds + 30))
+        except child.ChildTimeout as exc:
+            raise FormatError(f"Checking the dataset took longer than {exc.seconds:.0f} s and was stopped.") from None
+    if finished.returncode >= 0:
+        payload = child.last_result(finished.stdout)
+        if payload is not None and payload.get("ok") and "dataset" in payload:
+            return DatasetInfo.from_dict(payload["dataset"])
+        if payload is not None and payload.get("kind") == "memory":
+            raise FormatError(f"Unpacking the dataset needs more than the limit of {memory_mb} MB of memory; "
+                              "upload fewer samples.")
+        if payload is not None and payload.get("kind") == "format":
+            raise FormatError(str(payload.get("message", "The dataset was refused.")))
+    raise FormatError(f"The dataset could not be checked (the checker ended with status {finished.returncode}, "
+                      f"most likely over the limit of {memory_mb} MB of memory); upload fewer samples.")
 
 
 def _command(path: Path, *, max_bytes: int, memory_mb: int, cpu_seconds: int, workdir: Path | None,
