@@ -19,6 +19,7 @@ import pytest
 from tests import factories
 from tests.onnx_graphs import node, onnx_copy, onnx_model, tensor, write_model
 from tests.real_services import RedisServer
+from tests.serving_state import fresh_serving_state
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,21 +32,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def serving_state(settings: Any) -> Iterator[None]:
-    from predictions import auth, breaker, cache, routing_table, runtime
-
-    settings.MODELHUB_SERVING_KEY_PREFIX = f"test-{uuid.uuid4().hex[:12]}"
-    settings.MODELHUB_SERVING_AUTH_CACHE_S = 0
-
-    def reset() -> None:
-        routing_table.TABLE.clear()
-        breaker.BREAKER.clear()
-        runtime.RUNTIMES.clear()
-        cache.reset()
-        auth.forget()
-
-    reset()
-    yield
-    reset()
+    """Fresh serving-process state (routes, breaker, runtimes, Redis back-off, callers) around each test."""
+    yield from fresh_serving_state(settings)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from io import BytesIO
@@ -34,6 +33,7 @@ from predictions.models import PredictToken
 from predictions.wsgi import ServingApplication
 from tests import factories
 from tests.real_services import RedisServer
+from tests.serving_state import fresh_serving_state
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,24 +44,7 @@ EVIL = "evil.example"
 @pytest.fixture(autouse=True)
 def serving_state(settings: Any) -> Iterator[None]:
     """Fresh serving-process state (routes, breaker, runtimes, Redis back-off, callers) around each test."""
-    from django.core.cache import cache as default_cache
-
-    from predictions import auth, breaker, cache, routing_table, runtime
-
-    settings.MODELHUB_SERVING_KEY_PREFIX = f"test-{uuid.uuid4().hex[:12]}"
-    settings.MODELHUB_SERVING_AUTH_CACHE_S = 0
-
-    def reset() -> None:
-        routing_table.TABLE.clear()
-        breaker.BREAKER.clear()
-        runtime.RUNTIMES.clear()
-        cache.reset()
-        auth.forget()
-        default_cache.clear()
-
-    reset()
-    yield
-    reset()
+    yield from fresh_serving_state(settings, clear_default_cache=True)
 
 
 @pytest.fixture
