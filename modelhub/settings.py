@@ -191,6 +191,10 @@ SPECTACULAR_SETTINGS = {"TITLE": "modelhub API", "VERSION": "1", "SERVE_INCLUDE_
                         "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
                         # request bodies as inputs (no read-only fields); predict and OIP infer added by a hook
                         "COMPONENT_SPLIT_REQUEST": True,
+                        # three models have a "status": each enum gets its own name in the schema
+                        "ENUM_NAME_OVERRIDES": {"VersionStatusEnum": "modelhub.models.ModelVersion.Status",
+                                                "VariantStatusEnum": "modelhub.models.Variant.Status",
+                                                "JobStatusEnum": "modelhub.models.OptimizationJob.Status"},
                         "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                                                  "modelhub.api.schema.serving_routes"]}
 

@@ -321,8 +321,9 @@ def test_after_flushall_the_reconciler_resends_stale_queued_jobs_and_none_is_los
     """D7: two jobs sit in Redis; FLUSHALL (or a restart without persistence) loses both messages. The
     reconciler re-sends QUEUED jobs dispatched longer than its staleness ago, and a worker runs both."""
     version = factories.upload(maintainer, tiny_onnx_bytes(), name="m")
-    queued = [services.optimization_request(version=version, user=maintainer, plan=[], bench=FAST_BENCH)
-            for _ in range(2)]
+    # two different requests: identical ones would be one job (G8)
+    queued = [services.optimization_request(version=version, user=maintainer, plan=[],
+                                            bench={**FAST_BENCH, "time_budget_s": budget}) for budget in (0.2, 0.3)]
     assert broker.queued("optimize") == 2
     broker.client().flushall()
     assert broker.queued() == 0
