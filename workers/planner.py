@@ -321,7 +321,10 @@ def _choose(group: list[Candidate], keys: tuple[str, ...]) -> Candidate:
 
 
 def _tied_with(pick: Candidate, group: list[Candidate], key: str) -> list[str]:
-    return [c.name for c in group if c is not pick and not _BETTER[key](pick, c) and not _BETTER[key](c, pick)]
+    """The candidates that went on to the next key with ``pick``: those the leader on ``key`` does not
+    beat. Ties are not transitive, so naming the pick's own ties could name one the choice never weighed."""
+    leader = min(group, key=lambda c: _point(c, key))
+    return [c.name for c in group if c is not pick and not _BETTER[key](leader, c)]
 
 
 def _order(eligible: list[Candidate], priority: tuple[str, ...]) -> tuple[list[str], dict[str, list[str]]]:

@@ -186,6 +186,16 @@ def test_intervals_apart_but_within_the_noise_band_are_tied() -> None:
     assert ranking.best == "original" and ranking.ties == {"original": ["graph"]}
 
 
+def test_a_pick_names_only_the_ties_its_choice_weighed() -> None:
+    """Ties are not transitive: int8 is within the band of the original but beyond it from graph,
+    the leader, so it never reaches the size key and the pick does not call itself tied with it."""
+    candidates = [_c("original", 10.0, 100, 1.0, interval=(9.99, 10.01)),
+                  _c("graph", 9.5, 100, 1.0, interval=(9.49, 9.51)),
+                  _c("int8", 10.6, 30, 1.0, interval=(10.59, 10.61))]  # 6 % slower than the original, 12 % than graph
+    ranking = rank(candidates)
+    assert ranking.best == "original" and ranking.ties["original"] == ["graph"]
+
+
 def test_with_equal_sizes_the_candidate_with_fewer_passes_wins_a_tie() -> None:
     tied = [_c("original", 10.0, 100, 1.0, interval=(9.5, 10.5)),
             _c("graph", 9.8, 100, 1.0, interval=(9.3, 10.3))]
