@@ -4,15 +4,17 @@ from __future__ import annotations
 
 
 class ServiceError(Exception):
-    """A refused request; ``status`` is the HTTP status the REST API answers with."""
+    """A refused request; ``status`` is the HTTP status every way in answers with, ``headers`` the
+    headers it carries (``Retry-After`` when the same request may succeed unchanged later)."""
 
     status = 400
-    retry_after_s: int | None = None  # sent as Retry-After: the request may succeed unchanged later
+    retry_after_s: int | None = None
 
     def __init__(self, message: str, **details: object) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers: dict[str, str] = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else {}
 
 
 class Invalid(ServiceError):
@@ -56,5 +58,5 @@ class Throttled(ServiceError):
     status = 429
 
     def __init__(self, message: str, *, retry_after_s: int, **details: object) -> None:
-        super().__init__(message, **details)
         self.retry_after_s = retry_after_s
+        super().__init__(message, **details)

@@ -33,10 +33,7 @@ class Overloaded(ServiceError):
 
     status = 503
     reason = "overloaded"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": "1"}
+    retry_after_s = 1
 
 
 class Admission:

@@ -53,8 +53,8 @@ class Throttled(ServiceError):
     status = 429
 
     def __init__(self, message: str, retry_after: int) -> None:
+        self.retry_after_s = retry_after
         super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after)}
 
 
 @dataclass(frozen=True)

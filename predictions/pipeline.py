@@ -74,7 +74,7 @@ def refusal(exc: Exception, name: str) -> HttpResponse:
     """The JSON answer to a request that failed with ``exc``, counted under its reason."""
     if isinstance(exc, ServiceError):
         metrics.count_error(getattr(exc, "reason", None) or _REASONS.get(exc.status, "error"))
-        return json_response({"error": exc.message}, exc.status, getattr(exc, "headers", None))
+        return json_response({"error": exc.message}, exc.status, exc.headers or None)
     if isinstance(exc, DatabaseError):
         # one line per refused request: during an outage a traceback each time would drown the log
         log.warning("predict %s: the database is unavailable (%s)", name, type(exc).__name__)

@@ -14,8 +14,8 @@ class Unavailable(ServiceError):
     status = 503
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
+        self.retry_after_s = retry_after
         super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after)}
 
 
 class NonFiniteOutput(ServiceError):

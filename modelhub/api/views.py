@@ -24,8 +24,7 @@ class ServiceAPIView(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, ServiceError):
-            headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
-            return Response({"error": exc.message, **exc.details}, status=exc.status, headers=headers)
+            return Response({"error": exc.message, **exc.details}, status=exc.status, headers=exc.headers or None)
         return super().handle_exception(exc)
 
     def valid(self, serializer_class: type, request: Request) -> dict[str, Any]:
