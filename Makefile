@@ -11,7 +11,12 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -c "import django, torch, onnxruntime, celery" 
 	touch $@
 
-install: $(VENV)/.installed
+# The JavaScript runtimes (onnxruntime-node, onnxruntime-web) and axe-core, pinned by package-lock.json.
+node_modules/.installed: package.json package-lock.json .npmrc
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
 
 demo: install
 	$(PY) manage.py migrate --noinput -v0

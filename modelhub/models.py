@@ -64,6 +64,10 @@ class ModelVersion(models.Model):
     files = models.JSONField(default=list, blank=True, help_text="Every file of the model: path, sha256, size.")
     signature = models.JSONField(default=dict, blank=True)
     inspection = models.JSONField(default=dict, blank=True)
+    notes = models.TextField(blank=True, help_text="Free-text notes on the version (Markdown not rendered).")
+    tags = models.JSONField(default=list, blank=True, help_text="Short labels, e.g. [\"baseline\", \"q3\"].")
+    source = models.CharField(max_length=500, blank=True,
+                              help_text="Where the model came from: free text or a URL (shown, never fetched).")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -118,6 +122,8 @@ class ReadinessProfile(models.Model):
     class Target(models.TextChoices):
         CPU = "cpu", "CPU"
         CUDA = "cuda", "CUDA GPU"
+        NODE = "node", "Node.js (onnxruntime-node)"
+        BROWSER_WASM = "browser-wasm", "Browser (onnxruntime-web, wasm)"
 
     class Statistic(models.TextChoices):
         P50 = "p50", "p50 (median)"
@@ -136,10 +142,12 @@ class ReadinessProfile(models.Model):
     max_accuracy_drop = models.FloatField(null=True, blank=True)
     min_speedup = models.FloatField(null=True, blank=True,
                                     help_text="Minimum speed-up over the parent, in the ranking statistic.")
-    target = models.CharField(max_length=10, choices=Target.choices, default=Target.CPU)
+    target = models.CharField(max_length=20, choices=Target.choices, default=Target.CPU)
     threads = models.PositiveSmallIntegerField(default=1)
     statistic = models.CharField(max_length=4, choices=Statistic.choices, default=Statistic.P50,
                                  help_text="The latency statistic that ranks variants and measures speed-ups.")
+    search_budget_s = models.PositiveIntegerField(
+        default=360, help_text="Seconds the default plan's search may spend before it keeps the best found so far.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -221,6 +229,9 @@ class Variant(models.Model):
     metrics = models.JSONField(default=dict, blank=True, help_text="What the pass measured.")
     notes = models.JSONField(default=list, blank=True)
     job = models.ForeignKey("OptimizationJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="variants")
+    session_options = models.JSONField(
+        default=dict, blank=True, help_text="Tuned ONNX Runtime session options (intra_op_threads, inter_op_threads, "
+                                            "execution_mode), used by serving and bundles.")
     serving_batching = models.BooleanField(
         default=False, help_text="Serve with server-side batching (set by services.variant_batching_set, only "
                                  "when the variant's benchmark says batching pays).")
