@@ -53,6 +53,7 @@ bench: install
 	$(PY) bench/stability.py
 	$(PY) bench/nightly_detector.py
 	$(PY) bench/serving.py
+	$(PY) bench/targets.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

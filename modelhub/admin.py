@@ -19,7 +19,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from modelhub import gate, jobs, regressions, roles, selectors, services
+from modelhub.admin_display import ReadableFieldsMixin
 from modelhub.admin_forms import DatasetUploadForm, GoverningProfileForm, VersionUploadForm
+from modelhub.dashboard import numbers
 from modelhub.errors import ServiceError
 from modelhub.models import (
     BenchmarkResult,
@@ -39,10 +41,11 @@ from modelhub.models import (
 admin.site.site_header = "modelhub"
 admin.site.site_title = "modelhub"
 admin.site.index_title = "Registry administration"
+admin.site.site_url = "/dashboard/"  # "View site": the dashboard (the root answers the serving plane's 404)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written only by services: visible, never edited by hand."""
+class ReadOnlyAdmin(ReadableFieldsMixin, admin.ModelAdmin):
+    """Rows written only by services: visible (numbers with units, JSON as tables), never edited by hand."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -54,8 +57,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return request.user.is_superuser
 
 
-class ServiceFormAdmin(admin.ModelAdmin):
-    """Admin whose add form is a ServiceForm: saving does nothing more."""
+class ServiceFormAdmin(ReadableFieldsMixin, admin.ModelAdmin):
+    """Admin whose add form is a ServiceForm: saving does nothing more; stored rows read formatted."""
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
@@ -157,7 +160,7 @@ class ModelVersionAdmin(VisibleChoicesMixin, ServiceFormAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is None:
             return []
-        return [f.name for f in ModelVersion._meta.fields]
+        return self.with_formatted(request, obj, [f.name for f in ModelVersion._meta.fields])
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
@@ -210,7 +213,7 @@ class DatasetAdmin(VisibleChoicesMixin, ServiceFormAdmin):
 
 
 @admin.register(ReadinessProfile)
-class ReadinessProfileAdmin(admin.ModelAdmin):
+class ReadinessProfileAdmin(ReadableFieldsMixin, admin.ModelAdmin):
     list_display = ["name", "statistic", "target", "max_size_mb", "max_p95_ms", "max_p99_ms", "batch_size",
                     "max_accuracy_drop", "min_speedup", "governs_models"]
     list_filter = ["statistic", "target"]
@@ -334,13 +337,32 @@ class OptimizationJobAdmin(ReadOnlyAdmin):
 
 @admin.register(BenchmarkResult)
 class BenchmarkResultAdmin(ReadOnlyAdmin):
-    list_display = ["variant", "kind", "job", "profile", "statistic", "batch_size", "p50_ms", "p95_ms", "p99_ms",
-                    "throughput", "throughput_batch", "peak_memory_mb", "verdict_word", "pending", "created_at"]
+    # Statistic and batch, throughput and its batch share a column: one row fits 1440 px.
+    list_display = ["variant", "kind", "job_number", "profile", "ranked_by", "p50_ms", "p95_ms", "p99_ms",
+                    "throughput_at", "peak_memory_mb", "verdict_word", "created_at"]
     list_filter = ["kind", "passed", "statistic", "pending"]
     list_select_related = ["variant__version__model", "job", "profile"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).filter(variant__version__model__in=selectors.model_visible_to(request.user))
+
+    @admin.display(description="Job", ordering="job")
+    def job_number(self, obj: BenchmarkResult) -> str:
+        """The job by its number: the full name (kind, version, status) would widen every row."""
+        return f"job {obj.job_id}" if obj.job_id else "—"
+
+    @admin.display(description="Ranked by", ordering="statistic")
+    def ranked_by(self, obj: BenchmarkResult) -> str:
+        """The statistic the run ranks by and the batch size it was read at."""
+        return f"{obj.statistic} at batch {obj.batch_size}"
+
+    @admin.display(description="Throughput", ordering="throughput")
+    def throughput_at(self, obj: BenchmarkResult) -> str:
+        """Samples per second, with the batch they were measured at when it is not the ranked one."""
+        if obj.throughput is None:
+            return "—"
+        other = obj.throughput_batch and obj.throughput_batch != obj.batch_size
+        return numbers.throughput(obj.throughput) + (f" at batch {obj.throughput_batch}" if other else "")
 
     @admin.display(description="Verdict", ordering="passed")
     def verdict_word(self, obj: BenchmarkResult) -> str:
@@ -382,13 +404,13 @@ class RegressionAdmin(ReadOnlyAdmin):
     def model_name(self, obj: Regression) -> str:
         return obj.variant.version.model.name
 
-    @admin.display(description="Baseline p95 (ms)", ordering="baseline")
+    @admin.display(description="Baseline p95", ordering="baseline")
     def baseline_ms(self, obj: Regression) -> str:
-        return f"{obj.baseline:.4g}" if obj.baseline is not None else "—"
+        return numbers.milliseconds(obj.baseline)
 
-    @admin.display(description="Tonight p95 (ms)", ordering="value")
+    @admin.display(description="Tonight p95", ordering="value")
     def tonight_ms(self, obj: Regression) -> str:
-        return f"{obj.value:.4g}" if obj.value is not None else "—"
+        return numbers.milliseconds(obj.value)
 
     @admin.display(description="Change", ordering="ratio")
     def change(self, obj: Regression) -> str:

@@ -3,11 +3,14 @@ form error and never a half-saved row."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
 from django import forms
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from modelhub import services
 from modelhub.errors import ServiceError
@@ -59,9 +62,19 @@ class VersionUploadForm(ServiceForm):
             return cleaned
         refused = [purpose for purpose in DATASET_PURPOSES if not self._upload_dataset(purpose)]
         if refused:
-            self.add_error(None, f"Version {self.instance.number} was saved, but its {' and '.join(refused)} data "
-                                 "was refused (see below). Upload corrected files from the version's page.")
+            self.add_error(None, self._partly_saved(refused))
         return cleaned
+
+    def _partly_saved(self, refused: list[str]) -> str:
+        """What was saved (linked) and what was refused; sending the form again keeps what was saved."""
+        version = self.instance
+        kept = [d.purpose for d in version.datasets.order_by("purpose")]
+        url = reverse("dashboard:version", args=[version.model.name, version.number])
+        return format_html(
+            'Version {} was saved{} (<a href="{}">open v{}</a>), but its {} data was refused (see below). '
+            "Send the form again with corrected files (what was saved is kept), or add them from the version's page.",
+            version.number, f" with its {' and '.join(kept)} data" if kept else "", url, version.number,
+            " and ".join(refused))
 
     def _upload_version(self) -> ModelVersion:
         upload = self.cleaned_data["file"]
@@ -77,6 +90,9 @@ class VersionUploadForm(ServiceForm):
         upload = self.cleaned_data.get(f"{purpose}_data")
         if not upload:
             return True
+        saved = self.instance.dataset(purpose)
+        if saved is not None and saved.sha256 == _sha256(upload):
+            return True  # sent again with the form after a partial refusal: already saved
         try:
             services.dataset_upload(version=self.instance, purpose=purpose, stream=upload, filename=upload.name,
                                     user=self.request.user)
@@ -84,6 +100,14 @@ class VersionUploadForm(ServiceForm):
             self.add_error(f"{purpose}_data", exc.message)
             return False
         return True
+
+
+def _sha256(upload: Any) -> str:
+    digest = hashlib.sha256()
+    for chunk in upload.chunks():
+        digest.update(chunk)
+    upload.seek(0)
+    return digest.hexdigest()
 
 
 DATASET_PURPOSES = [Dataset.Purpose.VALIDATION, Dataset.Purpose.CALIBRATION, Dataset.Purpose.TRAINING]

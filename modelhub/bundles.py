@@ -13,7 +13,7 @@ import importlib.metadata
 import json
 import tempfile
 import zipfile
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from django.http import FileResponse
@@ -21,6 +21,7 @@ from django.http import FileResponse
 from modelhub import artifacts
 from modelhub.errors import Invalid, Unavailable
 from modelhub.models import Variant
+from workers.targets import bundle as js_bundle
 
 PREDICT_PY = '''"""Minimal loader of this bundle: needs only onnxruntime and numpy.
 
@@ -81,7 +82,7 @@ def _files(variant: Variant) -> list[tuple[str, str, str | None]]:
     files = []
     for entry in entries:
         name = PurePosixPath(entry.get("path") or PurePosixPath(entry["key"]).name)
-        if name.is_absolute() or ".." in name.parts or str(name) in RESERVED:
+        if name.is_absolute() or ".." in name.parts or str(name) in RESERVED or name.parts[0] in js_bundle.RESERVED:
             raise Invalid(f"Variant {variant.label} has a file named {str(name)!r}; it cannot be bundled.")
         sha = variant.sha256 if entry["key"] == variant.storage_key else entry.get("sha256")
         files.append((str(name), entry["key"], sha or None))
@@ -104,7 +105,17 @@ def _config(variant: Variant, model_file: str = "model.onnx") -> dict[str, Any]:
         "metrics": _report(result.report) if result else {}, "accuracy": result.accuracy if result else {},
         "verdict": result.verdict if result else {},
         "runtime": {"onnxruntime": importlib.metadata.version("onnxruntime")},
+        "session_options": variant.session_options or {},  # measured for this variant by its job
     }
+
+
+def _write_js(archive: zipfile.ZipFile, model: str) -> None:
+    """The browser and Node parts of the bundle (``workers.targets.bundle``)."""
+    for name, source in js_bundle.js_files(model).items():
+        if isinstance(source, Path):
+            archive.write(source, name)
+        else:
+            archive.writestr(name, source)
 
 
 def bundle_file(variant: Variant) -> IO[bytes]:
@@ -117,6 +128,8 @@ def bundle_file(variant: Variant) -> IO[bytes]:
     config = _config(variant, files[0][0])
     readme = (f"# {config['model']} v{config['version']} / {variant.name}\n\n"
               "Run: `pip install onnxruntime numpy && python predict.py inputs.npz`.\n"
+              "Browser: serve this folder statically and open index.html (loader.mjs, onnxruntime-web in ort/).\n"
+              "Node: `cd node && npm ci && node predict.mjs [inputs.json]`.\n"
               "config.json holds the signature, the measured metrics, the verdict and the lineage.\n")
     out = tempfile.TemporaryFile(dir=artifacts.work_dir())
     try:
@@ -125,6 +138,7 @@ def bundle_file(variant: Variant) -> IO[bytes]:
                 archive.write(artifacts.local_path(key, sha), name)
             archive.writestr("config.json", json.dumps(config, indent=2, default=str))
             archive.writestr("predict.py", PREDICT_PY)
+            _write_js(archive, config["model"])
             archive.writestr("README.md", readme)
     except BaseException:
         out.close()

@@ -26,8 +26,10 @@ from modelhub.errors import ServiceError
 from modelhub.models import BenchmarkResult, OptimizationJob, Variant
 from workers import formats, isolation, planner
 from workers.errors import EngineError
-from workers.evaluation import advisor, bench
+from workers.evaluation import advisor, bench, readiness, session_tuning
 from workers.passes import base, get_pass, make_config
+from workers.search import loop as search_loop
+from workers.search import splits
 
 log = logging.getLogger(__name__)
 PLAN_SHARE = 60.0  # percent of the progress bar given to the passes; evaluation gets the rest
@@ -45,6 +47,8 @@ class JobContext:
     scratch: Path
     variants: dict[str, Variant] = field(default_factory=dict)
     deadline: float | None = None  # time.monotonic() at the task's soft time limit
+    split: splits.Split | None = None  # the validation rows the search selected on / the verdict is given on
+    search: dict[str, Any] | None = None  # the search's log, for job.result["search"]
 
     @property
     def version(self) -> Any:
@@ -145,7 +149,57 @@ def _run_plan(context: JobContext) -> None:
         jobs.job_event(job=context.job, message=f"{step.name}: running {step.pass_name}", progress=progress,
                        step=step.name)
         # The runner names the output directory: a step's name is the client's and never a path.
-        context.variants[step.name] = _run_step(context, step, source, context.scratch / f"step-{index}")
+        if step.pass_name == planner.SEARCH:
+            _run_search(context, step, source, context.scratch / f"step-{index}")
+        else:
+            context.variants[step.name] = _run_step(context, step, source, context.scratch / f"step-{index}")
+
+
+# --- the search ----------------------------------------------------------------------------
+
+
+def _search_budget(context: JobContext, step: planner.PlanStep) -> float:
+    """The plan's budget, else the job's option, else the profile's; within what the time limit leaves
+    (the final evaluation needs the rest)."""
+    profile = context.job.profile
+    budget = float(step.options.get("budget_s") or context.job.options.get("search_budget_s")
+                   or (profile.search_budget_s if profile is not None else planner.DEFAULT_SEARCH_BUDGET_S))
+    if context.deadline is not None:
+        budget = min(budget, max(1.0, 0.6 * (context.deadline - time.monotonic())))
+    return budget
+
+
+def _search_config(context: JobContext, step: planner.PlanStep) -> search_loop.SearchConfig:
+    profile = context.job.profile
+    validation = context.data("validation")
+    if validation is not None:
+        context.split = splits.write_splits(validation, context.scratch / "splits")
+    selection = context.split.selection if context.split else None
+    # Static int8 calibrates on the calibration set, else on the selection rows (never the held-out ones).
+    return search_loop.SearchConfig(spec=profile.to_spec() if profile else readiness.ProfileSpec(),
+                                    budget_s=_search_budget(context, step), task=context.version.model.task,
+                                    validation=selection, calibration=context.data("calibration") or selection,
+                                    training=context.data("training"))
+
+
+def _run_search(context: JobContext, step: planner.PlanStep, source: Variant, dst: Path) -> None:
+    """Run the search from ``source`` and store its kept candidates as variants, lineage included."""
+    config = _search_config(context, step)
+    hooks = search_loop.Hooks(run_pass=lambda name, src, out, cfg: _run_pass(context, name, src, out, cfg),
+                              event=lambda message: jobs.job_event(job=context.job, message=message, step=step.name),
+                              check=context.check_cancel)
+    reference = measurement.reference_of(context.version)
+    result = search_loop.run_search(artifacts.local_model(source), artifacts.local_model(reference or source), dst,
+                                    config, hooks, root_name=step.source)
+    for built in result.kept:
+        parent = context.variants[built.parent]
+        kept = planner.PlanStep(built.name, built.recipe.pass_name, dict(built.recipe.options), built.parent)
+        key = base.config_hash(kept.pass_name, {**built.config_json, "source": parent.sha256})
+        context.variants[built.name] = _save_variant(context, kept, parent, key, built.config_json, result=built.result)
+    context.search = {**result.to_dict(), "split": context.split.to_dict() if context.split else None}
+    jobs.job_event(job=context.job, message=f"{step.name}: {result.log.to_dict()['tried']} candidates in "
+                   f"{result.log.spent_s:.1f} s of {config.budget_s:g} s; picked {result.best or 'none that passes'}",
+                   step=step.name, duration_s=round(result.log.spent_s, 2))
 
 
 def _step_options(context: JobContext, step: planner.PlanStep) -> dict[str, Any]:
@@ -156,6 +210,11 @@ def _step_options(context: JobContext, step: planner.PlanStep) -> dict[str, Any]
         options.setdefault("metric", profile.accuracy_metric or "auto")
         options.setdefault("max_drop", profile.max_accuracy_drop)
         options.setdefault("min_value", profile.min_accuracy)
+    # A pass checks its output on the job's own validation rows; a path in a client's options is never read.
+    options.pop("check_data", None)
+    validation = context.data("validation")
+    if validation is not None and "check_data" in get_pass(step.pass_name).Config.__dataclass_fields__:
+        options["check_data"] = str(validation)
     return options
 
 
@@ -224,7 +283,8 @@ def _evaluate(context: JobContext) -> dict[str, Any]:
     judge each under the job's profile (or measure without judging), rank with ties, advise."""
     job = context.job
     variants = _variants_to_evaluate(context)
-    setup = measurement.evaluation_setup(context.version, job.profile)
+    setup = measurement.evaluation_setup(context.version, job.profile,
+                                         validation=context.split.holdout if context.split else None)
     config = measurement.bench_config(job.options.get("bench") or {}, setup.spec)
     BenchmarkResult.objects.filter(job=job).delete()  # a re-run after a crash measures afresh, once
     context.check_cancel()
@@ -242,7 +302,30 @@ def _evaluate(context: JobContext) -> dict[str, Any]:
     for variant in variants:
         if variant.pk in measured:
             _save_result(job, variant, setup, measured[variant.pk])
-    return _judgment(job, setup, variants, measured)
+    result = _judgment(job, setup, variants, measured)
+    result["judgment"]["rows"] = (context.split.describe() if context.split
+                                  else "all validation rows" if setup.validation else "no validation rows")
+    if context.search is not None:
+        result["search"] = context.search
+        result["session_tuning"] = _tune(context, setup, result.get("best"))
+    return result
+
+
+def _tune(context: JobContext, setup: measurement.EvaluationSetup, best: str | None) -> dict[str, Any] | None:
+    """Session options for the chosen variant at the profile's batch size, kept only when faster beyond noise."""
+    variant = next((v for v in context.variants.values() if v.name == best), None)
+    if variant is None:
+        return None
+    context.check_cancel()
+    spec = setup.spec
+    try:
+        tuned = session_tuning.tune(artifacts.local_model(variant), batch_size=spec.batch_size, threads=spec.threads,
+                                    statistic=spec.statistic, data=setup.validation)
+    except EngineError as exc:
+        return {"error": str(exc)}
+    Variant.objects.filter(pk=variant.pk).update(session_options=tuned.chosen.to_dict())
+    jobs.job_event(job=context.job, message=f"session options for {variant.name}: {tuned.describe()}")
+    return tuned.to_dict()
 
 
 def _judgment(job: OptimizationJob, setup: measurement.EvaluationSetup, variants: list[Variant],

@@ -20,6 +20,7 @@ from modelhub import artifacts
 from modelhub.models import ReadinessProfile, Variant
 from workers import formats
 from workers.evaluation import accuracy, bench, readiness
+from workers.targets import capabilities, fidelity, runner
 
 
 @dataclass
@@ -61,20 +62,23 @@ def reference_of(version: Any) -> Variant | None:
 
 
 def evaluation_setup(version: Any, profile: ReadinessProfile | None,
-                     spec: readiness.ProfileSpec | None = None) -> EvaluationSetup:
+                     spec: readiness.ProfileSpec | None = None, validation: Path | None = None) -> EvaluationSetup:
     """Prepare measuring variants of ``version`` under ``profile``: the reference runs on the
     validation data here, once, and every variant is compared with those outputs.
-    ``spec`` stands in for a profile that no longer exists (its limits kept by a baseline)."""
-    dataset = version.dataset("validation")
-    validation = artifacts.local_path(dataset.storage_key, dataset.sha256) if dataset else None
+    ``spec`` stands in for a profile that no longer exists (its limits kept by a baseline);
+    ``validation`` replaces the version's validation rows (a job's held-out split)."""
+    if validation is None:
+        dataset = version.dataset("validation")
+        validation = artifacts.local_path(dataset.storage_key, dataset.sha256) if dataset else None
     reference = reference_of(version)
     task = version.model.task
     run = ref_accuracy = None
+    spec = profile.to_spec() if profile is not None else spec or readiness.ProfileSpec()
     if reference is not None and validation is not None:
-        run = accuracy.run_reference(artifacts.local_model(reference), validation)
+        # Accuracy is judged at the batch latency is judged at, where a model's outputs depend on it.
+        run = accuracy.run_reference(artifacts.local_model(reference), validation, batch=spec.batch_size)
         ref_accuracy = run.itself(task=task)
         task = ref_accuracy.task
-    spec = profile.to_spec() if profile is not None else spec or readiness.ProfileSpec()
     return EvaluationSetup(profile=profile, spec=spec, signature=formats.Signature.from_dict(version.signature),
                            validation=validation, reference=reference, reference_run=run,
                            reference_accuracy=ref_accuracy, task=task)
@@ -86,7 +90,9 @@ def bench_config(overrides: dict[str, Any], spec: readiness.ProfileSpec) -> benc
     overrides = dict(overrides or {})
     batch_sizes = overrides.pop("batch_sizes", None) or sorted({1, spec.batch_size, 8})
     iterations = max(int(overrides.pop("iterations", bench.BenchConfig.iterations)), spec.min_calls)
-    return bench.BenchConfig(batch_sizes=tuple(batch_sizes), threads=spec.threads, provider=spec.target,
+    # node and browser-wasm run on the CPU; their runner takes the target from the profile itself.
+    provider = spec.target if spec.target in bench.PROVIDERS else "cpu"
+    return bench.BenchConfig(batch_sizes=tuple(batch_sizes), threads=spec.threads, provider=provider,
                              iterations=iterations,
                              **{"time_budget_s": settings.MODELHUB_BENCH_BUDGET_S,
                                 "processes": settings.MODELHUB_BENCH_PROCESSES, **overrides})
@@ -102,6 +108,9 @@ def _variant_signature(path: Path, fallback: formats.Signature) -> formats.Signa
 def _accuracy(setup: EvaluationSetup, variant: Variant) -> Any:
     if setup.reference_run is None:
         return None
+    if capabilities.is_js(setup.spec.target):  # answered by the target's runtime, the original too
+        return fidelity.compare_on_target(setup.reference_run, artifacts.local_model(variant), setup.spec.target,
+                                          task=setup.task, threads=setup.spec.threads)
     if setup.reference is not None and variant.pk == setup.reference.pk:
         return setup.reference_accuracy
     return setup.reference_run.compare(artifacts.local_model(variant), task=setup.task)
@@ -115,6 +124,14 @@ def _judge(setup: EvaluationSetup, report: bench.BenchReport, acc: Any, parent: 
                              parent_bench=parent, size_bytes=variant.size_bytes)
 
 
+def _benchmark(items: list[bench.ToMeasure], config: bench.BenchConfig, setup: EvaluationSetup) -> bench.Run:
+    """The interleaved run: native ONNX Runtime for cpu / cuda, the target's own runtime for node
+    and browser-wasm (each variant's session is created there first: the load check)."""
+    if capabilities.is_js(setup.spec.target):
+        return runner.benchmark_many(items, config, setup.spec.target, data=setup.validation)
+    return bench.benchmark_many(items, config, data=setup.validation)
+
+
 def measure_variants(variants: list[Variant], setup: EvaluationSetup, config: bench.BenchConfig, *,
                      parents: dict[int, bench.BenchReport] | None = None
                      ) -> tuple[dict[int, Measurement], dict[int, str]]:
@@ -125,7 +142,7 @@ def measure_variants(variants: list[Variant], setup: EvaluationSetup, config: be
     for variant in variants:
         path = artifacts.local_model(variant)
         items.append(bench.ToMeasure(key=str(variant.pk), model=path, signature=_variant_signature(path, setup.signature)))
-    run = bench.benchmark_many(items, config, data=setup.validation)
+    run = _benchmark(items, config, setup)
     reports = {**(parents or {}), **{int(key): report for key, report in run.reports.items()}}
     measured: dict[int, Measurement] = {}
     for variant in variants:

@@ -1,10 +1,14 @@
-"""The one place that decides whether work is sent to the broker or run here, now.
+"""The one place that decides whether work is sent to the broker, run here now, or run here later.
 
-Without ``REDIS_URL`` (the embedded default) Celery runs tasks eagerly, in the calling process;
-with it, they are published for a worker. Every sender goes through ``send``, and everything that
-needs to switch (the demo, bench scripts, tests) goes through ``eager``, so the switch is read
-in one place and the task code is never imported by the code that sends it (tasks are looked up
-by name in Celery's registry, which also keeps the registry free of an import circle).
+With ``REDIS_URL`` tasks are published for a worker. Without it (the embedded default: ``make demo``
+then ``manage.py runserver``) there is no broker: small tasks (an upload's inspection) run eagerly
+in the calling process, and jobs (optimize, benchmark) go to this process's local runner, one
+thread that runs them one at a time off the request, so a page returns at once and the job's live
+progress shows. Every sender goes through ``send``; everything that needs to switch (the demo,
+bench scripts, tests) goes through ``eager``, which runs every task in the caller while it lasts
+(tests stay eager), or ``off_request``, the local default on demand. Tasks are looked up by name in
+Celery's registry, so the task code is never imported by the code that sends it (which also keeps
+the registry free of an import circle).
 
 The names are those of the first release (``workers.tasks.*``): queue routes and the beat
 schedule rows in the database refer to them.
@@ -13,8 +17,12 @@ schedule rows in the database refer to them.
 from __future__ import annotations
 
 import logging
+import queue as fifo
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+
+from django.db import connections
 
 from modelhub.celery import app
 
@@ -26,19 +34,35 @@ BENCHMARK = "workers.tasks.benchmark_job_task"
 RECONCILE = "workers.tasks.reconcile_jobs_task"
 NIGHTLY = "workers.tasks.nightly_rebenchmark_task"
 
+# Jobs take seconds to minutes: without a broker they still leave the request.
+OFF_REQUEST = frozenset({OPTIMIZE, BENCHMARK})
+
+# What ``eager``/``off_request`` asked for (None: nothing asked, the settings decide).
+_asked: bool | None = None
+
 
 def is_eager() -> bool:
-    """Whether tasks run in the calling process instead of on a worker."""
+    """Whether tasks run in this process (now, or on the local runner) instead of on a worker."""
     return bool(app.conf.task_always_eager)
+
+
+def runs_off_request(name: str) -> bool:
+    """Whether ``name`` goes to this process's local runner: a job, no broker, and nobody asked
+    for eager execution (tests, bench scripts)."""
+    return name in OFF_REQUEST and is_eager() and _asked is None
 
 
 def send(name: str, *args: object, what: str) -> bool:
     """Send the task ``name`` with ``args``; False when the broker could not take it.
 
-    Run eagerly, the task's errors are the caller's errors. Sent, a broker failure means "not
-    sent yet": the database row is the outbox and the reconciler sends it again later.
+    Run eagerly, the task's errors are the caller's errors; on the local runner they are the
+    task's own (a job ends FAILED with the reason). Sent, a broker failure means "not sent yet":
+    the database row is the outbox and the reconciler sends it again later.
     """
     task = app.tasks[name]
+    if runs_off_request(name):
+        _RUNNER.submit(name, args)
+        return True
     if is_eager():
         task.delay(*args)
         return True
@@ -51,11 +75,64 @@ def send(name: str, *args: object, what: str) -> bool:
 
 
 @contextmanager
-def eager(on: bool = True) -> Iterator[None]:
-    """Run tasks in this process (``on``) or send them to the broker, until the block ends."""
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = on
+def _mode(always_eager: bool, asked: bool | None) -> Iterator[None]:
+    global _asked
+    previous = app.conf.task_always_eager, _asked
+    app.conf.task_always_eager, _asked = always_eager, asked
     try:
         yield
     finally:
-        app.conf.task_always_eager = previous
+        app.conf.task_always_eager, _asked = previous
+
+
+def eager(on: bool = True) -> AbstractContextManager[None]:
+    """Run every task in this process, now (``on``), or send them all to the broker, until the block ends."""
+    return _mode(on, on)
+
+
+def off_request() -> AbstractContextManager[None]:
+    """The local default, whatever the settings say: jobs on the local runner, the rest eagerly."""
+    return _mode(True, None)
+
+
+class LocalRunner:
+    """One daemon thread running the jobs sent without a broker, in order, as a one-slot worker
+    would; it starts with the first job. A job claims its row with a lease (``jobs.job_claim``),
+    so one left QUEUED or RUNNING by a stopped server is the reconciler's, as with a dead worker."""
+
+    def __init__(self) -> None:
+        self._work: fifo.Queue[tuple[str, tuple[object, ...]]] = fifo.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, name: str, args: tuple[object, ...]) -> None:
+        """Queue ``name(*args)`` behind the jobs already waiting."""
+        self._work.put((name, args))
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="modelhub-local-runner", daemon=True)
+                self._thread.start()
+
+    def wait_idle(self) -> None:
+        """Block until every submitted job has run (tests and scripts that need the end)."""
+        self._work.join()
+
+    def _loop(self) -> None:
+        while True:
+            name, args = self._work.get()
+            try:
+                # apply() runs the task with its failure handler (a job ends FAILED with the reason).
+                app.tasks[name].apply(args=args, throw=False)
+            except Exception:  # noqa: BLE001 - one job's crash must not stop the jobs queued behind it
+                log.exception("the local runner could not run %s%r", name, args)
+            finally:
+                connections.close_all()  # this thread's connections; the next job opens its own
+                self._work.task_done()
+
+
+_RUNNER = LocalRunner()
+
+
+def local_runner_wait() -> None:
+    """Block until the local runner has run every job sent to it."""
+    _RUNNER.wait_idle()

@@ -66,12 +66,10 @@ def model_task(version: ModelVersion) -> str:
 
 
 def default_plan_for(version: ModelVersion, profile: Any = None) -> list[planner.PlanStep]:
-    """The steps "Optimize" runs for this version under ``profile`` when no plan is given: what
-    its format, task, target and uploaded datasets allow (PlanError when nothing applies)."""
-    return planner.default_plan(
-        target=profile.target if profile else "cpu", task=model_task(version), source_format=version.format,
-        has_calibration=version.dataset("calibration") is not None,
-        has_training=version.dataset("training") is not None)
+    """The steps "Optimize" runs for this version under ``profile`` when no plan is given: the search,
+    under the profile's budget (``search_budget_s``), for its target (PlanError when nothing applies)."""
+    return planner.default_plan(target=profile.target if profile else "cpu", source_format=version.format,
+                                budget_s=getattr(profile, "search_budget_s", None) if profile else None)
 
 
 def deployment_variant(*, model: RegisteredModel, alias: str = "production") -> Variant | None:

@@ -205,6 +205,56 @@ def _version_ready(version: ModelVersion, inspection: Any, stored: list[dict[str
         )
 
 
+TAG_PATTERN = r"[a-z0-9]+(?:[-_.][a-z0-9]+)*"
+TAG_MAX_LENGTH = 40
+TAGS_MAX = 20
+NOTES_MAX_LENGTH = 10_000
+SOURCE_MAX_LENGTH = 500
+
+
+def version_annotate(*, version: ModelVersion, by: Any, notes: str | None = None, tags: list[str] | None = None,
+                     source: str | None = None) -> ModelVersion:
+    """Set a version's notes, tags and source (maintainers); what is None stays as it is.
+
+    Tags are short lower-case slugs (one each, at most TAGS_MAX); the source is free text or a URL
+    of at most SOURCE_MAX_LENGTH characters, shown as it is and never fetched."""
+    roles.require(by, roles.MAINTAINER, "annotate model versions")
+    fields: dict[str, Any] = {}
+    if notes is not None:
+        fields["notes"] = _checked_text(notes, NOTES_MAX_LENGTH, "notes")
+    if tags is not None:
+        fields["tags"] = _checked_tags(tags)
+    if source is not None:
+        fields["source"] = _checked_text(source, SOURCE_MAX_LENGTH, "source")
+    if fields:
+        ModelVersion.objects.filter(pk=version.pk).update(**fields)
+        for key, value in fields.items():
+            setattr(version, key, value)
+    return version
+
+
+def _checked_text(value: Any, limit: int, field: str) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"{field} must be text.", field=field)
+    value = value.strip()
+    if len(value) > limit:
+        raise Invalid(f"{field} is {len(value)} characters long; at most {limit} are kept.", field=field)
+    return value
+
+
+def _checked_tags(tags: Any) -> list[str]:
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise Invalid("tags must be a list of short labels.", field="tags")
+    cleaned = list(dict.fromkeys(tag.strip().lower() for tag in tags if tag.strip()))  # order kept, repeats once
+    if len(cleaned) > TAGS_MAX:
+        raise Invalid(f"{len(cleaned)} tags given; a version keeps at most {TAGS_MAX}.", field="tags")
+    for tag in cleaned:
+        if len(tag) > TAG_MAX_LENGTH or re.fullmatch(TAG_PATTERN, tag) is None:
+            raise Invalid(f"Tag {tag[:60]!r} is not a short slug: 1-{TAG_MAX_LENGTH} lower-case letters or digits, "
+                          "joined by '-', '_' or '.'.", field="tags")
+    return cleaned
+
+
 # --- datasets and profiles -----------------------------------------------------------------
 
 

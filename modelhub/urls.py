@@ -20,3 +20,4 @@ urlpatterns = [
 # (modelhub/server_errors.py says why this is a handler and not a middleware).
 handler500 = "modelhub.server_errors.server_error"
 handler404 = "modelhub.server_errors.not_found"  # JSON under /api/, a page elsewhere
+handler403 = "modelhub.server_errors.forbidden"  # likewise: JSON for the API, the framed page for browsers

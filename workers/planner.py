@@ -1,7 +1,7 @@
 """Which passes to run for a model, and which of the resulting variants is best (pure: no Django).
 
 A plan is a list of ``PlanStep``: each step runs one pass on the model produced by an earlier step
-(or on the uploaded ``original``). After benchmarking and the readiness verdict each variant
+(or on the uploaded ``original``), or, for the default plan's ``search`` step, the search over many. After benchmarking and the readiness verdict each variant
 becomes a ``Candidate``; ``rank`` orders the passing ones (ties declared where the intervals say
 two variants cannot be told apart), draws the Pareto frontier and rejects variants that gain
 nothing over their parent.
@@ -19,9 +19,11 @@ from workers.evaluation.accuracy import HIGHER_IS_BETTER, AccuracyReport
 from workers.evaluation.bench import BenchReport
 from workers.evaluation.readiness import ProfileSpec, Verdict, reference_value
 from workers.passes import PASS_NAMES
+from workers.targets import capabilities
 
 ORIGINAL = "original"
-TARGETS = ("cpu", "cuda")
+SEARCH = "search"  # the default plan's step: not one pass but the search over them (workers.search)
+TARGETS = capabilities.TARGETS
 SOURCE_FORMATS = ("onnx", "torchscript")
 PRIORITIES = ("latency", "size", "accuracy")
 
@@ -48,17 +50,18 @@ class PlanStep:
                    source=data.get("source", ORIGINAL))
 
 
-def default_plan(
-    *, target: str, task: str, source_format: str, has_calibration: bool, has_training: bool = False
-) -> list[PlanStep]:
-    """A small plan that usually finds a good variant; each step says why it is there.
+DEFAULT_SEARCH_BUDGET_S = 360.0  # ReadinessProfile.search_budget_s's default: a 22 M-parameter encoder on 2 cores
+MAX_SEARCH_BUDGET_S = 6 * 3600.0
 
-    Every optimization step starts from the same base model (the original ONNX, or the ONNX
-    export of a TorchScript upload), so that variants are independent: one failing pass does
-    not take the others down, and each variant's speed-up is measured against the base.
-    Left out on purpose: unstructured magnitude pruning (zeros in dense ONNX tensors make the
-    model neither smaller nor faster) and quantize_search (many quantize-evaluate rounds;
-    ask for it when int8 misses an accuracy bound).
+
+def default_plan(*, target: str, source_format: str, budget_s: float | None = None) -> list[PlanStep]:
+    """The plan "Optimize" runs when none is given: a search under a time budget (``workers.search``).
+
+    The search starts from the base model (the original ONNX, or the ONNX export of a TorchScript
+    upload): accuracy-free graph fusions first, then the int8 family on top of the fastest of them,
+    exclusion of the most sensitive nodes when a recipe misses the accuracy bound, and lossy chains
+    (prune / distill, then int8); the target decides which recipes make sense. Among the candidates
+    that pass on the selection rows, the fastest few go on to the job's final judgment.
     """
     if target not in TARGETS:
         raise PlanError(f"Unknown target {target!r}; use one of {', '.join(TARGETS)}.")
@@ -67,33 +70,22 @@ def default_plan(
     steps: list[PlanStep] = []
     base = ORIGINAL
     if source_format == "torchscript":
-        # Every other pass works on ONNX; the export checks its outputs against TorchScript.
+        # Every pass works on ONNX; the export checks its outputs against TorchScript.
         steps.append(PlanStep("export", "export", {"opset": 17}))
         base = "export"
-    # Graph fusions cost seconds and lose no accuracy: the cheapest speed-up there is.
-    steps.append(PlanStep("graph", "graph", {"level": "extended"}, base))
-    if target == "cpu":
-        # int8 kernels are what makes CPUs faster; ONNX Runtime's CUDA provider has none, so on
-        # CUDA these variants would fall back to CPU kernels or run dequantized in float.
-        # Per-channel weights keep accuracy for a negligible cost.
-        steps.append(PlanStep("int8-dynamic", "quantize_dynamic", {"per_channel": True}, base))
-        if has_calibration:
-            # Static QDQ also quantizes activations: faster than dynamic, but needs calibration data.
-            steps.append(PlanStep("int8-static", "quantize_static", {"format": "qdq", "method": "minmax"}, base))
-    else:
-        # Half precision halves size and uses tensor cores; IO stays float32 for callers.
-        steps.append(PlanStep("fp16", "fp16", {"keep_io_types": True}, base))
-    if task in ("classification", "regression"):
-        # Removing half of the channels shrinks and speeds up MLP/CNN layers; an embedding's
-        # geometry is too sensitive to it without retraining.
-        steps.append(PlanStep("prune-structured", "prune_structured", {"ratio": 0.5}, base))
-    if has_training or task == "classification":
-        # A half-width student is the largest win, but training costs minutes: worth it when a
-        # training set exists, or for a classifier, whose student learns mostly from the teacher's
-        # soft labels and so does well on a split of the validation inputs (the distill pass's fallback).
-        steps.append(PlanStep("distill", "distill", {"width": 0.5}, base))
+    steps.append(PlanStep("search", SEARCH, {"budget_s": float(budget_s or DEFAULT_SEARCH_BUDGET_S)}, base))
     validate_plan(steps)
     return steps
+
+
+def _search_problem(step: PlanStep) -> str | None:
+    unknown = sorted(set(step.options) - {"budget_s"})
+    if unknown:
+        return f"the search has no option(s) {', '.join(unknown)}; it takes budget_s (seconds)"
+    budget = step.options.get("budget_s", DEFAULT_SEARCH_BUDGET_S)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= MAX_SEARCH_BUDGET_S:
+        return f"budget_s must be a number of seconds above 0 and at most {MAX_SEARCH_BUDGET_S:g}; got {budget!r}"
+    return None
 
 
 def validate_plan(steps: list[PlanStep]) -> None:
@@ -105,12 +97,15 @@ def validate_plan(steps: list[PlanStep]) -> None:
             raise PlanError(f"{where} needs a name other than {ORIGINAL!r}.")
         if step.name in seen:
             raise PlanError(f"{where}: the name is used by an earlier step; step names must be unique.")
-        if step.pass_name not in PASS_NAMES:
+        if step.pass_name not in PASS_NAMES and step.pass_name != SEARCH:
             raise PlanError(f"{where}: unknown pass {step.pass_name!r}; known passes: {', '.join(PASS_NAMES)}.")
         if step.source != ORIGINAL and step.source not in seen:
             raise PlanError(f"{where}: source {step.source!r} is not an earlier step or {ORIGINAL!r}.")
         if not isinstance(step.options, dict):
             raise PlanError(f"{where}: options must be a JSON object.")
+        problem = _search_problem(step) if step.pass_name == SEARCH else None
+        if problem:
+            raise PlanError(f"{where}: {problem}.")
         seen.add(step.name)
 
 

@@ -49,7 +49,7 @@ class VersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
         fields = ["number", "format", "status", "status_reason", "original_filename", "sha256", "size_bytes",
-                  "files", "signature", "inspection", "created_at"]
+                  "files", "signature", "inspection", "notes", "tags", "source", "created_at"]
         read_only_fields = fields
 
     @extend_schema_field(OpenApiTypes.OBJECT)
@@ -57,6 +57,24 @@ class VersionSerializer(serializers.ModelSerializer):
         """What the intake learned, without ``root``: the intake's scratch directory on the server
         (gone by now); ``files`` and ``primary`` are already relative names."""
         return {key: value for key, value in (obj.inspection or {}).items() if key != "root"}
+
+
+class VersionAnnotateSerializer(serializers.Serializer):
+    """A version's notes, tags and source; what is left out stays as it is (the rules are the
+    service's: ``services.version_annotate``)."""
+
+    notes = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    tags = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False,
+                                 help_text="Short lower-case slugs, e.g. [\"baseline\", \"q3\"].")
+    source = serializers.CharField(required=False, allow_blank=True,
+                                   help_text="Where the model came from: free text or a URL, shown and never fetched.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Refuse any other field (status, hash, owner...) instead of ignoring it silently."""
+        unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        if unknown:
+            raise serializers.ValidationError(f"Only notes, tags and source can be set here; not {', '.join(unknown)}.")
+        return attrs
 
 
 class UploadSerializer(serializers.Serializer):

@@ -10,6 +10,8 @@ urlpatterns = [
     path("models/<slug:name>", v.ModelDetailView.as_view(), name="api-model"),
     path("models/<slug:name>/versions", v.VersionListView.as_view(), name="api-versions"),
     path("models/<slug:name>/versions/<int:number>", v.VersionDetailView.as_view(), name="api-version"),
+    path("models/<slug:name>/versions/<int:number>/annotations", v.VersionAnnotationsView.as_view(),
+         name="api-version-annotations"),
     path("models/<slug:name>/versions/<int:number>/datasets", v.DatasetListView.as_view(), name="api-datasets"),
     path("models/<slug:name>/versions/<int:number>/results", v.ResultsView.as_view(), name="api-results"),
     path("models/<slug:name>/versions/<int:number>/optimize", v.OptimizeView.as_view(), name="api-optimize"),

@@ -94,6 +94,23 @@ class VersionDetailView(ServiceAPIView):
         return Response(body)
 
 
+class VersionAnnotationsView(ServiceAPIView):
+    """A version's notes, tags and source: an action, like promote (no route takes a partial update
+    of a row), which sets only these three."""
+
+    serializer_class = s.VersionSerializer
+    parser_classes = [JSONParser]
+
+    @extend_schema(parameters=[sc.NAME, sc.NUMBER], request=s.VersionAnnotateSerializer,
+                   responses=sc.answers({200: s.VersionSerializer}, *sc.WRITE, 415))
+    def post(self, request: Request, name: str, number: int) -> Response:
+        """Set the version's notes, tags or source (maintainers); what is left out stays as it is."""
+        version = self.version(request, name, number)
+        data = self.valid(s.VersionAnnotateSerializer, request)
+        version = services.version_annotate(version=version, by=request.user, **data)
+        return Response(s.VersionSerializer(version).data)
+
+
 class DatasetListView(ServiceAPIView):
     serializer_class = s.DatasetSerializer
     parser_classes = [MultiPartParser]

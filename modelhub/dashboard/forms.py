@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -35,6 +36,29 @@ class OptimizeForm(forms.Form):
         self.plan = plan
         self.fields["steps"].choices = [(s["name"], _describe(s)) for s in plan]
         self.fields["steps"].initial = [s["name"] for s in plan]
+        for step in plan:  # each pass's options, as JSON; the service checks them as it checks the API's plan
+            self.fields[options_field(step["name"])] = forms.CharField(
+                required=False, max_length=2000, initial=json.dumps(step.get("options", {})),
+                label=f"Options of {step['name']} ({step['pass_name']})",
+                widget=forms.TextInput(attrs={"size": 48, "class": "mono"}))
+
+    def options_fields(self) -> list[Any]:
+        """The bound options field of each step, in plan order (for the template)."""
+        return [self[options_field(step["name"])] for step in self.plan]
+
+    def _clean_options(self, step: dict[str, Any]) -> dict[str, Any]:
+        field = options_field(step["name"])
+        text = (self.cleaned_data.get(field) or "").strip()
+        if not text:
+            return dict(step.get("options", {}))
+        try:
+            options = json.loads(text)
+        except ValueError:
+            options = None
+        if not isinstance(options, dict):
+            self.add_error(field, 'Write the options as a JSON object, e.g. {"ratio": 0.25}.')
+            return {}
+        return options
 
     def clean_batch_sizes(self) -> list[int]:
         text = self.cleaned_data["batch_sizes"].strip()
@@ -52,6 +76,7 @@ class OptimizeForm(forms.Form):
         cleaned = super().clean()
         if cleaned.get("custom") and not cleaned.get("steps"):
             self.add_error("steps", "Choose at least one pass, or press Optimize for the whole default plan.")
+        self.cleaned_options = {step["name"]: self._clean_options(step) for step in self.plan}
         return cleaned
 
     def chosen_plan(self) -> list[dict[str, Any]] | None:
@@ -59,7 +84,7 @@ class OptimizeForm(forms.Form):
         if not self.cleaned_data.get("custom"):
             return None
         chosen = set(self.cleaned_data["steps"])
-        return [step for step in self.plan if step["name"] in chosen]
+        return [{**step, "options": self.cleaned_options[step["name"]]} for step in self.plan if step["name"] in chosen]
 
     def bench_options(self) -> dict[str, Any]:
         """Benchmark overrides for the job; empty: the server's defaults."""
@@ -69,6 +94,11 @@ class OptimizeForm(forms.Form):
         if self.cleaned_data.get("batch_sizes"):
             options["batch_sizes"] = self.cleaned_data["batch_sizes"]
         return options
+
+
+def options_field(step_name: str) -> str:
+    """The form field holding a step's options (step names are URL-safe: letters, digits, - _ .)."""
+    return f"options__{step_name}"
 
 
 def chosen_profile(data: Any, default: ReadinessProfile | None = None) -> ReadinessProfile | None:
@@ -126,3 +156,29 @@ class RollbackForm(forms.Form):
 
     def error_text(self) -> str:
         return " ".join(message for errors in self.errors.values() for message in errors)
+
+
+class AliasRollbackForm(RollbackForm):
+    """A rollback of any alias (production unless told)."""
+
+    alias = forms.SlugField(max_length=50, required=False, widget=forms.HiddenInput)
+
+    def chosen_alias(self) -> str:
+        """The alias to roll back (production when none was given)."""
+        return self.cleaned_data.get("alias") or "production"
+
+
+class VersionNotesForm(forms.Form):
+    """A version's notes, tags (comma-separated) and source; ``services.version_annotate`` holds the rules."""
+
+    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+                            help_text="Free text, shown as written (no markup).")
+    tags = forms.CharField(required=False, max_length=1000,
+                           help_text="Comma-separated short labels, e.g. baseline, q3.")
+    source = forms.CharField(required=False, max_length=2000,
+                             help_text="Where the model came from: free text or a URL (shown as a link, never fetched).")
+
+    def annotations(self) -> dict[str, Any]:
+        """The keyword arguments of ``services.version_annotate``."""
+        tags = [tag.strip() for tag in self.cleaned_data["tags"].split(",") if tag.strip()]
+        return {"notes": self.cleaned_data["notes"], "tags": tags, "source": self.cleaned_data["source"]}

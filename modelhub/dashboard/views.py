@@ -21,12 +21,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from modelhub import bundles, gate, jobs, selectors, services
 from modelhub.dashboard import forms, pages
+from modelhub.dashboard.pages import choose
 from modelhub.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from modelhub.models import ModelVersion, OptimizationJob
 
 # A request the services refuse for the state it finds: shown on the page (role and visibility
 # refusals become 403 and 404 pages instead).
 REFUSED = (Invalid, Conflict, Unavailable)
+ALIAS_MAX_LENGTH = 50  # Deployment.alias and GoverningProfile.alias are slugs of at most 50 characters
 
 
 def dashboard_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -65,10 +67,11 @@ def _safe(charts: dict[str, str]) -> dict[str, str]:
 @require_GET
 def models_list(request: HttpRequest) -> HttpResponse:
     """Every visible model: production variant, status, last benchmark, nightly trend, serving."""
-    rows = pages.model_rows(user=request.user)
+    rows, headers = pages.sort_rows(pages.model_rows(user=request.user), pages.tables.MODEL_COLUMNS,
+                                    request.GET.get("sort", ""))
     for row in rows:
         row["sparkline"] = mark_safe(row["sparkline"])  # drawn and escaped by dashboard.svg
-    return _page(request, "models.html", "Models", rows=rows,
+    return _page(request, "models.html", "Models", rows=rows, headers=headers,
                  add_model_url=reverse("admin:modelhub_registeredmodel_add"))
 
 
@@ -79,7 +82,10 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     rollback to the last known good, and the promotion history."""
     model = selectors.model_get(user=request.user, name=name)
     production = selectors.deployment_variant(model=model)
-    return _page(request, "model.html", model.name, model=model, versions=pages.version_rows(model=model),
+    versions, headers = pages.sort_rows(pages.version_rows(model=model), pages.tables.VERSION_COLUMNS,
+                                        request.GET.get("sort", ""))
+    return _page(request, "model.html", model.name, model=model, versions=versions, version_headers=headers,
+                 aliases=pages.alias_rows(model=model),
                  production=production, last=pages.production_numbers(production), events=pages.history(model=model),
                  rollback=pages.rollback_plan(model=model), rollback_form=forms.RollbackForm(),
                  governing=pages.governing_rows(model=model),
@@ -103,18 +109,20 @@ def rollback(request: HttpRequest, name: str) -> HttpResponse:
     """Go back to the last known good, with a reason (approvers); when no earlier variant passes the
     governing profile, only a forced rollback with a written reason."""
     model = selectors.model_get(user=request.user, name=name)
-    form = forms.RollbackForm(request.POST)
+    form = forms.AliasRollbackForm(request.POST)
     if not form.is_valid():
         messages.error(request, form.error_text())
         return redirect("dashboard:model", name=model.name)
+    alias = form.chosen_alias()
     try:
         event = services.deployment_rollback(model=model, by=request.user, reason=form.cleaned_data["reason"],
-                                             force=form.cleaned_data["force"])
+                                             force=form.cleaned_data["force"], alias=alias)
     except REFUSED as exc:
         messages.error(request, exc.message)
     else:
         forced = " (forced: it does not pass the governing profile)" if event.forced else ""
-        messages.success(request, f"Rolled back: {event.to_variant.label} serves {model.name} again{forced}.")
+        where = model.name if alias == "production" else f"{model.name}@{alias}"
+        messages.success(request, f"Rolled back: {event.to_variant.label} serves {where} again{forced}.")
     return redirect("dashboard:model", name=model.name)
 
 
@@ -139,6 +147,10 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
         quick_form=forms.OptimizeForm(plan=[], initial={"profile": governing}), governing=governing,
         production=selectors.deployment_variant(model=version.model),
         dataset_url=reverse("admin:modelhub_dataset_add") + f"?version={version.pk}",
+        advice_rows=pages.advice_rows(version=version, job=results.job, lines=results.advice),
+        notes_form=forms.VersionNotesForm(initial={"notes": version.notes, "tags": ", ".join(version.tags or []),
+                                                   "source": version.source}),
+        source_is_url=pages.is_web_address(version.source),
     )
 
 
@@ -148,12 +160,15 @@ def optimize(request: HttpRequest, name: str, number: int) -> HttpResponse:
     """Choose a profile and the passes of the default plan, then start the job (maintainers)."""
     version = _version(request, name, number)
     governing = gate.governing_profile(model=version.model)
-    profile = forms.chosen_profile(request.POST if request.method == "POST" else request.GET, default=governing)
-    plan = pages.default_plan(version=version, profile=profile)
+    advised = pages.advised_plan(version=version, data=request.GET)
+    default = advised[2] if advised else governing
+    profile = forms.chosen_profile(request.POST if request.method == "POST" else request.GET, default=default)
+    plan = advised[0] if advised else pages.default_plan(version=version, profile=profile)
     if request.method == "GET":
-        form = forms.OptimizeForm(initial={"profile": profile, "custom": True}, plan=plan)
+        form = forms.OptimizeForm(initial={"profile": profile, "custom": True,
+                                           **({"steps": advised[1]} if advised else {})}, plan=plan)
         return _page(request, "optimize.html", f"Optimize {version}", version=version, form=form, plan=plan,
-                     governing=governing)
+                     governing=governing, advised=advised is not None)
     form = forms.OptimizeForm(request.POST, plan=plan)
     if form.is_valid():
         try:
@@ -165,7 +180,7 @@ def optimize(request: HttpRequest, name: str, number: int) -> HttpResponse:
         else:
             return redirect("dashboard:job", job_id=job.pk)
     return _page(request, "optimize.html", f"Optimize {version}", status=400, version=version, form=form, plan=plan,
-                 governing=governing)
+                 governing=governing, advised=advised is not None)
 
 
 @dashboard_view
@@ -186,21 +201,31 @@ def promote(request: HttpRequest, name: str, number: int, variant: str) -> HttpR
     """Confirm a promotion: the gate's decision, the candidate beside what serves now (intervals,
     speed-up, size, metrics, each stamped with its run) and the signature diff; then promote."""
     target = pages.variant_visible(user=request.user, name=name, number=number, variant=variant)
-    preview = pages.promotion_preview(variant=target)
+    alias = _alias(request)
+    preview = pages.promotion_preview(variant=target, alias=alias)
     failing = not preview["passed"]
     form = forms.PromoteForm(request.POST or None, failing=failing)
     if request.method == "POST" and form.is_valid():
         try:
             services.deployment_promote(model=target.version.model, variant=target, by=request.user,
-                                        reason=form.cleaned_data["reason"], force=failing)
+                                        reason=form.cleaned_data["reason"], force=failing, alias=alias)
         except REFUSED as exc:
             form.add_error(None, exc.message)
         else:
-            messages.success(request, f"Promoted: {target.label} now serves {target.version.model.name}.")
+            where = name if alias == "production" else f"{name}@{alias}"
+            messages.success(request, f"Promoted: {target.label} now serves {where}.")
             return redirect("dashboard:model", name=name)
     status = 400 if request.method == "POST" else 200
     return _page(request, "promote.html", f"Promote {target.label}", status=status, form=form, failing=failing,
-                 **preview)
+                 aliases=pages.alias_names(model=target.version.model), **preview)
+
+
+def _alias(request: HttpRequest) -> str:
+    """The alias named by ``?alias=`` (production when none); a name that is no slug is a 404."""
+    alias = request.GET.get("alias", "") or "production"
+    if not services.name_is_valid(alias) or len(alias) > ALIAS_MAX_LENGTH or "." in alias:
+        raise Http404("An alias is 1-50 letters, digits, '-' or '_'.")
+    return alias
 
 
 @dashboard_view
@@ -268,3 +293,48 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
         done = job.status == OptimizationJob.Status.CANCELLED
         messages.success(request, "Job cancelled." if done else "Cancel requested: the job stops at its next step.")
     return redirect("dashboard:job", job_id=job.pk)
+
+
+# --- notes, variants, comparisons ------------------------------------------------------------
+
+
+@dashboard_view
+@require_POST
+def version_notes(request: HttpRequest, name: str, number: int) -> HttpResponse:
+    """Save a version's notes, tags and source (maintainers); a refused value is shown on the page."""
+    version = _version(request, name, number)
+    form = forms.VersionNotesForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(m for errors in form.errors.values() for m in errors))
+        return redirect("dashboard:version", name=name, number=number)
+    try:
+        services.version_annotate(version=version, by=request.user, **form.annotations())
+    except REFUSED as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Saved the notes, tags and source of v{version.number}.")
+    return redirect(reverse("dashboard:version", args=[name, number]) + "#notes")
+
+
+@dashboard_view
+@require_GET
+def variant_detail(request: HttpRequest, name: str, number: int, variant: str) -> HttpResponse:
+    """One variant: lineage, every judgment, nightly series, bundle and this node's serving counters."""
+    target = pages.variant_visible(user=request.user, name=name, number=number, variant=variant)
+    data = pages.variant_page(target)
+    data["nightly"]["chart"] = mark_safe(data["nightly"]["chart"])  # drawn and escaped by dashboard.svg
+    return _page(request, "variant.html", target.label, **data)
+
+
+@dashboard_view
+@require_GET
+def compare_variants(request: HttpRequest, name: str) -> HttpResponse:
+    """Any two or more variants of a model side by side on the chosen axes (``?pick=N:variant``, ``?axis=``)."""
+    model = selectors.model_get(user=request.user, name=name)
+    keys, axes = request.GET.getlist("pick"), request.GET.getlist("axis") or choose.DEFAULT_AXES
+    variants = choose.picked(model=model, keys=keys)
+    table = choose.comparison(variants=variants, axes=axes) if len(variants) >= 2 else None
+    return _page(request, "compare_variants.html", f"Compare variants of {model.name}", model=model,
+                 choices=choose.choices(model=model), picked=[choose.pick_key(v) for v in variants],
+                 axes=[(key, label, key in axes) for key, label in choose.AXES.items()], table=table,
+                 too_few=bool(keys) and len(variants) < 2)

@@ -22,11 +22,18 @@
     fill.style.width = value + "%";
     fill.classList.toggle("failed", job.status === "FAILED");
     fill.classList.toggle("cancelled", job.status === "CANCELLED");
-    bar.setAttribute("aria-valuenow", String(job.progress));
+    bar.setAttribute("aria-valuenow", String(value));
+    bar.setAttribute("aria-valuetext", value + " %, " + job.status.toLowerCase());
     percent.textContent = value + " %";
-    status.textContent = job.status.toLowerCase();
-    status.className = "badge " + (tones[job.status] || "idle");
-    step.textContent = job.current_step || "";
+    // #job-live is a polite live region: only a change of status or step is written, so a screen
+    // reader announces what happened, not every poll.
+    if (status.textContent !== job.status.toLowerCase()) {
+      status.textContent = job.status.toLowerCase();
+      status.className = "badge " + (tones[job.status] || "idle");
+    }
+    if (step.textContent !== (job.current_step || "")) {
+      step.textContent = job.current_step || "";
+    }
     if (job.events.length > shown) {
       events.querySelectorAll("tr.placeholder").forEach(function (row) { row.remove(); });
     }

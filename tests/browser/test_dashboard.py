@@ -21,6 +21,7 @@ from playwright.sync_api import expect
 from modelhub import job_runner, nightly, services
 from modelhub.models import ModelVersion, OptimizationJob, PromotionEvent
 from tests import factories
+from tests.browser import axe
 from tests.onnx_graphs import onnx_copy
 from workers.samples import SampleModel
 
@@ -106,6 +107,7 @@ def test_an_optimization_shows_its_progress_live_until_100_percent(
         page.click("input[value='Start the optimization']")
         page.wait_for_url("**/dashboard/jobs/*/")
         expect(page.locator("#job-status")).to_have_text("queued")
+        expect(page.locator("#job-live")).to_have_attribute("aria-live", "polite")  # status changes are announced
         expect(page.locator("#job-events")).to_contain_text("Waiting for a worker")
         expect(page.locator("#job-results")).to_be_hidden()
         page.evaluate("window.stillTheSamePage = true")
@@ -124,6 +126,8 @@ def test_an_optimization_shows_its_progress_live_until_100_percent(
     expect(page.locator("#job-events")).to_contain_text("prune-structured: running prune_structured")
     expect(page.locator("#job-results")).to_be_visible()
     assert page.evaluate("window.stillTheSamePage") is True  # updated in place: never reloaded
+    expect(page.locator("#job-progress")).to_have_attribute("aria-valuetext", "100 %, succeeded")
+    axe.assert_accessible(page, "the job page its script updated to the end")
     shoot("05-job-progress-100")
     page.click("#job-results")
     expect(page.locator("#best-variant")).to_have_text("int8-dynamic")
@@ -306,7 +310,7 @@ def test_the_models_list_and_the_comparison_show_production_trends_and_versions(
     page.click(f"text={MODEL}")
     expect(page.locator("text=Upload a version")).to_have_count(0)
     page.click("text=Compare versions")
-    expect(page.locator("#compare thead th")).to_have_count(3)
+    expect(page.locator("#compare thead th")).to_have_count(2)  # one header per version (the corner is a td)
     expect(page.locator("#chart-latency svg circle")).to_have_count(4)
     expect(page.locator("#chart-nightly svg")).to_be_visible()
     shoot("11-compare-versions")

@@ -110,7 +110,10 @@ def test_the_deployment_bundle_holds_model_config_loader_and_readme(optimized: d
     assert response.status_code == 200
     assert response["Content-Disposition"].startswith("attachment;")
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
-    assert sorted(archive.namelist()) == ["README.md", "config.json", "model.onnx", "predict.py"]
+    assert sorted(archive.namelist()) == ["README.md", "config.json", "index.html", "loader.mjs", "model.onnx",
+                                          "node/package.json", "node/predict.mjs", "ort/ort-wasm-simd-threaded.mjs",
+                                          "ort/ort-wasm-simd-threaded.wasm", "ort/ort.wasm.min.mjs", "predict.py",
+                                          "tensors.mjs"]
     assert b'"pass": "quantize_dynamic"' in archive.read("config.json")
 
 

@@ -179,3 +179,30 @@ def test_a_violated_constraint_is_a_bug_and_stays_a_500(production: None, client
 
     assert response.status_code == 500
     assert b"UNIQUE" not in response.content.upper()
+
+
+def test_a_browser_gets_404_and_403_pages_in_the_dashboards_frame_and_the_api_gets_json(
+        production: None, client: Client) -> None:
+    """G16 (HTML for browsers, JSON for the API): a missing dashboard page and an admin page the
+    role may not open answer in the dashboard's frame with a way back; the API answers JSON."""
+    from tests import factories
+
+    client.force_login(factories.staff_user("vic", "viewer"))
+    missing = client.get("/dashboard/models/no-such-model/", HTTP_ACCEPT="text/html")
+    assert missing.status_code == 404
+    assert b"<h1>Page not found</h1>" in missing.content and b'href="/dashboard/"' in missing.content
+    refused = client.get("/admin/modelhub/governingprofile/add/", HTTP_ACCEPT="text/html")
+    assert refused.status_code == 403
+    assert b"<h1>You may not open this page</h1>" in refused.content and b'id="error-way-back"' in refused.content
+    api = client.get("/api/v1/no-such-route", HTTP_ACCEPT="text/html")
+    assert api.status_code == 404 and "error" in api.json()
+
+
+def test_the_serving_plane_answers_a_plain_404_page_without_the_dashboards_links(
+        production: None, client: Client, settings: Any) -> None:
+    """G16: the serving plane mounts no dashboard, so its 404 page for a browser is the plain one
+    (never a 500 from a link it cannot draw)."""
+    settings.ROOT_URLCONF = "predictions.urls"
+    response = client.get("/no-such-page", HTTP_ACCEPT="text/html")
+    assert response.status_code == 404
+    assert b"<h1>Not found</h1>" in response.content and b"/dashboard/" not in response.content

@@ -59,6 +59,25 @@ def test_sessions_use_the_configured_threads_and_the_cpu_unless_cuda_is_targeted
     assert runtime.providers_for("cuda")[0] == ("CUDAExecutionProvider" if cuda else "CPUExecutionProvider")
 
 
+def test_a_variant_with_tuned_session_options_is_served_with_them_over_the_server_defaults(
+        registry: Any, mlp: Any, settings: Any) -> None:
+    """(D26) The job's measured options travel in the routing table's spec and reach the session."""
+    import onnxruntime
+
+    from modelhub.models import Variant
+
+    settings.MODELHUB_SERVING_INTRA_OP_THREADS = 2
+    variant = registry.original(mlp)
+    Variant.objects.filter(pk=variant.pk).update(session_options={"intra_op_threads": 1, "inter_op_threads": 2,
+                                                                  "execution_mode": "parallel"})
+    variant.refresh_from_db()
+    spec = runtime.VariantSpec.from_dict(runtime.VariantSpec.from_variant(variant).to_dict())
+    runtime.RUNTIMES.clear()
+    options = runtime.get(spec).session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 2)
+    assert options.execution_mode == onnxruntime.ExecutionMode.ORT_PARALLEL
+
+
 def test_warm_loads_and_runs_a_synthetic_batch(registry: Any, mlp: Any) -> None:
     variant = registry.copy_variant(mlp, name="graph")
     runtime.RUNTIMES.clear()

@@ -10,7 +10,17 @@ import pytest
 from workers.evaluation.bench import BenchReport, _figures
 from workers.evaluation.readiness import ProfileSpec, Verdict
 from workers.evaluation.stats import Estimate, claim
-from workers.planner import Candidate, PlanError, PlanStep, default_plan, make_candidate, rank, validate_plan
+from workers.planner import (
+    DEFAULT_SEARCH_BUDGET_S,
+    SEARCH,
+    Candidate,
+    PlanError,
+    PlanStep,
+    default_plan,
+    make_candidate,
+    rank,
+    validate_plan,
+)
 
 # The option names each pass takes (the passes' Config fields).
 PASS_OPTIONS = {
@@ -29,44 +39,28 @@ def _names(steps: list[PlanStep]) -> list[str]:
     return [s.name for s in steps]
 
 
-def test_an_onnx_classifier_on_cpu_with_data_gets_the_full_small_plan() -> None:
-    steps = default_plan(target="cpu", task="classification", source_format="onnx", has_calibration=True, has_training=True)
-    assert _names(steps) == ["graph", "int8-dynamic", "int8-static", "prune-structured", "distill"]
-    assert {s.source for s in steps} == {"original"}
-    by_name = {s.name: s for s in steps}
-    assert by_name["int8-dynamic"].options == {"per_channel": True}
-    assert by_name["int8-static"].options == {"format": "qdq", "method": "minmax"}
-    assert by_name["prune-structured"].options == {"ratio": 0.5}
-    assert by_name["distill"].options == {"width": 0.5}
-    for step in steps:
-        assert set(step.options) <= PASS_OPTIONS[step.pass_name], step
+def test_the_default_plan_is_one_search_under_the_given_budget() -> None:
+    """(D21) The default plan is not a fixed list: one search step from the original, with its budget."""
+    steps = default_plan(target="cpu", source_format="onnx", budget_s=90)
+    assert steps == [PlanStep("search", SEARCH, {"budget_s": 90.0}, "original")]
+    assert default_plan(target="cpu", source_format="onnx")[0].options == {"budget_s": DEFAULT_SEARCH_BUDGET_S}
 
 
-def test_a_torchscript_upload_is_exported_first_and_everything_starts_from_the_export() -> None:
-    steps = default_plan(target="cpu", task="regression", source_format="torchscript", has_calibration=True)
+def test_a_torchscript_upload_is_exported_first_and_the_search_starts_from_the_export() -> None:
+    """(D21) Every recipe works on ONNX: the search's root is the export."""
+    steps = default_plan(target="cpu", source_format="torchscript")
     assert steps[0] == PlanStep("export", "export", {"opset": 17}, "original")
-    assert all(s.source == "export" for s in steps[1:])
-    assert _names(steps) == ["export", "graph", "int8-dynamic", "int8-static", "prune-structured"]
+    assert (steps[1].pass_name, steps[1].source) == (SEARCH, "export")
 
 
-def test_a_cuda_target_gets_fp16_and_no_int8() -> None:
-    steps = default_plan(target="cuda", task="regression", source_format="onnx", has_calibration=True)
-    assert _names(steps) == ["graph", "fp16", "prune-structured"]
-    assert steps[1].options == {"keep_io_types": True}
-
-
-def test_fp16_is_only_for_cuda_and_static_int8_only_with_calibration() -> None:
-    steps = default_plan(target="cpu", task="embedding", source_format="onnx", has_calibration=False)
-    assert _names(steps) == ["graph", "int8-dynamic"]  # embeddings are not pruned; no data, no distill
-
-
-def test_a_classifier_distills_even_without_training_data_a_regressor_does_not() -> None:
-    steps = default_plan(target="cpu", task="classification", source_format="onnx", has_calibration=False)
-    assert "distill" in _names(steps)
-    regression = default_plan(target="cpu", task="regression", source_format="onnx", has_calibration=True)
-    assert "distill" not in _names(regression)
-    trained = default_plan(target="cpu", task="regression", source_format="onnx", has_calibration=True, has_training=True)
-    assert "distill" in _names(trained)
+@pytest.mark.parametrize(("options", "message"), [
+    ({"budget_s": 0}, "budget_s must be"), ({"budget_s": "soon"}, "budget_s must be"),
+    ({"budget_s": True}, "budget_s must be"), ({"budget": 5}, "no option"),
+])
+def test_a_search_step_with_a_bad_budget_is_refused(options: dict, message: str) -> None:
+    """(D21) A plan's search options are checked before any job exists."""
+    with pytest.raises(PlanError, match=message):
+        validate_plan([PlanStep("search", SEARCH, options)])
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -75,7 +69,7 @@ def test_a_classifier_distills_even_without_training_data_a_regressor_does_not()
 ])
 def test_default_plan_refuses_unknown_targets_and_formats(kwargs: dict, message: str) -> None:
     with pytest.raises(PlanError, match=message):
-        default_plan(task="regression", has_calibration=False, **kwargs)
+        default_plan(**kwargs)
 
 
 @pytest.mark.parametrize(("steps", "message"), [

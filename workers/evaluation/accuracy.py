@@ -8,6 +8,17 @@ validation dataset and compares them. Metrics by task:
 - classification: ``agreement`` (top-1 equal to the reference's) and, with labels, ``accuracy``;
 - regression: ``mae`` vs the reference and, with labels, ``pearson`` r and ``label_mae`` vs labels;
 - embedding: ``cosine_mean`` and ``cosine_min`` of each row against the reference row.
+
+Padding is never compared: when the dataset tells the real positions of its rows (the model's
+attention mask, or a ``lengths`` array; see ``workers.formats.datasets.real_positions``), a
+token-level output (``[batch, seq, ...]`` whose first two dims are the mask's) is compared at real
+tokens only (cosine per real token, then the usual aggregates; the common metrics likewise), while
+a pooled output (``[batch, hidden]``) is compared as it is.
+
+Batch: a model whose outputs depend on the other rows of its batch (dynamic quantization computes
+activation scales per call) is run at the batch size the profile judges latency at; any other
+model gives the same outputs at any batch, so it runs at ``_EVAL_BATCH`` rows per call. The report
+says which batch was used (``batch_size``).
 """
 
 from __future__ import annotations
@@ -46,6 +57,9 @@ _UNIT_NORM_TOLERANCE = 1e-3
 _EMBEDDING_MIN_WIDTH = 32
 # Evaluation feeds the models this many rows at a time to bound memory.
 _EVAL_BATCH = 64
+# Ops that compute activation scales from the whole batch at run time: outputs depend on batch mates.
+BATCH_DEPENDENT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
+                                 "QAttention", "MatMulIntegerToFloat"})
 
 
 class AccuracyInputError(EngineError, ValueError):
@@ -60,6 +74,8 @@ class AccuracyReport:
     metrics: dict[str, float] = field(default_factory=dict)
     finite: bool = True
     samples: int = 0
+    batch_size: int | None = None  # rows per call the candidate was run at (None: arrays given)
+    real_positions_only: bool = False  # a token-level output compared at real tokens only
 
     def value(self, metric: str) -> float:
         """One metric by name; a metric the report lacks is an error that names those it has."""
@@ -68,15 +84,19 @@ class AccuracyReport:
         return self.metrics[metric]
 
     def to_dict(self) -> dict[str, Any]:
-        # NaN / Inf become None so that the dict is strict JSON.
+        """As stored in JSON; NaN / Inf become None so that the dict is strict JSON."""
         metrics = {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()}
-        return {"task": self.task, "metrics": metrics, "finite": self.finite, "samples": self.samples}
+        return {"task": self.task, "metrics": metrics, "finite": self.finite, "samples": self.samples,
+                "batch_size": self.batch_size, "real_positions_only": self.real_positions_only}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AccuracyReport:
+        """From ``to_dict``'s form (older rows lack the batch and positions keys)."""
         metrics = {k: (math.nan if v is None else float(v)) for k, v in data.get("metrics", {}).items()}
+        batch = data.get("batch_size")
         return cls(task=data["task"], metrics=metrics, finite=bool(data.get("finite", True)),
-                   samples=int(data.get("samples", 0)))
+                   samples=int(data.get("samples", 0)), batch_size=None if batch is None else int(batch),
+                   real_positions_only=bool(data.get("real_positions_only", False)))
 
 
 def default_metric(task: str) -> str:
@@ -192,28 +212,45 @@ def _embedding_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
     return {"cosine_mean": float(np.mean(cosine)), "cosine_min": float(np.min(cosine))}
 
 
+def is_token_level(output: np.ndarray, mask: np.ndarray | None) -> bool:
+    """Whether an output has the mask's [batch, seq] as its first two dims (and features after)."""
+    return mask is not None and np.ndim(output) >= 3 and tuple(np.shape(output)[:2]) == tuple(mask.shape)
+
+
+def real_tokens(outputs: list[np.ndarray], mask: np.ndarray | None) -> list[np.ndarray]:
+    """Each token-level output reduced to its real positions ([real tokens, ...]); others as they are."""
+    return [np.asarray(out)[mask] if is_token_level(out, mask) else out for out in outputs]
+
+
 def compare_outputs(
     reference: list[np.ndarray],
     candidate: list[np.ndarray],
     *,
     task: str,
     labels: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> AccuracyReport:
     """Compare a candidate's outputs with the reference's (first output carries the task).
 
     ``task`` is one of classification / regression / embedding, or "auto" (see ``infer_task``).
     A candidate with NaN or Inf anywhere gets ``finite=False``; its metrics are still computed
-    (and are NaN where the non-finite values reach them).
+    (and are NaN where the non-finite values reach them). ``mask`` ([samples, seq] booleans, True
+    at real tokens): token-level outputs are compared at real positions only.
     """
     _check_shapes(reference, candidate)
     if task == "auto":
         task = infer_task(reference, labels)
     if task not in TASKS:
         raise AccuracyInputError(f"Unknown task {task!r}; use one of {', '.join(TASKS)} or 'auto'.")
+    if mask is not None and len(mask) != len(reference[0]):
+        raise AccuracyInputError(f"The mask has {len(mask)} rows for {len(reference[0])} samples.")
+    samples = len(candidate[0]) if np.ndim(candidate[0]) else 1
+    masked = is_token_level(reference[0], mask)
+    reference, candidate = real_tokens(reference, mask), real_tokens(candidate, mask)
     finite = all(bool(np.all(np.isfinite(np.asarray(c, dtype=np.float64)))) for c in candidate)
     ref0, cand0 = reference[0], candidate[0]
-    if labels is not None and len(labels) != len(cand0):
-        raise AccuracyInputError(f"There are {len(labels)} labels for {len(cand0)} samples.")
+    if labels is not None and len(labels) != samples:
+        raise AccuracyInputError(f"There are {len(labels)} labels for {samples} samples.")
     with np.errstate(invalid="ignore", over="ignore"):
         metrics = _common_metrics(reference, candidate)
         if task == "classification":
@@ -222,8 +259,7 @@ def compare_outputs(
             metrics.update(_regression_metrics(ref0, cand0, labels))
         else:
             metrics.update(_embedding_metrics(ref0, cand0))
-    samples = len(cand0) if np.ndim(cand0) else 1
-    return AccuracyReport(task=task, metrics=metrics, finite=finite, samples=samples)
+    return AccuracyReport(task=task, metrics=metrics, finite=finite, samples=samples, real_positions_only=masked)
 
 
 def _fixed_batch(signature: Any) -> int | None:
@@ -232,7 +268,25 @@ def _fixed_batch(signature: Any) -> int | None:
     return first if isinstance(first, int) and first > 0 else None
 
 
-def _run_model(path: Path, arrays: dict[str, np.ndarray], rows: int, threads: int) -> list[np.ndarray]:
+def batch_dependent(path: Path) -> bool:
+    """Whether a model's outputs for a row depend on the other rows of its batch (see BATCH_DEPENDENT_OPS)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in BATCH_DEPENDENT_OPS for node in graph.node)
+
+
+def eval_batch(path: Path, profile_batch: int) -> int:
+    """Rows per call for evaluating ``path``: its fixed batch if it has one, else the profile's batch
+    where outputs depend on it, else _EVAL_BATCH."""
+    from workers.formats import signature_from_onnx
+
+    fixed = _fixed_batch(signature_from_onnx(path))
+    return fixed or (profile_batch if batch_dependent(path) else _EVAL_BATCH)
+
+
+def _run_model(path: Path, arrays: dict[str, np.ndarray], rows: int, threads: int,
+               batch: int = _EVAL_BATCH) -> list[np.ndarray]:
     from workers import ort
     from workers.formats import model_inputs, signature_from_onnx
 
@@ -245,7 +299,7 @@ def _run_model(path: Path, arrays: dict[str, np.ndarray], rows: int, threads: in
     feeds = model_inputs(arrays, signature)
     session = ort.session(path, threads=threads)
     fixed = _fixed_batch(signature)
-    step = fixed or _EVAL_BATCH
+    step = fixed or batch
     usable = rows - rows % fixed if fixed else rows  # a fixed-batch model cannot take a short tail
     if usable == 0:
         raise AccuracyInputError(f"The dataset has {rows} rows, fewer than the model's fixed batch of {fixed}.")
@@ -264,41 +318,66 @@ class ReferenceRun:
     labels: np.ndarray | None
     rows: int
     outputs: list[np.ndarray]
+    mask: np.ndarray | None = None  # [rows, seq] True at real tokens, when the dataset tells them
+    batch: int = 1  # the profile's batch size: where a model's outputs depend on its batch mates
+    reference_batch: int = _EVAL_BATCH  # rows per call the reference itself ran at
+
+    def _compare(self, outputs: list[np.ndarray], task: str, batch: int) -> AccuracyReport:
+        used = len(self.outputs[0])
+        report = compare_outputs(self.outputs, outputs, task=task, mask=None if self.mask is None else self.mask[:used],
+                                 labels=None if self.labels is None else self.labels[:used])
+        report.batch_size = batch
+        return report
 
     def compare(self, candidate: Path, *, task: str = "auto", threads: int = 1) -> AccuracyReport:
-        """Run ``candidate`` on the same rows and compare its outputs with the reference's."""
-        cand_out = _run_model(candidate, self.arrays, self.rows, threads)
-        used = len(self.outputs[0])
-        return compare_outputs(self.outputs, cand_out, task=task,
-                               labels=None if self.labels is None else self.labels[:used])
+        """Run ``candidate`` on the same rows (at the profile's batch where its outputs depend on the batch)
+        and compare its outputs with the reference's."""
+        batch = eval_batch(candidate, self.batch)
+        return self._compare(_run_model(candidate, self.arrays, self.rows, threads, batch), task, batch)
 
     def itself(self, *, task: str = "auto") -> AccuracyReport:
         """The reference compared with its own outputs (its score on the labels, where there are some)."""
-        used = len(self.outputs[0])
-        return compare_outputs(self.outputs, self.outputs, task=task,
-                               labels=None if self.labels is None else self.labels[:used])
+        return self._compare(self.outputs, task, self.reference_batch)
 
 
-def run_reference(reference: Path, dataset: Path, *, max_samples: int = 1024, threads: int = 1) -> ReferenceRun:
+def _real_positions(arrays: dict[str, np.ndarray], reference: Path) -> np.ndarray | None:
+    from workers.formats import FormatError, signature_from_onnx
+    from workers.formats.datasets import real_positions
+
+    try:
+        return real_positions(arrays, signature_from_onnx(reference).input_names)
+    except FormatError as exc:
+        raise AccuracyInputError(str(exc)) from exc
+
+
+def run_reference(reference: Path, dataset: Path, *, max_samples: int = 1024, threads: int = 1,
+                  batch: int = 1) -> ReferenceRun:
     """Run the reference ONNX file on the dataset's first ``max_samples`` rows.
 
     The dataset is an .npz whose arrays are named after the model inputs, plus ``labels``
-    when the task has them. Each model's inputs are cast to its own signature's types, so a
-    variant with float16 inputs is fed the same values.
+    when the task has them and ``lengths`` when its rows are padded sequences. Each model's inputs
+    are cast to its own signature's types, so a variant with float16 inputs is fed the same values.
+    ``batch``: the batch size the profile judges at, used for models whose outputs depend on it.
     """
     from workers.formats import read_npz
+    from workers.formats.datasets import LENGTHS
 
     arrays = read_npz(dataset)
+    mask = _real_positions(arrays, reference)
     labels = arrays.pop("labels", None)
+    arrays.pop(LENGTHS, None)
     if not arrays:
         raise AccuracyInputError("The dataset has no input arrays.")
     rows = min(max_samples, min(len(a) for a in arrays.values()))
-    return ReferenceRun(arrays=arrays, labels=labels, rows=rows, outputs=_run_model(reference, arrays, rows, threads))
+    own = eval_batch(reference, batch)
+    return ReferenceRun(arrays=arrays, labels=labels, rows=rows, batch=batch, reference_batch=own,
+                        mask=None if mask is None else mask[:rows],
+                        outputs=_run_model(reference, arrays, rows, threads, own))
 
 
 def evaluate(reference: Path, candidate: Path, dataset: Path, *, task: str = "auto", max_samples: int = 1024,
-             threads: int = 1) -> AccuracyReport:
+             threads: int = 1, batch: int = 1) -> AccuracyReport:
     """Run both ONNX files on the dataset's first ``max_samples`` rows and compare them (one
     candidate; a job comparing several runs the reference once with ``run_reference``)."""
-    run = run_reference(reference, dataset, max_samples=max_samples, threads=threads)
+    run = run_reference(reference, dataset, max_samples=max_samples, threads=threads, batch=batch)
     return run.compare(candidate, task=task, threads=threads)

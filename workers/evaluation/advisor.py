@@ -7,11 +7,18 @@ recommended" or "prune-structured: 1.9x smaller but fails accuracy: try a lower 
 Speed claims follow the statistics: "faster" / "slower" only when the whole interval of the paired
 ratio lies beyond the noise band (``stats.claim``), else "same speed (within noise)". Every speed
 claim names its statistic and batch size; a pick that was tied with others says so and why it won.
+
+A step is recommended only when it exists and passes: "prefer int8-static" names an int8-static
+variant of this job that passed the profile; a step that failed (``failed``: step name -> pass
+name, the job's steps that produced no model) or that was measured and failed the profile is never
+suggested; a pass this job did not try is named as the pass to use.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from workers.evaluation import stats
@@ -22,6 +29,35 @@ _FRACTION_METRICS = {"agreement", "accuracy", "cosine_mean", "cosine_min", "pear
 # Sizes are exact, but a change this small is not worth a word.
 _NOTICEABLE = 1 + stats.NOISE_BAND
 _WIDTH_STEP = 0.25
+
+
+@dataclass
+class _Options:
+    """What a hint may point at: the candidates that passed, by pass, and the passes whose step failed."""
+
+    passing: dict[str, list[str]] = field(default_factory=dict)
+    measured: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, candidates: list[Candidate], failed: Mapping[str, str] | None) -> _Options:
+        """The options of one set of candidates and the job's failed steps (step name -> pass name)."""
+        options = cls(measured={c.pass_name for c in candidates}, failed=set((failed or {}).values()))
+        for c in candidates:
+            if c.passed and c.finite:
+                options.passing.setdefault(c.pass_name, []).append(c.name)
+        return options
+
+    def alternative(self, pass_name: str, words: str) -> str:
+        """'prefer <a passing variant of pass_name>' (or the pass, when the job did not try it); 'drop it'
+        when its step failed or its variants fail the profile."""
+        if self.passing.get(pass_name):
+            return f"prefer {self.passing[pass_name][0]}"
+        if pass_name in self.failed:
+            return f"drop it ({words} failed in this job too)"
+        if pass_name in self.measured:
+            return f"drop it ({words} fails the profile too)"
+        return f"prefer {words}"  # not tried in this job: the pass, not a variant, is what is named
 
 
 def _ratio_words(ratio: float, more: str, less: str) -> str | None:
@@ -92,8 +128,9 @@ def _shortfall_words(candidate: Candidate, gap: float) -> str:
     return f"misses {candidate.metric} by {gap:.4g}"
 
 
-def _pass_advice(candidate: Candidate, parent: Candidate | None, target: str) -> str | None:
-    """What to try next for a variant, from its pass and its numbers."""
+def _pass_advice(candidate: Candidate, parent: Candidate | None, target: str, options: _Options) -> str | None:
+    """What to try next for a variant, from its pass and its numbers (only steps that exist and pass,
+    or were not tried, are pointed at)."""
     gap = _accuracy_shortfall(candidate)
     fails_accuracy = gap is not None and gap > 0
     ratio = speed_ratio(candidate, parent, candidate.parent_speedup) if parent not in (None, candidate) else None
@@ -104,7 +141,8 @@ def _pass_advice(candidate: Candidate, parent: Candidate | None, target: str) ->
     if candidate.pass_name == "quantize_dynamic" and claim == stats.SLOWER:
         # Dynamic int8 quantizes activations on every call; small or conv-heavy models pay more than they gain.
         return (f"{candidate.name}: {speed_words(candidate, parent, candidate.parent_speedup)} than {parent.name}: "
-                "per-call activation quantization costs more than int8 saves here; prefer int8-static")
+                "per-call activation quantization costs more than int8 saves here; "
+                f"{options.alternative('quantize_static', 'int8-static')}")
     if not fails_accuracy:
         return None
     if candidate.pass_name == "distill":
@@ -119,6 +157,8 @@ def _pass_advice(candidate: Candidate, parent: Candidate | None, target: str) ->
         lead = f"{smaller} but fails accuracy" if smaller else "fails accuracy"
         return f"{candidate.name}: {lead}: try a lower ratio ({ratio / 2:g})"
     if candidate.pass_name in ("quantize_dynamic", "quantize_static"):
+        if "quantize_search" in options.failed:
+            return f"{candidate.name}: int8 {_shortfall_words(candidate, gap)} (quantize_search failed in this job): keep float"
         return (f"{candidate.name}: int8 {_shortfall_words(candidate, gap)}: try quantize_search, "
                 "which keeps the most sensitive layers in float")
     return None
@@ -170,9 +210,12 @@ def advise(
     target: str = "cpu",
     fingerprint: dict[str, Any] | None = None,
     ranking: Ranking | None = None,
+    failed: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Recommendations for a person choosing a variant; every line follows from the numbers."""
+    """Recommendations for a person choosing a variant; every line follows from the numbers.
+    ``failed``: the job's steps that produced no model (step name -> pass name), never recommended."""
     ranking = ranking or rank(candidates)
+    options = _Options.of(candidates, failed)
     by_name = {c.name: c for c in candidates}
     ref = by_name.get(reference)
     order = ranking.ordered + [c.name for c in candidates if c.name not in ranking.ordered]
@@ -182,7 +225,7 @@ def advise(
         line = _variant_line(candidate, ref, ranking)
         if line:
             lines.append(line)
-        hint = _pass_advice(candidate, by_name.get(candidate.parent or "", ref), target)
+        hint = _pass_advice(candidate, by_name.get(candidate.parent or "", ref), target, options)
         if hint:
             lines.append(hint)
     lines.extend(line for line in (_tie_line(ranking), _closing_line(by_name, ranking, reference)) if line)
@@ -190,3 +233,26 @@ def advise(
         if any(c.pass_name in ("quantize_dynamic", "quantize_static") for c in candidates):
             lines.append("this CPU has no VNNI instructions: int8 speed-ups here understate what VNNI CPUs get")
     return lines
+
+
+_TARGET_RUNTIME = {"browser-wasm": "wasm", "node": "node", "cuda": "cuda", "cpu": "native"}
+
+
+def target_line(target: str, ratio: stats.Estimate, p95_ms: float, batch: int, limit_ms: float | None = None) -> str:
+    """How a variant runs on ``target`` against native ONNX Runtime on the same machine, e.g. "wasm
+    is 2.3x slower than native here: p95 at batch 1 is 41 ms against a 30 ms limit". ``ratio`` is
+    the target's speed-up over native (``stats.speedup`` of native's rounds and the target's: < 1
+    when the target is slower); "slower" / "faster" only beyond noise (``stats.claim``)."""
+    runtime = _TARGET_RUNTIME.get(target, target)
+    claimed = stats.claim(ratio)
+    if claimed == stats.SLOWER:
+        speed = (f"{runtime} is {1 / ratio.value:.1f}x slower than native here "
+                 f"(95 % interval {1 / ratio.high:.1f}–{1 / ratio.low:.1f}x)")
+    elif claimed == stats.FASTER:
+        speed = f"{runtime} is {ratio.value:.1f}x faster than native here (95 % interval {ratio.low:.1f}–{ratio.high:.1f}x)"
+    else:
+        speed = f"{runtime} runs at native speed here (within noise)"
+    figure = f"p95 at batch {batch} is {p95_ms:.3g} ms"
+    if limit_ms is None:
+        return f"{speed}: {figure}"
+    return f"{speed}: {figure} {'against' if p95_ms > limit_ms else 'within'} a {limit_ms:.3g} ms limit"

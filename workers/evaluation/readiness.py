@@ -33,11 +33,12 @@ from workers.evaluation import stats
 from workers.evaluation.accuracy import HIGHER_IS_BETTER, AccuracyReport, default_metric
 from workers.evaluation.bench import BenchReport
 from workers.formats import Signature, TensorSpec
+from workers.targets.capabilities import PROVIDER_OF_TARGET
 
 MB = 1024 * 1024
 # Metrics compared with the reference's own outputs: the reference scores this against itself.
 _SELF_VALUE = {"agreement": 1.0, "cosine_mean": 1.0, "cosine_min": 1.0, "mae": 0.0, "max_abs_error": 0.0, "rel_l2": 0.0}
-_PROVIDER_OF_TARGET = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+_PROVIDER_OF_TARGET = PROVIDER_OF_TARGET  # cpu, cuda, node, browser-wasm: the targets' one home
 
 
 # Limits that bound a measurement from above or below: each must be a finite number > 0 (0 and

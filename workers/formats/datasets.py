@@ -3,6 +3,12 @@
 Arrays are named after the model inputs (plus optional ``labels``); dim 0 counts samples. Names,
 dtypes and shapes come from the zip directory and the .npy headers, so nothing is unpacked before
 they pass; only then are the values read and checked (range of integer inputs, NaN and infinity).
+
+Sequences of varied length come as callers send them: padded to any length (two datasets of the
+same sentences may be padded to different lengths), with the real positions of each row told by
+the model's attention-mask input (an input named like ``attention_mask``, 1 = real token) or by an
+optional ``lengths`` array (``lengths[i]`` = real tokens of row i, counted from the start).
+``real_positions`` is the one place that reads them; fidelity is computed over those positions.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from workers.formats.signature import Signature, TensorSpec, read_npz
 FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
 INT_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 LABELS = "labels"
+LENGTHS = "lengths"
 MAX_DATASET_ARRAYS = 256
+# Input names that carry an attention mask (compared lower-cased, as substrings).
+MASK_NAMES = ("attention_mask", "input_mask")
 
 
 @dataclass
@@ -86,9 +95,14 @@ def check_dataset(
     specs = {spec.name: spec for spec in signature.inputs}
     for name, header in headers.items():
         _check_array_dtype(name, header.dtype, specs[name].dtype if name in specs else None, what)
+    if LENGTHS in headers and headers[LENGTHS].dtype.kind not in "iu":
+        raise FormatError(f"{what}: array 'lengths' has dtype {headers[LENGTHS].dtype}; it takes integers.")
     arrays = read_npz(Path(path))
     for name, array in arrays.items():
         _check_array_values(name, array, specs[name].dtype if name in specs else None, what)
+    if real_positions(arrays, signature.input_names, what=what) is not None:
+        notes.append("Rows carry their real positions (attention mask or lengths): fidelity is computed over real "
+                     "tokens only, and padding is never compared.")
     return DatasetInfo(
         sample_count=samples,
         arrays={name: {"dtype": str(h.dtype), "shape": list(h.shape)} for name, h in headers.items()},
@@ -159,15 +173,16 @@ def _check_array_names(headers: dict[str, _Header], signature: Signature, what: 
             f"{', '.join(map(show, have)) or 'no arrays'}. Name each array after a model input (numpy.savez(path, "
             f"{missing[0]}=...))."
         )
-    extra = [name for name in have if name not in signature.input_names and name != LABELS]
+    extra = [name for name in have if name not in signature.input_names and name not in (LABELS, LENGTHS)]
     if extra:
         hints = []
         for name in extra:
-            close = difflib.get_close_matches(name, [*signature.input_names, LABELS], n=1)
+            close = difflib.get_close_matches(name, [*signature.input_names, LABELS, LENGTHS], n=1)
             hints.append(show(name) + (f" (did you mean {show(close[0])}?)" if close else ""))
         raise FormatError(
             f"{what} holds array(s) the model does not take: {', '.join(hints)}. The model's inputs are "
-            f"{', '.join(map(show, signature.input_names))}; labels go in an array named 'labels'."
+            f"{', '.join(map(show, signature.input_names))}; labels go in an array named 'labels', real "
+            "sequence lengths in one named 'lengths'."
         )
 
 
@@ -181,6 +196,11 @@ def _check_array_shapes(headers: dict[str, _Header], signature: Signature, what:
         if not headers[LABELS].shape:
             raise FormatError(f"{what}: array 'labels' is a scalar; it needs one label per sample.")
         counts[LABELS] = headers[LABELS].shape[0]
+    if LENGTHS in headers:
+        if len(headers[LENGTHS].shape) != 1:
+            raise FormatError(f"{what}: array 'lengths' has shape {list(headers[LENGTHS].shape)}; it needs one "
+                              "number per sample (shape [samples]).")
+        counts[LENGTHS] = headers[LENGTHS].shape[0]
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{show(name)}: {count}" for name, count in counts.items())
         raise FormatError(f"{what}: arrays disagree on the number of samples (first dimension): {listed}.")
@@ -245,3 +265,52 @@ def _check_array_values(name: str, array: np.ndarray, spec_dtype: str | None, wh
         bad = int(np.count_nonzero(~np.isfinite(cast)))
         reason = "NaN or infinite values" if not np.isfinite(array).all() else f"values too large for {spec_dtype}"
         raise FormatError(f"{what}: array {show(name)} holds {bad:,} {reason}; clean them before uploading.")
+
+
+def mask_input(input_names: list[str] | tuple[str, ...]) -> str | None:
+    """The model input that carries an attention mask (named like ``attention_mask``), if any."""
+    return next((name for name in input_names if any(m in name.lower() for m in MASK_NAMES)), None)
+
+
+def _sequence_length(arrays: dict[str, np.ndarray], input_names: list[str] | tuple[str, ...]) -> int | None:
+    """The padded length: dim 1 of the first input array with a sequence axis."""
+    return next((arrays[n].shape[1] for n in input_names if n in arrays and arrays[n].ndim >= 2), None)
+
+
+def _mask_from_lengths(lengths: np.ndarray, seq: int | None, what: str) -> np.ndarray:
+    if seq is None:
+        raise FormatError(f"{what} has 'lengths' but no input array with a sequence axis (dims [samples, seq, ...]).")
+    lengths = np.asarray(lengths).astype(np.int64)
+    if lengths.size and (lengths.min() < 1 or lengths.max() > seq):
+        raise FormatError(f"{what}: 'lengths' must lie in 1..{seq} (the padded length); it holds "
+                          f"{int(lengths.min())}..{int(lengths.max())}.")
+    return np.arange(seq)[None, :] < lengths[:, None]
+
+
+def _mask_from_input(name: str, mask: np.ndarray, what: str) -> np.ndarray:
+    if mask.ndim != 2:
+        raise FormatError(f"{what}: attention mask {show(name)} has {mask.ndim} dims; it needs [samples, seq].")
+    if mask.size and not np.isin(mask, (0, 1)).all():
+        raise FormatError(f"{what}: attention mask {show(name)} holds values other than 0 and 1.")
+    real = mask.astype(bool)
+    if mask.size and not real.any(axis=1).all():
+        row = int(np.argmin(real.any(axis=1)))
+        raise FormatError(f"{what}: attention mask {show(name)} marks no real token in row {row}; every row needs one.")
+    return real
+
+
+def real_positions(arrays: dict[str, np.ndarray], input_names: list[str] | tuple[str, ...], *,
+                   what: str = "The validation dataset") -> np.ndarray | None:
+    """[samples, seq] booleans, True at real (non-padding) positions, from the model's attention-mask
+    input or the ``lengths`` array (both: they must agree); None when the dataset tells neither.
+    FormatError when they are malformed or disagree."""
+    name = mask_input(input_names)
+    from_mask = _mask_from_input(name, np.asarray(arrays[name]), what) if name and name in arrays else None
+    if LENGTHS not in arrays:
+        return from_mask
+    from_lengths = _mask_from_lengths(arrays[LENGTHS], _sequence_length(arrays, input_names), what)
+    if from_mask is None:
+        return from_lengths
+    if from_mask.shape != from_lengths.shape or not np.array_equal(from_mask.sum(axis=1), from_lengths.sum(axis=1)):
+        raise FormatError(f"{what}: 'lengths' disagrees with attention mask {show(name)} (its 1s per row).")
+    return from_mask

@@ -38,7 +38,14 @@ WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "FusedGemm", "FusedConv
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 _SYNTHETIC_DIM = 2
-_SYNTHETIC_INT_HIGH = 4  # int inputs (token ids, indices) get 0..3: valid for any vocabulary
+# Synthetic integers stay in the range the input's role allows: token types index a table of two
+# rows, ids a vocabulary (any real one has 100 entries), masks are 1 (every token real); other
+# integers (indices, counts) get 0..3.
+_SYNTHETIC_INT_HIGH = 4
+_SYNTHETIC_TYPE_HIGH = 2
+_SYNTHETIC_ID_HIGH = 100
+# Validation rows a pass checks its output on (a model with a fixed batch takes that many instead).
+CHECK_ROWS = 8
 
 
 def load_onnx_input(src: Path, pass_name: str) -> Any:
@@ -132,9 +139,21 @@ def _dim(value: int | str, batch: int) -> int:
     return value if isinstance(value, int) and value > 0 else batch
 
 
+def _synthetic_ints(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Integers in the range an input of this name takes (see the constants above)."""
+    lowered = name.lower()
+    if "mask" in lowered:
+        return np.ones(shape, dtype=np.int64)
+    if "type" in lowered:
+        return rng.integers(0, _SYNTHETIC_TYPE_HIGH, size=shape)
+    high = _SYNTHETIC_ID_HIGH if "id" in lowered else _SYNTHETIC_INT_HIGH
+    return rng.integers(0, high, size=shape)
+
+
 def synthetic_inputs(signature: Signature, *, batch: int = _SYNTHETIC_DIM, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs built from the signature alone: symbolic dims -> ``batch``; floats ~ N(0, 1);
-    ints -> small non-negative values; bools -> random."""
+    ints -> values in the range their name implies (token types 0..1, ids 0..99, masks 1, others
+    0..3); bools -> random."""
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for spec in signature.inputs:
@@ -144,7 +163,7 @@ def synthetic_inputs(signature: Signature, *, batch: int = _SYNTHETIC_DIM, seed:
         elif spec.dtype == "bool":
             feeds[spec.name] = rng.random(shape) < 0.5
         elif spec.dtype in ("int8", "int16", "int32", "int64", "uint8"):
-            feeds[spec.name] = rng.integers(0, _SYNTHETIC_INT_HIGH, size=shape).astype(spec.dtype)
+            feeds[spec.name] = _synthetic_ints(spec.name, shape, rng).astype(spec.dtype)
         else:
             raise UnsupportedModelError(f"Input {spec.name!r} has element type {spec.dtype}, which cannot be synthesized.")
     return feeds
@@ -239,6 +258,37 @@ def file_size(path: Path) -> int:
 def signature_of(model: Any) -> Signature:
     """The signature of a loaded onnx.ModelProto."""
     return signature_from_onnx_model(model)
+
+
+def check_rows(path: Path, signature: Signature) -> dict[str, np.ndarray]:
+    """The first CHECK_ROWS rows of a validation dataset (the fixed batch's worth for a fixed-batch model)."""
+    feeds, _ = dataset_feeds(Path(path), signature, what="validation (output check)")
+    rows = fixed_batch(signature) or CHECK_ROWS
+    if min(len(v) for v in feeds.values()) < rows:
+        rows = min(len(v) for v in feeds.values())
+    return {name: value[:rows] for name, value in feeds.items()}
+
+
+def output_error(src: Path, out: Path, signature: Signature, check_data: Path | None,
+                 seeds: tuple[int, ...] = (0, 1, 2)) -> tuple[float | None, float, str | None]:
+    """(max abs error of ``out`` vs ``src``, max |reference|, note) on real validation rows when the
+    job has a validation set (``check_data``), else on synthetic batches (``synthetic_error``).
+
+    Real rows are in the model's domain: a BERT-like model's token types and ids are never out of
+    range there, so its outputs are always checked.
+    """
+    if check_data is None:
+        return synthetic_error(src, out, signature, seeds)
+    from workers.formats import signature_from_onnx
+
+    feeds = check_rows(Path(check_data), signature)
+    try:
+        reference = ort.session(src, level="disable").run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise PassInputError(f"The source model does not run on the validation rows: {str(exc)[:300]}") from exc
+    (candidate,) = run_produced(out, [cast_feeds(feeds, signature_from_onnx(out))], level="disable")
+    rows = len(next(iter(feeds.values())))
+    return max_abs_error(reference, candidate), max_abs_value(reference), f"Outputs checked on {rows} validation rows."
 
 
 def synthetic_error(src: Path, out: Path, signature: Signature,

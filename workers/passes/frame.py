@@ -10,6 +10,10 @@ A pass's ``run`` reads::
 
 A PassError raised inside the block, once the pass has begun writing its model, removes
 ``dst/model.onnx``: a model that failed the pass's checks is never mistaken for its output.
+
+A pass checks its output against its input with ``check_error``: on a few real validation rows
+when the job has a validation set (the config's ``check_data``, a path the job runner fills in),
+on synthetic inputs in the model's domain only when there is none.
 """
 
 from __future__ import annotations
@@ -63,9 +67,19 @@ class PassRun:
         before, after = util.file_size(self.src), util.file_size(self.out)
         return {"size_before": before, "size_after": after, **({"size_ratio": after / before} if ratio else {})}
 
-    def synthetic_error(self, source: Any, seeds: tuple[int, ...] = (0, 1, 2)) -> tuple[float | None, float, str | None]:
-        """The output against the input on synthetic batches (see ``_onnx_util.synthetic_error``)."""
-        return util.synthetic_error(self.src, self.out, util.signature_of(source), seeds)
+    @property
+    def check_data(self) -> Path | None:
+        """The validation rows this run checks its output on (the config's ``check_data``), if any."""
+        given = getattr(self.config, "check_data", None)
+        return Path(given) if given else None
+
+    def check_error(self, source: Any, seeds: tuple[int, ...] = (0, 1, 2)) -> tuple[float | None, float, str | None]:
+        """The output against the input: on real validation rows when the config has ``check_data``,
+        else on synthetic batches (see ``_onnx_util.output_error``)."""
+        return util.output_error(self.src, self.out, util.signature_of(source), self.check_data, seeds)
+
+    # Passes written before validation rows reached them call it by this name: same check.
+    synthetic_error = check_error
 
     def result(self, metrics: dict[str, Any], notes: list[str]) -> PassResult:
         """The PassResult of this run: its model, config (as JSON), metrics, notes and duration."""

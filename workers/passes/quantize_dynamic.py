@@ -10,6 +10,10 @@ Defaults follow what was measured on this project's models: per-channel weights 
 accuracy where per-tensor QInt8 loses it, at the same speed; ``reduce_range`` (7-bit weights, for
 CPUs without VNNI) alone makes accuracy worse.
 
+The output is checked against the source on a few real validation rows when the job has a
+validation set (``check_data``), else on synthetic inputs in the model's domain: a sanity figure
+(``max_abs_error``); the accuracy claim is the job's evaluation.
+
 Every intermediate file (pre-processed model, ORT's ``-inferred`` copy) lives in a scratch
 directory under ``dst`` that is removed afterwards; the source file is only read.
 """
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.passes import _onnx_util as util
-from workers.passes.base import PassError, PassInputError, PassResult, UnsupportedModelError, save_onnx
+from workers.passes.base import PassError, PassInputError, PassResult, UnsupportedModelError, data_field, save_onnx
 from workers.passes.frame import PassRun
 
 NAME = "quantize_dynamic"
@@ -39,8 +43,11 @@ class Config:
     reduce_range: bool = False
     op_types: tuple[str, ...] = ()  # empty: onnxruntime's default set for dynamic quantization
     nodes_to_exclude: tuple[str, ...] = ()
+    check_data: Path | None = data_field()  # validation rows the output is checked on (the job fills it)
 
     def __post_init__(self) -> None:
+        if isinstance(self.check_data, str):
+            object.__setattr__(self, "check_data", Path(self.check_data))
         if self.weight_type not in WEIGHT_TYPES:
             raise PassInputError(f"Unknown weight_type {self.weight_type!r}; use one of {', '.join(WEIGHT_TYPES)}.")
         for name in ("op_types", "nodes_to_exclude"):
@@ -164,9 +171,10 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
         metrics = {**job.sizes(ratio=True), "quantized_nodes": util.quantized_node_count(quantized)}
         if metrics["quantized_nodes"] == 0:
             raise util.nothing_quantized(source, "Dynamic quantization", config.op_types)
-        error, _, check_note = job.synthetic_error(source)
+        error, _, check_note = job.check_error(source)
         if error == float("inf"):
-            raise PassError("The quantized model produces non-finite outputs on synthetic inputs.")
-        metrics["max_abs_error"] = error  # on synthetic inputs: a sanity figure, not an accuracy claim
+            on = "validation rows" if job.check_data else "synthetic inputs"
+            raise PassError(f"The quantized model produces non-finite outputs on {on}.")
+        metrics["max_abs_error"] = error  # a sanity figure on a few rows, not an accuracy claim
         notes += ([check_note] if check_note else []) + _notes(config)
         return job.result(metrics, notes)

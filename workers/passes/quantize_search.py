@@ -47,6 +47,7 @@ from workers.passes import _onnx_util as util
 from workers.passes import quantize_dynamic, quantize_static
 from workers.passes.base import PassInputError, PassResult, UnsupportedModelError, data_field
 from workers.passes.frame import PassRun
+from workers.search.sensitivity import exclusion_counts, weight_nodes
 
 NAME = "quantize_search"
 DEFAULT_MAX_DROP = 0.01
@@ -231,16 +232,8 @@ class _Search:
         return any(c.passed for c in self.candidates)
 
     def weight_nodes(self) -> list[str]:
-        """Names of the nodes whose weights quantization changes (MatMul/Gemm/Conv ... with an initializer)."""
-        import onnx
-
-        model = onnx.load(str(self.model_path))
-        initializers = {init.name for init in model.graph.initializer}
-        return [
-            node.name
-            for node in model.graph.node
-            if node.op_type in util.WEIGHT_OPS and node.name and any(i in initializers for i in node.input[1:])
-        ]
+        """Names of the nodes whose weights quantization changes (the search's one definition of them)."""
+        return weight_nodes(self.model_path)
 
     def exclusion_stage(self, base: _Candidate) -> None:
         """Rank weight nodes by exclude-one, then keep the top 2, 4, 8 ... in float."""
@@ -258,11 +251,11 @@ class _Search:
             return
         # Unmeasured (or failed) nodes rank last; NaN gains (a non-finite metric) rank last too.
         ranked = sorted(nodes, key=lambda n: -gains[n] if math.isfinite(gains.get(n, math.nan)) else math.inf)
-        count = 2
-        while count < len(nodes) and not self.any_passed() and self.time_left():
+        for count in exclusion_counts(len(nodes))[1:]:  # the top one alone was measured by exclude-one
+            if self.any_passed() or not self.time_left():
+                break
             self.try_candidate(_Candidate(f"{base.name}-exclude-top{count}", base.kind, base.settings,
                                           tuple(ranked[:count])))
-            count *= 2
 
     def run(self, plan: list[_Candidate]) -> tuple[_Candidate, Path]:
         """Try the plan, then (when nothing passed) the exclusion stage; the kept candidate and its file."""

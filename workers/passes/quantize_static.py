@@ -17,6 +17,10 @@ Calibration is driven here rather than inside ``quantize_static`` so that it is 
 The ranges are written to a calibration cache (JSON) in a scratch directory under ``dst``, along
 with ORT's augmented model; ``quantize_static`` then reads the cache instead of calibrating again.
 The scratch directory is removed afterwards; the source file is only read.
+
+A model below opset 13 is converted first (``opset.ensure_opset``: per-channel QDQ needs opset 13)
+and checked for equal outputs; the note says so. The output is checked on the check rows: a few
+real validation rows when the job has a validation set (``check_data``), else calibration rows.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 
 from workers import ort
 from workers.passes import _onnx_util as util
+from workers.passes import opset
 from workers.passes.base import PassError, PassInputError, PassResult, UnsupportedModelError, data_field, save_onnx
 from workers.passes.frame import PassRun
 from workers.passes.quantize_dynamic import prepare, quant_type
@@ -55,10 +60,12 @@ class Config:
     max_memory_mb: int = 2048
     nodes_to_exclude: tuple[str, ...] = ()
     calibration_data: Path | None = data_field()
+    check_data: Path | None = data_field()  # validation rows the output is checked on (the job fills it)
 
     def __post_init__(self) -> None:
-        if isinstance(self.calibration_data, str):
-            object.__setattr__(self, "calibration_data", Path(self.calibration_data))
+        for name in ("calibration_data", "check_data"):
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, Path(getattr(self, name)))
         if self.format not in FORMATS:
             raise PassInputError(f"Unknown format {self.format!r}; use one of {', '.join(FORMATS)}.")
         if self.method not in METHODS:
@@ -251,9 +258,16 @@ def quantize(model_path: Path, out_path: Path, calibration: Calibration, config:
     return model
 
 
-def _sanity_error(src: Path, out_path: Path, feeds: dict[str, np.ndarray], fixed: int | None) -> float:
-    """Max abs error on a few calibration rows (the accuracy claim belongs to quantize_search)."""
-    sample = {name: value[: fixed or 16] for name, value in feeds.items()}
+def check_feeds(config: Config, signature: util.Signature, calibration: dict[str, np.ndarray],
+                fixed: int | None) -> dict[str, np.ndarray]:
+    """The rows outputs are checked on: validation rows (``check_data``), else the first calibration rows."""
+    if config.check_data is not None:
+        return util.check_rows(config.check_data, signature)
+    return {name: value[: fixed or 16] for name, value in calibration.items()}
+
+
+def _sanity_error(src: Path, out_path: Path, sample: dict[str, np.ndarray]) -> float:
+    """Max abs error on the check rows (the accuracy claim belongs to the job's evaluation)."""
     return util.max_abs_error(ort.session(src).run(None, sample), util.run_produced(out_path, [sample])[0])
 
 
@@ -265,19 +279,23 @@ def run(src: Path, dst: Path, config: Config | None = None) -> PassResult:
         signature = util.signature_of(source)
         fixed = util.fixed_batch(signature)
         feeds = load_calibration(config.calibration_data, signature, config.max_samples)
+        checks = check_feeds(config, signature, feeds, fixed)
         out_path = job.output()
         with util.scratch_dir(job.dst) as work:
-            model_path, notes = prepare(job.src, work, config.nodes_to_exclude)
+            converted, converted_note = opset.ensure_opset(job.src, work, checks)
+            model_path, notes = prepare(converted, work, config.nodes_to_exclude)
             calibration = calibrate(model_path, work, feeds, config.method, config.max_memory_mb, fixed)
             quantized = quantize(model_path, out_path, calibration, config, work)
         metrics = {**job.sizes(ratio=True), "quantized_nodes": util.quantized_node_count(quantized),
                    **calibration.metrics()}
         if metrics["quantized_nodes"] == 0:
             raise util.nothing_quantized(source, "Static quantization")
-        metrics["max_abs_error"] = _sanity_error(job.src, out_path, feeds, fixed)
+        metrics["max_abs_error"] = _sanity_error(job.src, out_path, checks)
         if metrics["max_abs_error"] == float("inf"):
-            raise PassError("The quantized model produces non-finite outputs on the calibration data.")
-        notes += calibration.notes
+            raise PassError("The quantized model produces non-finite outputs on the check rows.")
+        notes = ([converted_note] if converted_note else []) + notes + calibration.notes
+        if config.check_data is not None:
+            notes.append(f"Outputs checked on {len(next(iter(checks.values())))} validation rows.")
         if config.format == "qoperator" and config.activation_type == "qint8":
             notes.append("QOperator with int8 activations is slow on x64 CPUs; QDQ is recommended for S8S8.")
         return job.result(metrics, notes)

@@ -9,10 +9,13 @@ when the percentile rests on too few to mean anything. A version's variant table
 judgment (one job); nightly measurements are their own series and never mix into it.
 """
 
+from modelhub.dashboard.pages.advice import advice_rows, advised_plan  # noqa: F401
+from modelhub.dashboard.pages.aliases import alias_names, alias_rows  # noqa: F401
 from modelhub.dashboard.pages.common import (  # noqa: F401
     ACTIVE,
     STATISTICS,
     estimate,
+    is_web_address,
     latencies,
     metric_columns,
     result_summary,
@@ -33,4 +36,6 @@ from modelhub.dashboard.pages.models import (  # noqa: F401
     version_rows,
 )
 from modelhub.dashboard.pages.promote import comparison, promotion_preview, standing  # noqa: F401
+from modelhub.dashboard.pages.tables import Column, sort_rows  # noqa: F401
+from modelhub.dashboard.pages.variant import variant_page  # noqa: F401
 from modelhub.dashboard.pages.version import VersionResults, charts, default_plan, nightly_charts, version_results  # noqa: F401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 from modelhub import artifacts, roles, selectors
@@ -141,3 +142,8 @@ def text_of(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "—" if value is None else str(value)
     return numbers.significant(value, 4)
+
+
+def is_web_address(text: str) -> bool:
+    """Whether a version's source reads as an http(s) URL (shown as a link, never fetched)."""
+    return bool(re.fullmatch(r"https?://[^\s<>\"']+", text or ""))

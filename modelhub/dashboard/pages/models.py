@@ -41,12 +41,21 @@ def serving_counts(model_name: str) -> dict[str, float | None]:
 
 
 def _counter_total(name: str, **labels: str) -> float:
-    total = 0.0
+    return metric_total(name, f"{name}_total", **labels) or 0.0
+
+
+def metric_total(family_name: str, sample_name: str, **labels: str) -> float | None:
+    """The sum of the samples ``sample_name`` of this process's Prometheus family ``family_name``
+    whose labels match, read as a scraper would; None when this process has no such family (the
+    serving plane does not run here)."""
+    total, known = 0.0, False
     for family in REGISTRY.collect():
-        for sample in family.samples:
-            if sample.name == f"{name}_total" and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+        if family.name != family_name:
+            continue
+        known = True
+        total += sum(sample.value for sample in family.samples if sample.name == sample_name
+                     and all(sample.labels.get(k) == v for k, v in labels.items()))
+    return total if known else None
 
 
 def nightly_p95(variant: Variant | None, limit: int = NIGHTS_SHOWN) -> list[tuple[datetime.date, float]]:

@@ -17,6 +17,7 @@ from modelhub.dashboard.pages.common import (
     metric_values,
     row_stamp,
 )
+from modelhub.dashboard.pages.targets import target_rows
 from modelhub.errors import NotFound
 from modelhub.measurement import reference_of
 from modelhub.models import (
@@ -60,6 +61,7 @@ class VersionResults:
     limits_changed: bool = False
     governing: ReadinessProfile | None = None
     judged_at: Any = None
+    targets: list[dict[str, Any]] = field(default_factory=list)  # native vs node / browser-wasm runs
 
     @property
     def measured(self) -> bool:
@@ -144,6 +146,7 @@ def version_results(*, version: ModelVersion, job_id: int | None = None) -> Vers
         limits_changed=bool(judged and profile is not None and judgment.get("spec")
                             and judgment["spec"] != profile.to_spec().to_dict()),
         governing=gate.governing_profile(model=version.model), judged_at=judgment.get("at"),
+        targets=target_rows(version=version),
     )
 
 
@@ -221,17 +224,17 @@ def charts(results: VersionResults) -> dict[str, str]:
 
 
 def nightly_charts(*, version: ModelVersion) -> list[tuple[str, str]]:
-    """(variant name, SVG of p50 / p95 / p99 over nights) for each variant measured at night."""
-    charts = []
+    """(variant name, SVG of p50 / p95 / p99 over nights) for each variant measured at night, all on
+    one y scale: the charts sit side by side, and their heights must compare."""
+    drawn = []
     for variant in version.variants.order_by("created_at", "id"):
         nights = selectors.variant_history(variant=variant)
-        if not nights:
-            continue
-        series = [svg.Series(name, [night[f"{name}_ms"] for night in nights]) for name in STATISTICS]
-        labels = [night["night"].strftime("%b %d") for night in nights]
-        charts.append((variant.name, svg.lines(series, x_labels=labels, y_label="latency", unit="ms",
-                                               title=f"{variant.name}: latency per night")))
-    return charts
+        if nights:
+            series = [svg.Series(name, [night[f"{name}_ms"] for night in nights]) for name in STATISTICS]
+            drawn.append((variant.name, series, [night["night"].strftime("%b %d") for night in nights]))
+    domain = svg.shared_domain(*(series for _, series, _ in drawn))
+    return [(name, svg.lines(series, x_labels=labels, y_label="latency", unit="ms", y_domain=domain,
+                             title=f"{name}: latency per night")) for name, series, labels in drawn]
 
 
 def default_plan(*, version: ModelVersion, profile: ReadinessProfile | None) -> list[dict[str, Any]]:
