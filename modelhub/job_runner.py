@@ -337,7 +337,8 @@ def _judgment(job: OptimizationJob, setup: measurement.EvaluationSetup, variants
     ranking = planner.rank(candidates)
     fingerprint = next(iter(reports.values())).fingerprint if reports else {}
     advice = advisor.advise(candidates, reference=reference.name if reference else Variant.ORIGINAL,
-                            target=setup.spec.target, fingerprint=fingerprint, ranking=ranking)
+                            target=setup.spec.target, fingerprint=fingerprint, ranking=ranking,
+                            failed={v.name: v.pass_name for v in job.variants.filter(status=Variant.Status.FAILED)})
     return {"judgment": {"job": job.pk, "profile": job.profile.name if job.profile else None,
                          "spec": setup.spec.to_dict() if setup.judged else None, "judged": setup.judged,
                          "statistic": setup.spec.statistic, "batch_size": setup.spec.batch_size,

@@ -97,8 +97,7 @@ def test_an_optimization_shows_its_progress_live_until_100_percent(
     page.click("text=or choose the passes…")
     page.select_option("#id_profile", label=f"{MODEL}-profile")
     page.wait_for_url("**/optimize/?profile=*")
-    for step in ("graph", "int8-static"):
-        page.uncheck(f"input[name=steps][value={step}]")
+    page.fill("input[name=options__search]", '{"budget_s": 30}')  # the default plan is one budgeted search
     page.fill("#id_bench_budget_s", str(factories.TEAM_BENCH["time_budget_s"]))
     page.fill("#id_batch_sizes", "1")
     shoot("03-choose-passes")
@@ -112,7 +111,7 @@ def test_an_optimization_shows_its_progress_live_until_100_percent(
         expect(page.locator("#job-results")).to_be_hidden()
         page.evaluate("window.stillTheSamePage = true")
         job = OptimizationJob.objects.get()
-        assert [step["name"] for step in job.plan] == ["int8-dynamic", "prune-structured"]
+        assert [(step["name"], step["options"]) for step in job.plan] == [("search", {"budget_s": 30.0})]
         runner = threading.Thread(target=_run_job, args=(job.pk,), daemon=True)
         runner.start()
         try:
@@ -123,14 +122,13 @@ def test_an_optimization_shows_its_progress_live_until_100_percent(
         finally:
             runner.join(timeout=JOB_TIMEOUT_MS / 1000)
     expect(page.locator("#job-status")).to_have_text("succeeded")
-    expect(page.locator("#job-events")).to_contain_text("prune-structured: running prune_structured")
     expect(page.locator("#job-results")).to_be_visible()
     assert page.evaluate("window.stillTheSamePage") is True  # updated in place: never reloaded
     expect(page.locator("#job-progress")).to_have_attribute("aria-valuetext", "100 %, succeeded")
     axe.assert_accessible(page, "the job page its script updated to the end")
     shoot("05-job-progress-100")
     page.click("#job-results")
-    expect(page.locator("#best-variant")).to_have_text("int8-dynamic")
+    expect(page.locator("#best-variant")).not_to_be_empty()
 
 
 def test_a_maintainer_cancels_a_queued_job(
@@ -157,7 +155,7 @@ def test_the_version_page_shows_verdicts_lineage_charts_and_downloads_a_bundle(
     maintainer = factories.staff_user("maria", "maintainer")
     version = factories.optimized_team_version(maintainer, quality_mlp)
     log_in(maintainer, f"/dashboard/models/{MODEL}/versions/{version.number}/")
-    expect(page.locator("#best-variant")).to_have_text("int8-dynamic")
+    expect(page.locator("#best-variant")).not_to_be_empty()
     expect(page.locator("tr[data-variant='original']")).to_contain_text("size 10.5 MB > 5 MB")
     expect(page.locator("tr[data-variant='prune-structured']")).to_contain_text("accuracy drop")
     expect(page.locator("#chart-scatter svg circle.point")).to_have_count(3)

@@ -154,7 +154,8 @@ class Search:
             self.log.notes.append("No validation rows: accuracy was not measured, so lossy candidates cannot pass "
                                   "an accuracy bound.")
             return
-        self.reference_run = accuracy.run_reference(self.reference, self.config.validation)
+        self.reference_run = accuracy.run_reference(self.reference, self.config.validation,
+                                                   batch=self.spec.batch_size)
         self.reference_accuracy = self.reference_run.itself(task=self.task)
         self.task = self.reference_accuracy.task
 
