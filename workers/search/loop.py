@@ -126,6 +126,13 @@ def _search_spec(spec: readiness.ProfileSpec) -> readiness.ProfileSpec:
     return dataclasses.replace(spec, max_p95_ms=None, max_p99_ms=None, min_speedup=None)
 
 
+def _screening_spec(spec: readiness.ProfileSpec) -> readiness.ProfileSpec:
+    """The spec a stage's native run is judged under: node and browser-wasm candidates are screened
+    on the CPU (their runtime is too slow to start per stage); the job's final judgment measures the
+    kept ones in the target itself."""
+    return dataclasses.replace(spec, target=_provider(spec.target))
+
+
 def _provider(target: str) -> str:
     return target if target in bench.PROVIDERS else "cpu"
 
@@ -288,7 +295,7 @@ class Search:
             except Exception as exc:  # noqa: BLE001 - one candidate onnxruntime cannot run on the rows ends only itself
                 self._drop(built, FAILED, f"does not run on the validation rows: {str(exc)[:300]}", speed)
                 return
-        built.verdict = readiness.verdict(self.spec, bench=built.report, accuracy=built.accuracy,
+        built.verdict = readiness.verdict(_screening_spec(self.spec), bench=built.report, accuracy=built.accuracy,
                                           reference_accuracy=self.reference_accuracy,
                                           size_bytes=built.path.stat().st_size)
         metric, value = self._metric(built)
