@@ -91,7 +91,7 @@ def bench_config(overrides: dict[str, Any], spec: readiness.ProfileSpec) -> benc
     batch_sizes = overrides.pop("batch_sizes", None) or sorted({1, spec.batch_size, 8})
     iterations = max(int(overrides.pop("iterations", bench.BenchConfig.iterations)), spec.min_calls)
     # node and browser-wasm run on the CPU; their runner takes the target from the profile itself.
-    provider = spec.target if spec.target in bench.PROVIDERS else "cpu"
+    provider = capabilities.native_provider(spec.target)
     return bench.BenchConfig(batch_sizes=tuple(batch_sizes), threads=spec.threads, provider=provider,
                              iterations=iterations,
                              **{"time_budget_s": settings.MODELHUB_BENCH_BUDGET_S,
@@ -145,14 +145,19 @@ def measure_variants(variants: list[Variant], setup: EvaluationSetup, config: be
     run = _benchmark(items, config, setup)
     reports = {**(parents or {}), **{int(key): report for key, report in run.reports.items()}}
     measured: dict[int, Measurement] = {}
+    errors = {int(key): str(exc) for key, exc in run.errors.items()}
     for variant in variants:
         report = reports.get(variant.pk)
         if report is None or str(variant.pk) not in run.reports:
             continue
-        acc = _accuracy(setup, variant)
+        try:
+            acc = _accuracy(setup, variant)
+        except Exception as exc:  # noqa: BLE001 - a variant that cannot answer the rows fails alone, with why
+            errors[variant.pk] = f"its accuracy could not be measured on the validation rows: {str(exc)[:500]}"
+            continue
         verdict = _judge(setup, report, acc, reports.get(variant.parent_id), variant)
         measured[variant.pk] = Measurement(report=report, accuracy=acc, verdict=verdict)
-    return measured, {int(key): str(exc) for key, exc in run.errors.items()}
+    return measured, errors
 
 
 def measure_variant(variant: Variant, setup: EvaluationSetup, config: bench.BenchConfig, *,

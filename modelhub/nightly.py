@@ -61,6 +61,7 @@ from modelhub.models import (
     Variant,
 )
 from workers.evaluation import bench, readiness
+from workers.targets import capabilities
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def nightly_plan(target: NightlyTarget) -> NightlyPlan:
 def _config_under(spec: readiness.ProfileSpec, config: bench.BenchConfig) -> bench.BenchConfig:
     """The baseline's bench options with a profile's batch size, threads, target and calls."""
     return dataclasses.replace(config, batch_sizes=tuple(sorted({*config.batch_sizes, spec.batch_size})),
-                               threads=spec.threads, provider=spec.target,
+                               threads=spec.threads, provider=capabilities.native_provider(spec.target),
                                iterations=max(config.iterations, spec.min_calls))
 
 

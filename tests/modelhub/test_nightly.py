@@ -197,6 +197,20 @@ def test_the_production_variant_is_judged_under_its_alias_s_governing_profile(
     assert not Regression.objects.exists() and hook.received == []
 
 
+def test_an_alias_governed_by_a_node_profile_is_measured_in_node_at_night(
+        production: Production, maintainer: Any) -> None:
+    """(G15) The governing profile's target decides the runtime of the production variant's night:
+    onnxruntime-node for a ``node`` profile, named in the fingerprint, never a refused provider."""
+    node = services.profile_create(user=maintainer, name="node-small", max_p95_ms=1000.0, batch_size=1, threads=1,
+                                   target="node")
+    services.governing_profile_set(model=production.model, profile=node, by=maintainer, reason="served from Node")
+    nightly.nightly_run(night=NIGHT)
+    dynamic = production.nightly("int8-dynamic")
+    assert dynamic.profile == node and dynamic.passed is True, dynamic.verdict
+    assert dynamic.fingerprint["provider"] == "onnxruntime-node (cpu)" and dynamic.p50_ms > 0
+    assert production.nightly("original").fingerprint["provider"] == "CPUExecutionProvider"
+
+
 def test_two_concurrent_runs_for_the_same_night_produce_one_result_per_variant(production: Production) -> None:
     """D8: two schedulers firing the same night at once measure each (variant, night) once."""
     start = threading.Barrier(2, timeout=60)

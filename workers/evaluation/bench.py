@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,13 +397,24 @@ def benchmark_many(items: Sequence[ToMeasure], config: BenchConfig, data: Path |
     (tiled when there are fewer). Without it inputs are synthesized from each signature. A model
     that cannot be loaded, fails or crashes is left out with its error; the others are measured.
     """
-    children: dict[str, list[Child]] = {}
+    return measure_loaded(items, config, lambda item: _load(item, config, data))
+
+
+Loader = Callable[[ToMeasure], tuple[list[Any], dict[str, Any]]]
+
+
+def measure_loaded(items: Sequence[ToMeasure], config: BenchConfig, load: Loader,
+                   run_fields: dict[str, Any] | None = None) -> Run:
+    """The interleaved run over children that ``load`` starts for each item (processes that answer
+    the bench child's ``round`` and ``finish`` requests: native ONNX Runtime here, a JavaScript
+    runtime for the node and browser-wasm targets). ``run_fields`` are added to each report's run."""
+    children: dict[str, list[Any]] = {}
     loaded: dict[str, dict[str, Any]] = {}
     errors: dict[str, BenchError] = {}
     try:
         for item in items:
             try:
-                children[item.key], loaded[item.key] = _load(item, config, data)
+                children[item.key], loaded[item.key] = load(item)
             except BenchError as exc:
                 errors[item.key] = exc
         batches = sorted({batch for info in loaded.values() for batch in info["batches"]})
@@ -417,7 +428,7 @@ def benchmark_many(items: Sequence[ToMeasure], config: BenchConfig, data: Path |
     measured = [item for item in items if item.key not in errors]
     run = {"id": uuid.uuid4().hex, "models": [item.key for item in measured], "order": "rotated each round",
            "rounds": min((len(r) for t in times.values() for k, r in t.items() if k not in errors), default=0),
-           "calls_per_round": config.calls_per_round, "processes": config.processes}
+           "calls_per_round": config.calls_per_round, "processes": config.processes, **(run_fields or {})}
     reports = {item.key: _report(item, loaded[item.key], finished[item.key],
                                  {b: t[item.key] for b, t in times.items() if item.key in t}, config, run)
                for item in measured}

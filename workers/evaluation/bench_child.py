@@ -77,7 +77,9 @@ def rows(array: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([array] * repeats)[:batch] if repeats > 1 else array[:batch]
 
 
-def _inputs(signature: Signature, batch: int, data: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+def batch_inputs(signature: Signature, batch: int, data: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The feeds of one call at ``batch``: the first rows of ``data`` (tiled when it has fewer), or
+    inputs synthesized from the signature; the same for native and JavaScript runtimes."""
     rng = np.random.default_rng(0)
     feeds = {}
     for spec in signature.inputs:
@@ -119,7 +121,7 @@ class Measured:
         signature = Signature.from_dict(request["signature"])
         self.notes: list[str] = []
         data = read_npz(Path(request["data"])) if request.get("data") else None
-        self.feeds = {b: _inputs(signature, b, data) for b in batch_sizes(signature, self.config, self.notes)}
+        self.feeds = {b: batch_inputs(signature, b, data) for b in batch_sizes(signature, self.config, self.notes)}
         import onnxruntime  # noqa: F401  (library memory belongs to the baseline, not the model)
 
         self.baseline_kb = _status_kb("VmRSS") or 0

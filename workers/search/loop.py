@@ -22,6 +22,7 @@ are kept for the job's final judgment on the held-out rows. A failing candidate 
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -32,11 +33,12 @@ from typing import Any
 from workers import formats
 from workers.errors import EngineError
 from workers.evaluation import accuracy, bench, readiness, stats
-from workers.passes import base, get_pass, make_config
+from workers.passes import base, get_pass, graph, make_config
 from workers.search import sensitivity
 from workers.search.budget import Budget
 from workers.search.records import DROPPED, FAILED, KEPT, SKIPPED, UNREACHED, Record, SearchLog
 from workers.search.space import Recipe, free_recipes, int8_recipes, lossy_firsts
+from workers.targets import capabilities
 
 PassRunner = Callable[[str, Path, Path, Any], base.PassResult]
 EXCLUDED_RECIPES = 2  # failing int8 recipes (fastest first) that get the step-by-step exclusion
@@ -107,18 +109,15 @@ class SearchResult:
         return {**self.log.to_dict(), "kept": [b.name for b in self.kept]}
 
 
-def _has_attention(model_path: Path) -> bool:
-    """The data helper's ``has_attention`` where it exists; else: a Softmax fed by a MatMul."""
+def _nodes(model_path: Path) -> list[tuple[str, str]]:
+    """(domain, op type) of each node of a model's main graph."""
     import onnx
 
-    from workers.passes import _onnx_util, graph
+    return [(n.domain, n.op_type) for n in onnx.load(str(model_path), load_external_data=False).graph.node]
 
-    model = onnx.load(str(model_path), load_external_data=False)
-    helper = getattr(_onnx_util, "has_attention", None) or getattr(graph, "has_attention", None)
-    if helper is not None:
-        return bool(helper(model))
-    ops = {n.op_type for n in model.graph.node}
-    return "Attention" in ops or {"Softmax", "MatMul"} <= ops
+
+def _described(options: dict[str, Any]) -> str:
+    return (" with " + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))) if options else ""
 
 
 def _search_spec(spec: readiness.ProfileSpec) -> readiness.ProfileSpec:
@@ -130,11 +129,7 @@ def _screening_spec(spec: readiness.ProfileSpec) -> readiness.ProfileSpec:
     """The spec a stage's native run is judged under: node and browser-wasm candidates are screened
     on the CPU (their runtime is too slow to start per stage); the job's final judgment measures the
     kept ones in the target itself."""
-    return dataclasses.replace(spec, target=_provider(spec.target))
-
-
-def _provider(target: str) -> str:
-    return target if target in bench.PROVIDERS else "cpu"
+    return dataclasses.replace(spec, target=capabilities.native_provider(spec.target))
 
 
 class Search:
@@ -168,7 +163,7 @@ class Search:
 
     def _bench_config(self) -> bench.BenchConfig:
         return bench.BenchConfig(batch_sizes=(self.spec.batch_size,), threads=self.spec.threads,
-                                 provider=_provider(self.spec.target), iterations=400, rounds=10, processes=1,
+                                 provider=capabilities.native_provider(self.spec.target), iterations=400, rounds=10, processes=1,
                                  warmup_max=50, time_budget_s=self.config.bench_time_s)
 
     # --- records ------------------------------------------------------------------------------
@@ -218,7 +213,15 @@ class Search:
                                 round(time.monotonic() - started, 2), dict(recipe.options)))
             shutil.rmtree(dst, ignore_errors=True)
             return None
-        built = Built(name, recipe, parent, Path(result.artifact), source.depth + 1, round(time.monotonic() - started, 2),
+        seconds = round(time.monotonic() - started, 2)
+        lacking = capabilities.lacking_ops(self.spec.target, _nodes(Path(result.artifact)))
+        if lacking:  # screened on the CPU, it would only fail at the final judgment in the target
+            self._record(Record(name, recipe.pass_name, parent, FAILED,
+                                f"{self.spec.target} cannot load it: no kernel for {', '.join(lacking)}",
+                                seconds, dict(recipe.options)))
+            shutil.rmtree(dst, ignore_errors=True)
+            return None
+        built = Built(name, recipe, parent, Path(result.artifact), source.depth + 1, seconds,
                       result, base.config_to_json(config))
         self.built[name] = built
         return built
@@ -321,7 +324,7 @@ class Search:
 
     def _free_stage(self) -> str:
         """Accuracy-free steps from the root; the fastest passing one (or the root) feeds the rest."""
-        built = self._build_all(free_recipes(has_attention=_has_attention(self.root.path)), self.root.name)
+        built = self._build_all(free_recipes(has_attention=graph.has_attention(self.root.path)), self.root.name)
         self._measure(built)
         # A free step that is not slower beyond noise feeds the lossy ones: it costs no accuracy, and the
         # fusions it made (attention, LayerNorm) are what int8 kernels then work on.
@@ -329,10 +332,7 @@ class Search:
         return max(feeds, key=self._gain).name if feeds else self.root.name
 
     def _int8_stage(self, feed: str) -> list[Built]:
-        import onnx
-
-        model = onnx.load(str(self.built[feed].path), load_external_data=False)
-        op_types = {n.op_type for n in model.graph.node}
+        op_types = {op for _, op in _nodes(self.built[feed].path)}
         recipes, skipped = int8_recipes(target=self.spec.target, op_types=op_types,
                                         calibrated=self.config.calibration is not None)
         for recipe, why in skipped:
@@ -349,14 +349,16 @@ class Search:
         return built
 
     def _exclusion_stage(self, tried: list[Built], feed: str) -> list[Built]:
-        """Keep the most sensitive nodes in float, step by step, on the fastest failing recipes."""
+        """Keep the most sensitive nodes in float, step by step, on the failing recipes most likely to
+        pass that way: the one closest to the bound, then the fastest ones."""
         failing = [b for b in tried if b.verdict is not None and not b.passed and b.accuracy is not None]
         if not failing or self.reference_run is None or not self._time_left():
             return []
-        ranked = self._sensitivity(feed)
-        failing.sort(key=lambda b: -self._gain(b))
+        closest = max(failing, key=lambda b: self._metric(b)[1] or -math.inf)
+        ranked = self._sensitivity(feed, closest)
+        bases = [closest] + sorted((b for b in failing if b is not closest), key=lambda b: -self._gain(b))
         passing: list[Built] = []
-        for base_candidate in failing[:EXCLUDED_RECIPES]:
+        for base_candidate in bases[:EXCLUDED_RECIPES]:
             for count in sensitivity.exclusion_counts(len(ranked)):
                 if not self._time_left():
                     break
@@ -373,7 +375,10 @@ class Search:
                     break  # more float nodes will not make it faster
         return passing
 
-    def _sensitivity(self, feed: str) -> list[str]:
+    def _sensitivity(self, feed: str, like: Built) -> list[str]:
+        """Nodes ranked once per job, quantized with the weight settings of ``like`` (the failing
+        recipe closest to the bound): signed weights saturate int16 sums on CPUs without VNNI, so a
+        ranking taken with other settings than the recipe's would measure a different error."""
         self.hooks.event("search: measuring each weight node's sensitivity to int8 (once)")
         started = time.monotonic()
         run = self.reference_run
@@ -381,11 +386,13 @@ class Search:
         def score(path: Path) -> float:
             return float(run.compare(path, task=self.task).metrics.get("rel_l2", float("nan")))
 
+        weights = {k: v for k, v in like.recipe.options.items() if k in sensitivity.WEIGHT_OPTIONS}
         ranked, errors = sensitivity.rank_nodes(self.built[feed].path, self.work / "sensitivity", score,
-                                                self._time_left)
+                                                self._time_left, weights)
         top = ", ".join(f"{n} ({errors[n]:.3g})" for n in ranked[:3] if n in errors)
-        self.log.notes.append(f"Sensitivity (quantize-one, rel_l2 on the selection rows) of {len(errors)} of "
-                              f"{len(ranked)} weight nodes in {time.monotonic() - started:.1f} s; most sensitive: {top}.")
+        self.log.notes.append(f"Sensitivity (quantize-one{_described(weights)}, rel_l2 on the selection rows) of "
+                              f"{len(errors)} of {len(ranked)} weight nodes in {time.monotonic() - started:.1f} s; "
+                              f"most sensitive: {top}.")
         return ranked
 
     def _chain_stage(self, feed: str, int8: Built | None) -> None:

@@ -1,7 +1,8 @@
 """Which weight nodes int8 hurts most: measured once per job, on the selection rows.
 
 *Quantize-one*: each weight node (MatMul, Gemm, Conv ... with an initializer) is quantized alone
-(dynamic, per-channel QInt8) while every other one stays float, and the outputs' relative L2 error
+(dynamic, with the weight settings of the failing recipe closest to the bound: signed weights
+saturate int16 sums on CPUs without VNNI, unsigned ones do not) while every other one stays float, and the outputs' relative L2 error
 against the float model is measured. Errors of one node do not mix with the others', so the ranking
 is steadier than leaving one node out of a fully quantized model (whose minimum-cosine scores mostly
 moved by noise). Nodes not reached before the budget ran out rank last.
@@ -15,9 +16,12 @@ import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from workers.passes import _onnx_util as util
 
+# The dynamic quantizer's options that decide how weights are quantized (and so a node's error).
+WEIGHT_OPTIONS = ("weight_type", "per_channel", "reduce_range")
 Score = Callable[[Path], float]  # a quantized model file -> its error (lower: closer to the float model)
 
 
@@ -40,8 +44,10 @@ def exclusion_counts(nodes: int) -> list[int]:
     return counts
 
 
-def rank_nodes(src: Path, work: Path, score: Score, time_left: Callable[[], bool]) -> tuple[list[str], dict[str, float]]:
-    """Weight nodes of ``src`` most sensitive first, and each one's quantize-one error.
+def rank_nodes(src: Path, work: Path, score: Score, time_left: Callable[[], bool],
+               weights: dict[str, Any] | None = None) -> tuple[list[str], dict[str, float]]:
+    """Weight nodes of ``src`` most sensitive first, and each one's quantize-one error, each node
+    quantized with ``weights`` (``WEIGHT_OPTIONS`` of the dynamic quantizer; its defaults otherwise).
 
     Names are those of the quantization pre-processing's graph, which every int8 pass builds the same
     way, so they can be passed on as ``nodes_to_exclude``."""
@@ -56,7 +62,7 @@ def rank_nodes(src: Path, work: Path, score: Score, time_left: Callable[[], bool
             break
         target = work / f"one-{index:03d}" / "model.onnx"
         target.parent.mkdir()
-        config = quantize_dynamic.Config(nodes_to_exclude=tuple(n for n in nodes if n != node))
+        config = quantize_dynamic.Config(**(weights or {}), nodes_to_exclude=tuple(n for n in nodes if n != node))
         try:
             quantize_dynamic.quantize(model_path, target, config, target.parent)
             errors[node] = score(target)

@@ -27,6 +27,13 @@ def is_js(target: str) -> bool:
     return target in JS_TARGETS
 
 
+def native_provider(target: str) -> str:
+    """The native ONNX Runtime provider a target's numbers are taken with where its own runtime is
+    not used (a nightly or search screening): the target itself for cpu / cuda, the CPU for the
+    JavaScript runtimes, which run on it."""
+    return target if target in NATIVE_TARGETS else "cpu"
+
+
 def lacking_ops(target: str, nodes: Iterable[tuple[str, str]]) -> list[str]:
     """The ops of a graph (its nodes' (domain, op type)) that ``target`` cannot run, as
     ``domain:op`` names in first-seen order; empty when none is known to be missing."""

@@ -16,7 +16,6 @@ import re
 import shutil
 import sys
 import tempfile
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -94,7 +93,7 @@ def unwire(tensor: dict[str, Any]) -> np.ndarray:
 def _feeds(signature: Signature, config: BenchConfig, data: Path | None, notes: list[str]) -> dict[str, Any]:
     """The inputs per batch size, built as the native child builds them (same rows, same seed)."""
     arrays = read_npz(Path(data)) if data else None
-    return {str(batch): {name: wire(value) for name, value in bench_child._inputs(signature, batch, arrays).items()}
+    return {str(batch): {name: wire(value) for name, value in bench_child.batch_inputs(signature, batch, arrays).items()}
             for batch in bench_child.batch_sizes(signature, config, notes)}
 
 
@@ -169,33 +168,10 @@ def _load(item: ToMeasure, target: str, config: BenchConfig, data: Path | None) 
 def benchmark_many(items: Sequence[ToMeasure], config: BenchConfig, target: str, data: Path | None = None) -> Run:
     """Measure several models together in ``target``, in interleaved rounds, as the native
     ``bench.benchmark_many`` does: a model that does not load or fails is left out with its error."""
-    children: dict[str, list[Child]] = {}
-    loaded: dict[str, dict[str, Any]] = {}
-    errors: dict[str, BenchError] = {}
-    try:
-        for item in items:
-            try:
-                children[item.key], loaded[item.key] = _load(item, target, config, data)
-            except BenchError as exc:
-                errors[item.key] = exc
-        batches = sorted({batch for info in loaded.values() for batch in info["batches"]})
-        times = {batch: bench._rounds({k: c for k, c in children.items() if batch in loaded[k]["batches"]}, batch,
-                                      config, errors) for batch in batches}
-        finished = bench._finish(children, errors)
-    finally:
-        for replicas in children.values():
-            for child in replicas:
-                child.close()
-    measured = [item for item in items if item.key not in errors]
-    run = {"id": uuid.uuid4().hex, "models": [item.key for item in measured], "order": "rotated each round",
-           "rounds": min((len(r) for t in times.values() for k, r in t.items() if k not in errors), default=0),
-           "calls_per_round": config.calls_per_round, "processes": config.processes, "target": target}
-    reports = {item.key: bench._report(item, loaded[item.key], finished[item.key],
-                                       {b: t[item.key] for b, t in times.items() if item.key in t},
-                                       config, run) for item in measured}
-    for report in reports.values():
+    run = bench.measure_loaded(items, config, lambda item: _load(item, target, config, data), {"target": target})
+    for report in run.reports.values():
         report.config["target"] = target
-    return Run(reports=reports, errors=errors)
+    return run
 
 
 def outputs(target: str, model: Path, inputs: dict[str, np.ndarray], step: int, *, threads: int = 1,
