@@ -95,10 +95,15 @@ def off_request() -> AbstractContextManager[None]:
     return _mode(True, None)
 
 
+# How often the idle local runner does the reconciler's round (beat's job where there is no beat).
+RECONCILE_EVERY_S = 60.0
+
+
 class LocalRunner:
     """One daemon thread running the jobs sent without a broker, in order, as a one-slot worker
-    would; it starts with the first job. A job claims its row with a lease (``jobs.job_claim``),
-    so one left QUEUED or RUNNING by a stopped server is the reconciler's, as with a dead worker."""
+    would. A job claims its row with a lease (``jobs.job_claim``); what a stopped server left QUEUED
+    or RUNNING is taken back by the reconciler's round, which the runner does when runserver starts
+    and every ``RECONCILE_EVERY_S`` while idle (there is no beat in the local default)."""
 
     def __init__(self) -> None:
         self._work: fifo.Queue[tuple[str, tuple[object, ...]]] = fifo.Queue()
@@ -108,6 +113,14 @@ class LocalRunner:
     def submit(self, name: str, args: tuple[object, ...]) -> None:
         """Queue ``name(*args)`` behind the jobs already waiting."""
         self._work.put((name, args))
+        self._ensure_thread()
+
+    def reconcile(self) -> None:
+        """Queue the reconciler's round now (starting the thread if it is not running)."""
+        self._work.put((RECONCILE, ()))
+        self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="modelhub-local-runner", daemon=True)
@@ -119,7 +132,11 @@ class LocalRunner:
 
     def _loop(self) -> None:
         while True:
-            name, args = self._work.get()
+            try:
+                name, args = self._work.get(timeout=RECONCILE_EVERY_S)
+            except fifo.Empty:
+                self._work.put((RECONCILE, ()))
+                continue
             try:
                 # apply() runs the task with its failure handler (a job ends FAILED with the reason).
                 app.tasks[name].apply(args=args, throw=False)
@@ -131,6 +148,12 @@ class LocalRunner:
 
 
 _RUNNER = LocalRunner()
+
+
+def local_runner_reconcile() -> None:
+    """Have the local runner do the reconciler's round now (runserver in the local default does at
+    start, so the jobs a stopped server left behind are taken back without waiting for a new one)."""
+    _RUNNER.reconcile()
 
 
 def local_runner_wait() -> None:

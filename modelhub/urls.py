@@ -1,7 +1,8 @@
-"""URL routes: admin, dashboard, management API, serving API, health checks, schema and metrics."""
+"""URL routes: the root (to the dashboard), admin, dashboard, management API, serving API, health checks, schema and metrics."""
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from modelhub.login_guard import LockoutAuthenticationForm
@@ -14,6 +15,8 @@ urlpatterns = [
     path("api/v1/", include("modelhub.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("", include("predictions.urls")),
+    # The address runserver prints opens the dashboard (its login for a visitor), not a 404.
+    path("", RedirectView.as_view(pattern_name="dashboard:models"), name="home"),
 ]
 
 # With DEBUG off: 503 + Retry-After while the database is down, a 500 without a traceback otherwise

@@ -18,7 +18,8 @@ from workers.evaluation import stats
 from workers.evaluation.accuracy import HIGHER_IS_BETTER, AccuracyReport
 from workers.evaluation.bench import BenchReport
 from workers.evaluation.readiness import ProfileSpec, Verdict, reference_value
-from workers.passes import PASS_NAMES
+from workers.passes import PASS_NAMES, make_config
+from workers.passes.base import PassInputError
 from workers.targets import capabilities
 
 ORIGINAL = "original"
@@ -88,8 +89,21 @@ def _search_problem(step: PlanStep) -> str | None:
     return None
 
 
+def _options_problem(step: PlanStep) -> str | None:
+    """What is wrong with a step's options, as the pass itself would say at run time (data paths
+    are filled by the job, so only the options are checked here)."""
+    if step.pass_name == SEARCH:
+        return _search_problem(step)
+    try:
+        make_config(step.pass_name, step.options)
+    except PassInputError as exc:
+        return str(exc).rstrip(".")
+    return None
+
+
 def validate_plan(steps: list[PlanStep]) -> None:
-    """Refuse a plan with duplicate names, unknown passes or sources that do not come earlier."""
+    """Refuse a plan with duplicate names, unknown passes, sources that do not come earlier or
+    options its pass would refuse (before a job is queued, not when its step runs)."""
     seen: set[str] = set()
     for position, step in enumerate(steps, start=1):
         where = f"Step {position} ({step.name!r})"
@@ -103,7 +117,7 @@ def validate_plan(steps: list[PlanStep]) -> None:
             raise PlanError(f"{where}: source {step.source!r} is not an earlier step or {ORIGINAL!r}.")
         if not isinstance(step.options, dict):
             raise PlanError(f"{where}: options must be a JSON object.")
-        problem = _search_problem(step) if step.pass_name == SEARCH else None
+        problem = _options_problem(step)
         if problem:
             raise PlanError(f"{where}: {problem}.")
         seen.add(step.name)

@@ -11,7 +11,8 @@ from rest_framework.test import APIClient
 from modelhub.models import RegisteredModel
 from tests import factories
 
-PUBLIC = {"healthz", "readyz", "oip-server", "oip-live", "oip-ready"}  # the protocol's health and server metadata
+# The protocol's health and server metadata, and the root's redirect to the (login-guarded) dashboard.
+PUBLIC = {"healthz", "readyz", "oip-server", "oip-live", "oip-ready", "home"}
 SAMPLE_KWARGS = {"name": "m", "number": 1, "variant": "original", "job_id": 1, "version": 1}
 
 

@@ -41,7 +41,7 @@ from tests import factories
 from tests.onnx_graphs import tiny_onnx_bytes
 
 pytestmark = pytest.mark.django_db
-NOT_OBJECT_ROUTES = {"healthz", "readyz", "metrics", "schema", "oip-server", "oip-live", "oip-ready"}
+NOT_OBJECT_ROUTES = {"home", "healthz", "readyz", "metrics", "schema", "oip-server", "oip-live", "oip-ready"}
 PROC_ROOT = "//proc/self/" + "root/etc/passwd"  # the MLflow bypass, spelt in two parts for path linters
 HOSTILE_NAMES = ["../x", "..\\x", PROC_ROOT, "a#/../../", "file:///etc/passwd", "..", ".",
                  "%2e%2e%2fx", ".hidden", "x:y", "a b", "a\x00b", "x" * 101]

@@ -83,6 +83,20 @@ def test_validate_plan_refuses_broken_plans(steps: list[PlanStep], message: str)
         validate_plan(steps)
 
 
+@pytest.mark.parametrize(("step", "message"), [
+    (PlanStep("prune", "prune_structured", {"ratio": 1.5}), "ratio must be a fraction"),
+    (PlanStep("int8", "quantize_dynamic", {"weight_type": "int4"}), "Unknown weight_type 'int4'"),
+    (PlanStep("int8", "quantize_static", {"calibration": "minmax"}), "has no option"),
+])
+def test_a_step_with_options_its_pass_refuses_is_refused_before_a_job_exists(step: PlanStep, message: str) -> None:
+    """(D21) Each pass's options are checked by the pass's own rules when the plan is given, so a
+    form or API caller hears the reason at once, not when the step's turn comes in the job."""
+    with pytest.raises(PlanError, match=message) as refused:
+        validate_plan([step])
+    assert f"Step 1 ({step.name!r})" in str(refused.value)
+    validate_plan([PlanStep("int8", "quantize_dynamic", {"weight_type": "quint8", "per_channel": False})])
+
+
 def test_plan_steps_round_trip() -> None:
     step = PlanStep("int8", "quantize_dynamic", {"per_channel": True}, "export")
     assert PlanStep.from_dict(step.to_dict()) == step

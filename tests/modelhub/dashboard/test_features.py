@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from modelhub import queue
+from modelhub import queue, services
 from modelhub.dashboard.pages import choose
 from modelhub.models import Deployment, ModelVersion, OptimizationJob, PromotionEvent
 from tests import factories
@@ -70,6 +70,38 @@ def test_an_optimize_request_in_the_local_default_returns_before_the_job_ends(
     assert job.started_at is not None and job.finished_at > answered  # it ran after the page had answered
     progress = client.get(reverse("dashboard:job-progress", args=[job.pk])).json()
     assert progress["finished"] and progress["progress"] == 100.0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # the local runner's thread sees committed rows only
+def test_jobs_a_stopped_server_left_queued_or_running_are_taken_back_by_the_local_runner(
+        quality_mlp: SampleModel, media_root: Path) -> None:
+    """D6: in the local default there is no beat; the runner does the reconciler's round when
+    runserver starts, so a job the last server queued but never ran, and one it was running when
+    it stopped (its lease lapsed), both run to their end."""
+    maintainer = factories.staff_user("maria", "maintainer")
+    version = factories.team_version(maintainer, quality_mlp)
+    with queue.eager(False), factories.committed():  # sent to a broker nobody reads: the stopped server
+        left = [services.optimization_request(version=version, user=maintainer, plan=plan, bench=factories.QUICK_BENCH)
+                for plan in (factories.INT8, factories.TEAM_PLAN)]
+    long_ago = timezone.now() - timezone.timedelta(hours=1)
+    OptimizationJob.objects.filter(pk=left[0].pk).update(dispatched_at=long_ago)
+    OptimizationJob.objects.filter(pk=left[1].pk).update(status=OptimizationJob.Status.RUNNING, started_at=long_ago,
+                                                          lease_owner="gone", lease_expires_at=long_ago)
+    with queue.off_request():
+        queue.local_runner_reconcile()
+        queue.local_runner_wait()
+    for job in left:
+        job.refresh_from_db()
+        assert job.status == OptimizationJob.Status.SUCCEEDED, job.error
+
+
+def test_the_root_address_leads_to_the_dashboard_and_a_visitor_to_its_login() -> None:
+    """B1 (the address runserver prints): "/" redirects to the models list, which sends a visitor
+    to the staff login and back; never a 404."""
+    response = Client().get("/", follow=True)
+    assert [hop for hop, _ in response.redirect_chain][0] == reverse("dashboard:models")
+    assert response.status_code == 200 and "/admin/login/" in response.request["PATH_INFO"]
 
 
 # --- upload flow -----------------------------------------------------------------------------
