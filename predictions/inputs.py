@@ -271,7 +271,8 @@ def _coerce(name: str, array: np.ndarray, dtype_name: str) -> np.ndarray:
         if array.size and (array.min() < info.min or array.max() > info.max):
             raise Invalid(f"Input '{name}' has values outside the range of {target} ({info.min}..{info.max}).")
         return array.astype(target, copy=False)
-    out = array.astype(target, copy=False)
+    with np.errstate(over="ignore"):  # a value beyond the target's range becomes inf, refused just below
+        out = array.astype(target, copy=False)
     if not np.isfinite(out).all():
         raise Invalid(f"Input '{name}' holds NaN or Infinity (or values beyond the range of {target}); "
                       "only finite numbers are accepted.")

@@ -184,10 +184,12 @@ def _digits_cnn(directory: Path) -> str:
     return "classification"
 
 
-def _tiny_transformer(directory: Path) -> str:
-    torch = _torch()
+def attention_block(width: int, heads: int, ff_width: int) -> Any:
+    """One post-norm transformer encoder block: multi-head self-attention, LayerNorm, GELU
+    feed-forward. Written out: torch's fused encoder layer does not export to ONNX."""
+    import torch
+
     nn = torch.nn
-    vocab, width, heads, seq = 512, 64, 4, 16
 
     class Block(nn.Module):
         def __init__(self) -> None:
@@ -195,7 +197,7 @@ def _tiny_transformer(directory: Path) -> str:
             self.qkv = nn.Linear(width, 3 * width)
             self.proj = nn.Linear(width, width)
             self.norm1 = nn.LayerNorm(width)
-            self.ff = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+            self.ff = nn.Sequential(nn.Linear(width, ff_width), nn.GELU(), nn.Linear(ff_width, width))
             self.norm2 = nn.LayerNorm(width)
 
         def forward(self, x: Any) -> Any:
@@ -205,12 +207,20 @@ def _tiny_transformer(directory: Path) -> str:
             x = self.norm1(x + self.proj((attn @ v).transpose(1, 2).reshape(b, t, width)))
             return self.norm2(x + self.ff(x))
 
+    return Block()
+
+
+def _tiny_transformer(directory: Path) -> str:
+    torch = _torch()
+    nn = torch.nn
+    vocab, width, heads, seq = 512, 64, 4, 16
+
     class Encoder(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.embed = nn.Embedding(vocab, width)
             self.position = nn.Parameter(torch.randn(1, seq, width) * 0.02)
-            self.blocks = nn.Sequential(Block(), Block())
+            self.blocks = nn.Sequential(*(attention_block(width, heads, 2 * width) for _ in range(2)))
 
         def forward(self, input_ids: Any) -> Any:
             x = self.blocks(self.embed(input_ids) + self.position)

@@ -238,12 +238,13 @@ class Search:
         return candidate, parent
 
     def _build_all(self, recipes: list[Recipe], parent: str) -> list[Built]:
+        """Build each recipe on ``parent`` (or, once one needed it, on the root) until time runs out."""
         built = []
         for position, recipe in enumerate(recipes):
             if not self._time_left():
                 self._unreached(recipes[position:], parent)
                 break
-            candidate, _ = self._build_from(recipe, parent)
+            candidate, parent = self._build_from(recipe, parent)
             if candidate is not None:
                 built.append(candidate)
         return built
@@ -337,14 +338,7 @@ class Search:
                                         calibrated=self.config.calibration is not None)
         for recipe, why in skipped:
             self._record(Record(recipe.name, recipe.pass_name, feed, SKIPPED, why, options=dict(recipe.options)))
-        built, parent = [], feed
-        for position, recipe in enumerate(recipes):
-            if not self._time_left():
-                self._unreached(recipes[position:], parent)
-                break
-            candidate, parent = self._build_from(recipe, parent)
-            if candidate is not None:
-                built.append(candidate)
+        built = self._build_all(recipes, feed)
         self._measure(built)
         return built
 
