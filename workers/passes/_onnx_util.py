@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import shutil
 import uuid
@@ -130,9 +131,20 @@ def scratch_dir(dst: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Swallow the progress prints of onnxruntime's quantization tools."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
+    """Swallow the progress prints of onnxruntime's quantization tools and the warnings they log on
+    the root logger (a 1-D LayerNorm weight "out-of-range" for per-channel axis 1, which it then
+    quantizes per tensor): a job's log and the demo's output would otherwise carry dozens of them."""
+    root = logging.getLogger()
+    root.addFilter(_not_quantizer_chatter)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.removeFilter(_not_quantizer_chatter)
+
+
+def _not_quantizer_chatter(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
 
 
 def _dim(value: int | str, batch: int) -> int:
