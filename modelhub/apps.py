@@ -2,6 +2,7 @@
 
 import os
 import sys
+from collections.abc import Mapping
 
 from django.apps import AppConfig
 
@@ -23,7 +24,7 @@ class ModelhubConfig(AppConfig):
                 queue.local_runner_reconcile()
 
 
-def _serving_runserver(argv: list[str], environ: os._Environ[str] | dict[str, str]) -> bool:
+def _serving_runserver(argv: list[str], environ: Mapping[str, str]) -> bool:
     """Whether this process is the one runserver serves from (the autoreloader's child, or the only
     process with --noreload), not the reloader watching it or another management command."""
     return len(argv) > 1 and argv[1] == "runserver" and (environ.get("RUN_MAIN") == "true" or "--noreload" in argv)

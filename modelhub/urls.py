@@ -1,4 +1,5 @@
-"""URL routes: the root (to the dashboard), admin, dashboard, management API, serving API, health checks, schema and metrics."""
+"""URL routes: the root (to the dashboard), admin, dashboard, management API, serving API, health checks,
+schema and metrics."""
 
 from django.contrib import admin
 from django.urls import include, path

@@ -163,8 +163,8 @@ class Search:
 
     def _bench_config(self) -> bench.BenchConfig:
         return bench.BenchConfig(batch_sizes=(self.spec.batch_size,), threads=self.spec.threads,
-                                 provider=capabilities.native_provider(self.spec.target), iterations=400, rounds=10, processes=1,
-                                 warmup_max=50, time_budget_s=self.config.bench_time_s)
+                                 provider=capabilities.native_provider(self.spec.target), iterations=400, rounds=10,
+                                 processes=1, warmup_max=50, time_budget_s=self.config.bench_time_s)
 
     # --- records ------------------------------------------------------------------------------
 

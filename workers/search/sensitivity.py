@@ -2,8 +2,8 @@
 
 *Quantize-one*: each weight node (MatMul, Gemm, Conv ... with an initializer) is quantized alone
 (dynamic, with the weight settings of the failing recipe closest to the bound: signed weights
-saturate int16 sums on CPUs without VNNI, unsigned ones do not) while every other one stays float, and the outputs' relative L2 error
-against the float model is measured. Errors of one node do not mix with the others', so the ranking
+saturate int16 sums on CPUs without VNNI, unsigned ones do not) while every other one stays float,
+and the outputs' relative L2 error against the float model is measured. Errors of one node do not mix with the others', so the ranking
 is steadier than leaving one node out of a fully quantized model (whose minimum-cosine scores mostly
 moved by noise). Nodes not reached before the budget ran out rank last.
 

@@ -28,9 +28,9 @@ def is_js(target: str) -> bool:
 
 
 def native_provider(target: str) -> str:
-    """The native ONNX Runtime provider a target's numbers are taken with where its own runtime is
-    not used (a nightly or search screening): the target itself for cpu / cuda, the CPU for the
-    JavaScript runtimes, which run on it."""
+    """The native ONNX Runtime provider a bench config names for ``target``: the target itself for
+    cpu / cuda; the CPU for node and browser-wasm, whose own runner takes the target from the
+    profile (and whose candidates the search screens natively, on the CPU they run on)."""
     return target if target in NATIVE_TARGETS else "cpu"
 
 
